@@ -1,0 +1,33 @@
+/* budget.h — the time budget of a Lua hook call.
+ *
+ * A periodic watchdog signal (SIGALRM from a POSIX timer) checks whether the
+ * hook call in progress has run longer than the budget; if so it installs a
+ * Lua debug hook that raises "hook exceeded its budget of N ms" at the next
+ * instruction, and keeps raising it until the call unwinds, so a pcall
+ * inside the script cannot swallow it.  Script states run with the JIT off
+ * (script.c), which is what makes debug hooks fire in every loop.  The
+ * per-call cost is two stores; the clock is read only in the signal handler.
+ *
+ * Known limits: a __gc finalizer that loops forever or a single
+ * never-ending C call (e.g. a pathological string.find) does not run Lua
+ * instructions and is not interrupted. */
+#ifndef MG_BUDGET_H
+#define MG_BUDGET_H
+
+#include <stdint.h>
+#include <lua.h>
+
+/* Install the handler and start the watchdog.  0 or -1 (errno set). */
+int budget_start(uint32_t budget_ms);
+/* Change the budget (reload). */
+void budget_set(uint32_t budget_ms);
+void budget_stop(void);
+
+/* Bracket every lua_pcall into a hook.  budget_leave returns 1 if the call
+ * was aborted for exceeding the budget. */
+void budget_enter(lua_State *L);
+int budget_leave(void);
+
+uint32_t budget_ms(void);
+
+#endif

@@ -1,0 +1,105 @@
+/* config.h — the validated configuration.
+ *
+ * config.c turns moongate.yaml (libyaml) into an mg_config: every key known,
+ * every value typed and range-checked, durations in milliseconds, sizes in
+ * bytes, relative paths resolved against the config file's folder.  Any
+ * problem is reported once as "FILE:LINE:COL: message" and no config is
+ * returned, so the caller either has a complete valid config or none.
+ * A config is immutable once loaded; a reload loads a new one and swaps. */
+#ifndef MG_CONFIG_H
+#define MG_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct mg_listener {
+    char *host;     /* bind address, default "127.0.0.1" */
+    int port;       /* 1..65535, required */
+    char *path;     /* WebSocket path, default "/" */
+    char *tls_cert; /* PEM certificate file, NULL for plain ws */
+    char *tls_key;  /* PEM private key file, NULL for plain ws */
+} mg_listener;
+
+typedef enum { MG_SLOW_CLOSE, MG_SLOW_DROP } mg_slow_action;
+typedef enum { MG_DUP_REPLACE, MG_DUP_REJECT } mg_dup_policy;
+typedef enum { MG_LOG_DEBUG, MG_LOG_INFO, MG_LOG_WARN, MG_LOG_ERROR } mg_log_level;
+typedef enum { MG_LOG_TEXT, MG_LOG_JSON } mg_log_format;
+
+/* A free-form YAML value (the `app:` section), handed to Lua as a table. */
+typedef enum { MG_NODE_NULL, MG_NODE_BOOL, MG_NODE_NUMBER, MG_NODE_STRING, MG_NODE_SEQ, MG_NODE_MAP } mg_node_type;
+
+typedef struct mg_node {
+    mg_node_type type;
+    char *key;              /* key when this node is a map entry, else NULL */
+    char *str;              /* MG_NODE_STRING */
+    double num;             /* MG_NODE_NUMBER */
+    int boolean;            /* MG_NODE_BOOL */
+    struct mg_node **items; /* MG_NODE_SEQ / MG_NODE_MAP children, in order */
+    size_t nitems;
+} mg_node;
+
+typedef struct mg_config {
+    char *file; /* the YAML file it came from, NULL when built from flags */
+
+    mg_listener *listeners; /* at least one */
+    size_t nlisteners;
+
+    char *script;              /* main Lua script, required */
+    char *lua_path;            /* prepended to package.path, or NULL */
+    char *lua_cpath;           /* prepended to package.cpath, or NULL */
+    uint32_t hook_budget_ms;   /* default 250, range 1..60000 */
+    uint64_t lua_memory_limit; /* bytes, default 256 MiB, 0 = unlimited */
+
+    char *static_root;  /* folder served on plain GET, or NULL */
+    char *static_index; /* default "index.html" */
+
+    uint32_t ping_interval_ms; /* default 25000, 0 = no protocol pings */
+    uint32_t ping_timeout_ms;  /* default 60000, 0 = never evict */
+    char *text_ping;           /* app-level ping text, or NULL */
+    char *text_pong;           /* its answer; set iff text_ping is */
+
+    uint32_t max_connections;     /* default 10000 */
+    uint64_t max_message_size;    /* default 1 MiB */
+    uint64_t send_queue_max;      /* default 4 MiB */
+    mg_slow_action slow_consumer; /* default close */
+    uint32_t handshake_timeout_ms;/* default 10000 */
+    uint32_t message_rate;        /* per second, default 0 = unlimited */
+    uint32_t message_burst;       /* default 0 = same as message_rate */
+    uint32_t close_timeout_ms;    /* default 5000 */
+
+    mg_dup_policy duplicate_names; /* default replace */
+    uint32_t drain_timeout_ms;     /* default 10000 */
+
+    mg_log_level log_level;   /* default info */
+    mg_log_format log_format; /* default text */
+
+    char *admin_host;  /* default "127.0.0.1" when admin: is present */
+    int admin_port;    /* 0 = admin endpoint off (no admin: section) */
+    char *admin_token; /* bearer token, or NULL */
+
+    mg_node *app; /* free-form `app:` section, or NULL */
+} mg_config;
+
+/* A config with every default set and no listener or script. */
+mg_config *config_new_defaults(void);
+
+/* Load and validate PATH.  On error returns NULL and writes
+ * "PATH:LINE:COL: message" (or "PATH: message" when no position applies)
+ * into err. */
+mg_config *config_load(const char *path, char *err, size_t errlen);
+
+/* Checks that apply to any config, including one built from flags:
+ * at least one listener, a script, files that must exist. */
+int config_validate(const mg_config *cfg, char *err, size_t errlen);
+
+/* Replace the first listener (or add one) with host:port from "HOST:PORT". */
+int config_set_listen(mg_config *cfg, const char *hostport, char *err, size_t errlen);
+
+void config_free(mg_config *cfg);
+
+/* Unit parsers, also used by tests: "250ms", "30s", "5m", "1h", "0";
+ * "4MiB", "512KiB", "10MB", "123" (bytes).  Return 0 on success. */
+int config_parse_duration(const char *s, uint64_t *ms);
+int config_parse_size(const char *s, uint64_t *bytes);
+
+#endif

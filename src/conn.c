@@ -1,0 +1,296 @@
+/* conn.c — the client table and per-connection state.
+ *
+ * Connections are indexed by id (dict) and by registered name (dict) and
+ * linked in one list for iteration.  Sending goes through conn_send*, which
+ * applies the per-connection queue limit and asks libwebsockets for a
+ * writable callback when a queue becomes non-empty; the write itself
+ * happens in server.c. */
+#include "conn.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "pubsub.h"
+
+void conn_table_init(mg_gw *gw)
+{
+    dict_init(&gw->conns_by_id);
+    dict_init(&gw->conns_by_name);
+    gw->conn_list = NULL;
+    gw->next_conn_id = 1;
+}
+
+void conn_table_free(mg_gw *gw)
+{
+    while (gw->conn_list)
+        conn_destroy(gw, gw->conn_list);
+    dict_free(&gw->conns_by_id);
+    dict_free(&gw->conns_by_name);
+}
+
+static char *conn_strdup(const char *s)
+{
+    return strdup(s ? s : "");
+}
+
+mg_conn *conn_create(mg_gw *gw, struct lws *wsi, const char *path, const char *query,
+                     const char *remote, const char *headers, size_t headers_len)
+{
+    mg_conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->id = gw->next_conn_id++;
+    c->wsi = wsi;
+    c->path = conn_strdup(path);
+    c->query = conn_strdup(query);
+    c->remote = conn_strdup(remote);
+    c->headers = malloc(headers_len ? headers_len : 1);
+    if (!c->path || !c->query || !c->remote || !c->headers)
+        goto oom;
+    memcpy(c->headers, headers, headers_len);
+    c->headers_len = headers_len;
+    sendq_init(&c->q);
+    c->lua_ref = -1;
+    c->last_rx_ms = gw->now_ms;
+    c->tokens_ms = gw->now_ms;
+    c->tokens = gw->cfg->message_burst ? gw->cfg->message_burst : gw->cfg->message_rate;
+
+    int err;
+    dict_set(&gw->conns_by_id, &c->id, sizeof(c->id), c, &err);
+    if (err)
+        goto oom;
+    c->next = gw->conn_list;
+    if (gw->conn_list)
+        gw->conn_list->prev = c;
+    gw->conn_list = c;
+    gw->metrics.connections++;
+    gw->metrics.connections_total++;
+    return c;
+oom:
+    free(c->path);
+    free(c->query);
+    free(c->remote);
+    free(c->headers);
+    free(c);
+    return NULL;
+}
+
+void conn_destroy(mg_gw *gw, mg_conn *c)
+{
+    pubsub_unsubscribe_all(gw, c);
+    if (c->name && dict_get(&gw->conns_by_name, c->name, strlen(c->name)) == c)
+        dict_del(&gw->conns_by_name, c->name, strlen(c->name));
+    dict_del(&gw->conns_by_id, &c->id, sizeof(c->id));
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        gw->conn_list = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    gw->metrics.connections--;
+
+    for (uint32_t i = 0; i < c->nattrs; i++) {
+        free(c->attrs[i].key);
+        value_clear(&c->attrs[i].val);
+    }
+    free(c->attrs);
+    sendq_clear(&c->q);
+    free(c->rx);
+    free(c->path);
+    free(c->query);
+    free(c->remote);
+    free(c->headers);
+    free(c->name);
+    free(c);
+}
+
+mg_conn *conn_find(mg_gw *gw, uint64_t id)
+{
+    return dict_get(&gw->conns_by_id, &id, sizeof(id));
+}
+
+mg_conn *conn_find_name(mg_gw *gw, const char *name)
+{
+    return dict_get(&gw->conns_by_name, name, strlen(name));
+}
+
+int conn_is_open(const mg_conn *c)
+{
+    return c && c->wsi && c->state == MG_CONN_OPEN;
+}
+
+const char *conn_header(const mg_conn *c, const char *name)
+{
+    const char *p = c->headers, *end = c->headers + c->headers_len;
+    while (p < end) {
+        const char *val = p + strlen(p) + 1;
+        if (strcasecmp(p, name) == 0)
+            return val;
+        p = val + strlen(val) + 1;
+    }
+    return NULL;
+}
+
+int conn_set_name(mg_gw *gw, mg_conn *c, const char *name, const char **err)
+{
+    size_t len = strlen(name);
+    mg_conn *holder = dict_get(&gw->conns_by_name, name, len);
+
+    if (holder == c)
+        return 0;
+    if (holder && gw->cfg->duplicate_names == MG_DUP_REJECT) {
+        *err = "name taken";
+        return -1;
+    }
+    char *copy = strdup(name);
+    if (!copy) {
+        *err = "out of memory";
+        return -1;
+    }
+    if (holder) {
+        log_conn(MG_LOG_INFO, holder->id, "replaced by conn %llu under name '%s'",
+                 (unsigned long long)c->id, name);
+        free(holder->name);
+        holder->name = NULL;
+        gw->metrics.evictions[MG_EVICT_REPLACED]++;
+        conn_close(gw, holder, 4001, "a new client with the same id connected", 0);
+    }
+    if (c->name && dict_get(&gw->conns_by_name, c->name, strlen(c->name)) == c)
+        dict_del(&gw->conns_by_name, c->name, strlen(c->name));
+    free(c->name);
+    c->name = copy;
+    int derr;
+    dict_set(&gw->conns_by_name, copy, len, c, &derr);
+    if (derr) {
+        *err = "out of memory";
+        free(c->name);
+        c->name = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+const mg_value *conn_attr_get(const mg_conn *c, const char *key)
+{
+    for (uint32_t i = 0; i < c->nattrs; i++)
+        if (strcmp(c->attrs[i].key, key) == 0)
+            return &c->attrs[i].val;
+    return NULL;
+}
+
+int conn_attr_set(mg_conn *c, const char *key, const mg_value *v)
+{
+    uint32_t i;
+    for (i = 0; i < c->nattrs; i++)
+        if (strcmp(c->attrs[i].key, key) == 0)
+            break;
+    if (v->type == MG_VAL_NIL) {
+        if (i < c->nattrs) {
+            free(c->attrs[i].key);
+            value_clear(&c->attrs[i].val);
+            c->attrs[i] = c->attrs[--c->nattrs];
+        }
+        return 0;
+    }
+    if (i == c->nattrs) {
+        mg_attr *na = realloc(c->attrs, (c->nattrs + 1) * sizeof(*na));
+        if (!na)
+            return -1;
+        c->attrs = na;
+        memset(&na[i], 0, sizeof(na[i]));
+        na[i].key = strdup(key);
+        if (!na[i].key)
+            return -1;
+        c->nattrs++;
+    }
+    return value_copy(&c->attrs[i].val, v);
+}
+
+static int conn_can_send(const mg_conn *c)
+{
+    return c->wsi && (c->state == MG_CONN_OPEN || c->final_window);
+}
+
+/* The queue limit: what a slow consumer gets when it is exceeded. */
+static int conn_over_limit(mg_gw *gw, mg_conn *c, size_t add)
+{
+    if (c->q.bytes == 0 || c->q.bytes + add <= gw->cfg->send_queue_max)
+        return MG_SEND_OK;
+    if (gw->cfg->slow_consumer == MG_SLOW_DROP) {
+        gw->metrics.sendq_drops++;
+        return MG_SEND_DROPPED;
+    }
+    log_conn(MG_LOG_WARN, c->id, "slow consumer: %zu bytes queued, closing", c->q.bytes);
+    gw->metrics.evictions[MG_EVICT_SLOW_CONSUMER]++;
+    conn_close(gw, c, 4002, "slow consumer", 1);
+    return MG_SEND_EVICTED;
+}
+
+static void conn_queued(mg_gw *gw, mg_conn *c, size_t payload, int was_empty)
+{
+    gw->metrics.messages_out++;
+    gw->metrics.bytes_out += payload;
+    if (was_empty)
+        lws_callback_on_writable(c->wsi);
+}
+
+int conn_send(mg_gw *gw, mg_conn *c, int opcode, const void *data, size_t len)
+{
+    if (!conn_can_send(c))
+        return MG_SEND_CLOSED;
+    int rc = conn_over_limit(gw, c, len);
+    if (rc != MG_SEND_OK)
+        return rc;
+    int was_empty = c->q.count == 0;
+    if (sendq_push_frame(&c->q, opcode, data, len) != 0)
+        return MG_SEND_NOMEM;
+    conn_queued(gw, c, len, was_empty);
+    return MG_SEND_OK;
+}
+
+int conn_send_shared(mg_gw *gw, mg_conn *c, mg_buf *b)
+{
+    if (!conn_can_send(c))
+        return MG_SEND_CLOSED;
+    int rc = conn_over_limit(gw, c, b->len);
+    if (rc != MG_SEND_OK)
+        return rc;
+    int was_empty = c->q.count == 0;
+    if (sendq_push_shared(&c->q, b) != 0)
+        return MG_SEND_NOMEM;
+    conn_queued(gw, c, b->len, was_empty);
+    return MG_SEND_OK;
+}
+
+const char *conn_send_error(int rc)
+{
+    switch (rc) {
+    case MG_SEND_CLOSED:
+        return "connection closed";
+    case MG_SEND_DROPPED:
+        return "send queue full";
+    case MG_SEND_EVICTED:
+        return "slow consumer";
+    case MG_SEND_NOMEM:
+        return "out of memory";
+    default:
+        return NULL;
+    }
+}
+
+void conn_close(mg_gw *gw, mg_conn *c, int code, const char *reason, int discard)
+{
+    if (!c->wsi || c->state != MG_CONN_OPEN)
+        return;
+    c->state = MG_CONN_CLOSING;
+    c->close_code = code;
+    snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason ? reason : "");
+    if (discard) {
+        c->discard_queue = 1;
+        sendq_clear(&c->q);
+    }
+    /* However the peer behaves, the close completes within close_timeout. */
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, (int)((gw->cfg->close_timeout_ms + 999) / 1000));
+    lws_callback_on_writable(c->wsi);
+}

@@ -1,0 +1,107 @@
+/* conn.h — the client table and per-connection state.
+ *
+ * An mg_conn is created when a WebSocket upgrade completes and destroyed
+ * when libwebsockets reports the socket closed.  It carries what the Lua
+ * side can see and keep (id, path, query, remote, headers, name,
+ * attributes, subscriptions) and the send queue.  Lua never holds a pointer
+ * to it: handles carry the id and look it up, so a handle to a closed
+ * connection fails cleanly.  Ids are never reused. */
+#ifndef MG_CONN_H
+#define MG_CONN_H
+
+#include <stdint.h>
+
+#include "gw.h"
+#include "sendq.h"
+#include "value.h"
+
+typedef enum {
+    MG_CONN_OPEN,        /* normal */
+    MG_CONN_CLOSING,     /* the gateway is closing it: flush, then close frame */
+    MG_CONN_PEER_CLOSED, /* the client sent a close frame */
+} mg_conn_state;
+
+typedef struct mg_attr {
+    char *key;
+    mg_value val;
+} mg_attr;
+
+typedef struct mg_topic mg_topic;
+
+struct mg_conn {
+    uint64_t id;
+    struct lws *wsi;
+    mg_conn_state state;
+
+    char *path, *query, *remote;
+    char *headers; /* "name\0value\0" pairs, names lower-case */
+    size_t headers_len;
+    char *name; /* registered logical name, or NULL */
+
+    mg_attr *attrs;
+    uint32_t nattrs;
+    mg_topic **topics; /* subscriptions (pubsub.c) */
+    uint32_t ntopics;
+
+    mg_sendq q;
+
+    /* Reassembly of fragmented messages. */
+    unsigned char *rx;
+    size_t rx_len, rx_cap;
+    unsigned rx_active : 1;     /* inside a message */
+    unsigned rx_binary : 1;     /* its kind */
+    unsigned rx_paused : 1;     /* rx flow control off while lws holds a partial write */
+    unsigned closed_hook : 1;   /* on_disconnect has run */
+    unsigned final_window : 1;  /* sends allowed: on_disconnect of a peer close */
+    unsigned discard_queue : 1; /* close without flushing (slow consumer) */
+
+    int64_t last_rx_ms;   /* last frame of any kind from the client */
+    int64_t next_ping_ms; /* when the heartbeat pings it next */
+    double tokens;        /* message-rate bucket */
+    int64_t tokens_ms;
+
+    int close_code; /* why it closes (server reason, or the peer's code) */
+    char close_reason[124];
+
+    int lua_ref;          /* cached Lua handle in the registry ... */
+    uint64_t lua_ref_gen; /* ... of this script generation */
+
+    mg_conn *prev, *next; /* gw->conn_list */
+};
+
+/* Send results. */
+enum { MG_SEND_OK = 0, MG_SEND_CLOSED = -1, MG_SEND_DROPPED = -2, MG_SEND_EVICTED = -3,
+       MG_SEND_NOMEM = -4 };
+
+void conn_table_init(mg_gw *gw);
+void conn_table_free(mg_gw *gw);
+
+/* Takes ownership of none of the strings (they are copied). NULL on OOM. */
+mg_conn *conn_create(mg_gw *gw, struct lws *wsi, const char *path, const char *query,
+                     const char *remote, const char *headers, size_t headers_len);
+void conn_destroy(mg_gw *gw, mg_conn *c);
+
+mg_conn *conn_find(mg_gw *gw, uint64_t id);
+mg_conn *conn_find_name(mg_gw *gw, const char *name);
+/* Open (not closing) and still attached to a socket. */
+int conn_is_open(const mg_conn *c);
+
+const char *conn_header(const mg_conn *c, const char *name);
+
+/* Register under a logical name.  Policy replace: the older holder is closed
+ * with 4001; policy reject: returns -1 and sets *err. */
+int conn_set_name(mg_gw *gw, mg_conn *c, const char *name, const char **err);
+
+const mg_value *conn_attr_get(const mg_conn *c, const char *key);
+int conn_attr_set(mg_conn *c, const char *key, const mg_value *v); /* nil deletes */
+
+/* Queue a frame (copied) or a shared frame; applies the send-queue limit. */
+int conn_send(mg_gw *gw, mg_conn *c, int opcode, const void *data, size_t len);
+int conn_send_shared(mg_gw *gw, mg_conn *c, mg_buf *b);
+const char *conn_send_error(int rc);
+
+/* Start a server-side close: queued frames are flushed first unless
+ * discard, then the close frame goes out.  Idempotent. */
+void conn_close(mg_gw *gw, mg_conn *c, int code, const char *reason, int discard);
+
+#endif

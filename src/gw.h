@@ -1,0 +1,71 @@
+/* gw.h — the gateway context: the one struct that holds all runtime state.
+ *
+ * Every module takes an mg_gw *; nothing else is global except the log sink
+ * (log.c) and the hook-budget watchdog that a signal handler must reach
+ * (budget.c).  Ownership: config (current mg_config), server (lws context
+ * and vhosts), conns (client table), topics (pubsub), store (gw.store),
+ * script (the live Lua state), metrics. */
+#ifndef MG_GW_H
+#define MG_GW_H
+
+#include <stdint.h>
+#include <libwebsockets.h>
+
+#include "config.h"
+#include "dict.h"
+#include "metrics.h"
+
+typedef struct mg_conn mg_conn;
+typedef struct mg_script mg_script;
+typedef struct mg_slot mg_slot;
+
+/* Command-line choices that override the YAML file, re-applied on reload. */
+typedef struct mg_overrides {
+    const char *config_file; /* -c, or NULL */
+    const char *listen;      /* --listen HOST:PORT, or NULL */
+    const char *path;        /* --path, or NULL */
+    const char *script;      /* --script, or NULL */
+} mg_overrides;
+
+typedef struct mg_gw {
+    mg_config *cfg;      /* current configuration */
+    mg_overrides over;   /* command-line overrides */
+
+    struct lws_context *lws;
+    struct lws_vhost **vhosts; /* one per listener */
+    mg_slot *slots;            /* per-listener data lws points to (server.c) */
+    size_t nslots;
+    struct lws_vhost *admin_vhost;
+    struct lws *signal_wsi;    /* signalfd adopted into the loop */
+    lws_sorted_usec_list_t hb_sul;    /* heartbeat sweep */
+    lws_sorted_usec_list_t drain_sul; /* drain deadline */
+
+    /* Client table (conn.c). */
+    dict conns_by_id;   /* uint64 id -> mg_conn */
+    dict conns_by_name; /* name -> mg_conn */
+    mg_conn *conn_list; /* all live connections, for iteration */
+    uint64_t next_conn_id;
+
+    dict topics; /* topic -> mg_topic (pubsub.c) */
+    dict store;  /* key -> mg_value (gw.store, lua_gw.c) */
+
+    mg_script *script; /* live Lua state (script.c) */
+    uint64_t generation;
+    char last_reload_error[1024];
+
+    mg_metrics metrics;
+    int64_t now_ms; /* monotonic clock, refreshed once per loop turn */
+
+    unsigned char *scratch; /* gathering buffer for coalesced writes */
+    size_t scratch_cap;
+
+    int draining;    /* SIGTERM seen: closing everyone */
+    int drain_pipe_w; /* see server_stop_listening() */
+    int stopping;    /* leave the loop */
+    int exit_code;
+} mg_gw;
+
+/* Monotonic milliseconds. */
+int64_t gw_clock_ms(void);
+
+#endif

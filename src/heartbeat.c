@@ -1,0 +1,74 @@
+/* heartbeat.c — protocol pings and eviction of silent connections. */
+#include "heartbeat.h"
+
+#include "conn.h"
+#include "log.h"
+
+static int64_t heartbeat_tick_ms(const mg_config *cfg)
+{
+    uint32_t base = cfg->ping_interval_ms;
+    if (cfg->ping_timeout_ms && (!base || cfg->ping_timeout_ms < base))
+        base = cfg->ping_timeout_ms;
+    int64_t tick = base / 10;
+    if (tick < 50)
+        tick = 50;
+    if (tick > 1000)
+        tick = 1000;
+    return tick;
+}
+
+static void heartbeat_ping(mg_conn *c)
+{
+    int was_empty = c->q.count == 0;
+    if (sendq_push_frame(&c->q, MG_OP_PING, NULL, 0) == 0 && was_empty)
+        lws_callback_on_writable(c->wsi);
+}
+
+static void heartbeat_sweep(lws_sorted_usec_list_t *sul)
+{
+    mg_gw *gw = lws_container_of(sul, mg_gw, hb_sul);
+    const mg_config *cfg = gw->cfg;
+    int64_t now = gw_clock_ms();
+    gw->now_ms = now;
+
+    for (mg_conn *c = gw->conn_list; c; c = c->next) {
+        if (!conn_is_open(c))
+            continue;
+        if (cfg->ping_timeout_ms && now - c->last_rx_ms >= (int64_t)cfg->ping_timeout_ms) {
+            log_conn(MG_LOG_INFO, c->id, "heartbeat timeout: silent for %lld ms",
+                     (long long)(now - c->last_rx_ms));
+            gw->metrics.evictions[MG_EVICT_HEARTBEAT]++;
+            conn_close(gw, c, 4000, "heartbeat timeout", 0);
+            continue;
+        }
+        if (cfg->ping_interval_ms && now >= c->next_ping_ms) {
+            heartbeat_ping(c);
+            c->next_ping_ms = now + cfg->ping_interval_ms;
+        }
+    }
+    if (cfg->ping_interval_ms || cfg->ping_timeout_ms)
+        lws_sul_schedule(gw->lws, 0, &gw->hb_sul, heartbeat_sweep,
+                         heartbeat_tick_ms(cfg) * LWS_US_PER_MS);
+}
+
+void heartbeat_start(mg_gw *gw)
+{
+    if (gw->cfg->ping_interval_ms || gw->cfg->ping_timeout_ms)
+        lws_sul_schedule(gw->lws, 0, &gw->hb_sul, heartbeat_sweep,
+                         heartbeat_tick_ms(gw->cfg) * LWS_US_PER_MS);
+}
+
+void heartbeat_reconfigure(mg_gw *gw)
+{
+    int64_t due = gw->now_ms + gw->cfg->ping_interval_ms;
+    for (mg_conn *c = gw->conn_list; c; c = c->next)
+        if (c->next_ping_ms > due)
+            c->next_ping_ms = due;
+    lws_sul_cancel(&gw->hb_sul);
+    heartbeat_start(gw);
+}
+
+void heartbeat_track(mg_gw *gw, mg_conn *c)
+{
+    c->next_ping_ms = gw->now_ms + gw->cfg->ping_interval_ms;
+}

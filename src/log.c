@@ -1,0 +1,132 @@
+/* log.c — leveled log lines to stderr, as text or JSON lines.
+ *
+ * Text:  2026-11-22T04:20:00.123Z INFO  [conn 12] message
+ * JSON:  {"ts":"...","level":"info","conn":12,"msg":"..."}
+ * A record is formatted into one buffer and written with one write(2), so
+ * lines never interleave, and multi-line text (Lua tracebacks) stays one
+ * record: in JSON its newlines are escaped. */
+#include "log.h"
+
+#include <libwebsockets.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static struct {
+    mg_log_level level;
+    mg_log_format format;
+} log_state = {MG_LOG_INFO, MG_LOG_TEXT};
+
+static const char *const log_names[] = {"debug", "info", "warn", "error"};
+static const char *const log_tags[] = {"DEBUG", "INFO ", "WARN ", "ERROR"};
+
+void log_configure(mg_log_level level, mg_log_format format)
+{
+    log_state.level = level;
+    log_state.format = format;
+}
+
+int log_enabled(mg_log_level level)
+{
+    return level >= log_state.level;
+}
+
+static size_t log_timestamp(char *buf, size_t len)
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+    n += (size_t)snprintf(buf + n, len - n, ".%03ldZ", ts.tv_nsec / 1000000);
+    return n;
+}
+
+/* Append s to out as the inside of a JSON string. */
+static size_t log_json_escape(char *out, size_t cap, size_t n, const char *s)
+{
+    for (; *s && n + 7 < cap; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char)ch;
+        } else if (ch == '\n') {
+            out[n++] = '\\';
+            out[n++] = 'n';
+        } else if (ch < 0x20) {
+            n += (size_t)snprintf(out + n, cap - n, "\\u%04x", ch);
+        } else {
+            out[n++] = (char)ch;
+        }
+    }
+    return n;
+}
+
+static void log_write(mg_log_level level, uint64_t conn_id, const char *msg)
+{
+    char line[8192];
+    char ts[40];
+    size_t n = 0, cap = sizeof(line) - 2;
+
+    log_timestamp(ts, sizeof(ts));
+    if (log_state.format == MG_LOG_JSON) {
+        n = (size_t)snprintf(line, cap, "{\"ts\":\"%s\",\"level\":\"%s\",", ts, log_names[level]);
+        if (conn_id)
+            n += (size_t)snprintf(line + n, cap - n, "\"conn\":%llu,", (unsigned long long)conn_id);
+        n += (size_t)snprintf(line + n, cap - n, "\"msg\":\"");
+        n = log_json_escape(line, cap, n, msg);
+        line[n++] = '"';
+        line[n++] = '}';
+    } else {
+        if (conn_id)
+            n = (size_t)snprintf(line, cap, "%s %s [conn %llu] %s", ts, log_tags[level],
+                                 (unsigned long long)conn_id, msg);
+        else
+            n = (size_t)snprintf(line, cap, "%s %s %s", ts, log_tags[level], msg);
+        if (n > cap)
+            n = cap;
+    }
+    line[n++] = '\n';
+    ssize_t w = write(STDERR_FILENO, line, n);
+    (void)w;
+}
+
+void log_conn(mg_log_level level, uint64_t conn_id, const char *fmt, ...)
+{
+    char msg[6144];
+    va_list ap;
+
+    if (!log_enabled(level))
+        return;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (n >= (int)sizeof(msg))
+        n = (int)sizeof(msg) - 1;
+    while (n > 0 && msg[n - 1] == '\n') /* one record, one line ending */
+        msg[--n] = '\0';
+    log_write(level, conn_id, msg);
+}
+
+static void log_from_lws(int level, const char *line)
+{
+    char msg[1024];
+    size_t n = strlen(line);
+
+    /* lws lines carry their own timestamp prefix "[date] W: " and a newline. */
+    const char *p = strstr(line, "]");
+    if (p && p[1] == ' ')
+        line = p + 2;
+    n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        n--;
+    snprintf(msg, sizeof(msg), "lws: %.*s", (int)n, line);
+    log_write(level == LLL_ERR ? MG_LOG_ERROR : MG_LOG_WARN, 0, msg);
+}
+
+void log_hook_lws(void)
+{
+    lws_set_log_level(LLL_ERR | LLL_WARN, log_from_lws);
+}

@@ -1,0 +1,27 @@
+/* log.h — leveled log lines to stderr, as text or JSON lines.
+ *
+ * The log is the one process-wide sink (signal-free, single-threaded use):
+ * log_configure() sets level and format, every module writes through
+ * log_msg()/log_conn(), and libwebsockets' own warnings are routed here too. */
+#ifndef MG_LOG_H
+#define MG_LOG_H
+
+#include <stdint.h>
+#include "config.h"
+
+void log_configure(mg_log_level level, mg_log_format format);
+int log_enabled(mg_log_level level);
+
+/* conn_id 0 means "no connection". */
+void log_conn(mg_log_level level, uint64_t conn_id, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define log_debug(...) log_conn(MG_LOG_DEBUG, 0, __VA_ARGS__)
+#define log_info(...) log_conn(MG_LOG_INFO, 0, __VA_ARGS__)
+#define log_warn(...) log_conn(MG_LOG_WARN, 0, __VA_ARGS__)
+#define log_error(...) log_conn(MG_LOG_ERROR, 0, __VA_ARGS__)
+
+/* Route libwebsockets' log output (warnings and errors) into ours. */
+void log_hook_lws(void);
+
+#endif

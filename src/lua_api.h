@@ -1,0 +1,43 @@
+/* lua_api.h — entry points of the Lua binding files.
+ *
+ * Each API area is one file that fills its part of a new state:
+ *   lua_conn.c   the conn handle (fields and methods)
+ *   lua_gw.c     the gw table: send/broadcast/publish/find, log, now,
+ *                config, json, store
+ *   lua_timer.c  gw.after / gw.every and timer handles
+ * Every C function reaches its generation through upvalue 1 (mg_script *). */
+#ifndef MG_LUA_API_H
+#define MG_LUA_API_H
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "script.h"
+#include "value.h"
+
+void lua_conn_open(mg_script *s);
+void lua_conn_push(mg_script *s, mg_conn *c);
+
+/* Leaves the gw table on the stack. */
+void lua_gw_open(mg_script *s, const mg_config *cfg);
+
+/* Adds after/every to the gw table at the top of the stack. */
+void lua_timer_open(mg_script *s);
+void lua_timer_cancel_all(mg_script *s);
+
+/* Register fns as closures with s as upvalue 1 into the table at the top. */
+void lua_api_setfuncs(mg_script *s, const luaL_Reg *fns);
+static inline mg_script *lua_api_script(lua_State *L)
+{
+    return (mg_script *)lua_touserdata(L, lua_upvalueindex(1));
+}
+
+/* mg_value <-> Lua.  lua_api_tovalue returns 0, or -1 for an unsupported
+ * type (tables, functions...). */
+void lua_api_pushvalue(lua_State *L, const mg_value *v);
+int lua_api_tovalue(lua_State *L, int idx, mg_value *v);
+
+/* Push nil, msg and return 2: the error-value convention. */
+int lua_api_fail(lua_State *L, const char *msg);
+
+#endif

@@ -1,0 +1,239 @@
+/* lua_conn.c — the `conn` handle Lua scripts get.
+ *
+ * A handle is a userdata holding only the connection id; every field read
+ * and method call looks the connection up, so a handle outlives its
+ * connection safely: fields read nil (except id) and methods return
+ * nil, "connection closed".  One handle per connection per generation is
+ * cached in the registry, so hooks create no garbage per message. */
+#include <lauxlib.h>
+#include <string.h>
+
+#include "conn.h"
+#include "lua_api.h"
+#include "pubsub.h"
+
+#define CONN_MT "moongate.conn"
+
+typedef struct {
+    uint64_t id;
+} lconn;
+
+static mg_conn *lconn_get(lua_State *L, int idx)
+{
+    lconn *h = luaL_checkudata(L, idx, CONN_MT);
+    return conn_find(lua_api_script(L)->gw, h->id);
+}
+
+/* The connection for a method, or NULL with nil, err pushed (2 results). */
+#define LCONN_OPEN_OR_FAIL(L, c)                       \
+    mg_conn *c = lconn_get(L, 1);                      \
+    if (!conn_is_open(c) && !(c && c->final_window))   \
+        return lua_api_fail(L, "connection closed");
+
+static int lconn_send(lua_State *L)
+{
+    LCONN_OPEN_OR_FAIL(L, c);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    const char *kind = luaL_optstring(L, 3, "text");
+    int op = strcmp(kind, "binary") == 0 ? MG_OP_BINARY : MG_OP_TEXT;
+    int rc = conn_send(lua_api_script(L)->gw, c, op, data, len);
+    if (rc != MG_SEND_OK)
+        return lua_api_fail(L, conn_send_error(rc));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int lconn_close(lua_State *L)
+{
+    LCONN_OPEN_OR_FAIL(L, c);
+    int code = (int)luaL_optinteger(L, 2, 1000);
+    const char *reason = luaL_optstring(L, 3, "");
+    if (code != 1000 && (code < 3000 || code > 4999))
+        return luaL_argerror(L, 2, "close code must be 1000 or 3000..4999");
+    if (strlen(reason) > 123)
+        return luaL_argerror(L, 3, "close reason longer than 123 bytes");
+    conn_close(lua_api_script(L)->gw, c, code, reason, 0);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int lconn_set_name(lua_State *L)
+{
+    LCONN_OPEN_OR_FAIL(L, c);
+    const char *name = luaL_checkstring(L, 2);
+    const char *err = NULL;
+    if (conn_set_name(lua_api_script(L)->gw, c, name, &err) != 0)
+        return lua_api_fail(L, err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int lconn_header(lua_State *L)
+{
+    mg_conn *c = lconn_get(L, 1);
+    const char *name = luaL_checkstring(L, 2);
+    const char *v = c ? conn_header(c, name) : NULL;
+    if (v)
+        lua_pushstring(L, v);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+static int lconn_get_attr(lua_State *L)
+{
+    mg_conn *c = lconn_get(L, 1);
+    const char *key = luaL_checkstring(L, 2);
+    const mg_value *v = c ? conn_attr_get(c, key) : NULL;
+    if (!v)
+        lua_pushnil(L);
+    else
+        lua_api_pushvalue(L, v);
+    return 1;
+}
+
+static int lconn_set_attr(lua_State *L)
+{
+    mg_conn *c = lconn_get(L, 1);
+    if (!c)
+        return lua_api_fail(L, "connection closed");
+    const char *key = luaL_checkstring(L, 2);
+    mg_value v = {0};
+    if (lua_api_tovalue(L, 3, &v) != 0)
+        return luaL_argerror(L, 3, "expected string, number, boolean or nil");
+    int rc = conn_attr_set(c, key, &v);
+    if (rc != 0)
+        return lua_api_fail(L, "out of memory");
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int lconn_subscribe(lua_State *L)
+{
+    LCONN_OPEN_OR_FAIL(L, c);
+    if (pubsub_subscribe(lua_api_script(L)->gw, c, luaL_checkstring(L, 2)) != 0)
+        return lua_api_fail(L, "out of memory");
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int lconn_unsubscribe(lua_State *L)
+{
+    mg_conn *c = lconn_get(L, 1);
+    if (!c)
+        return lua_api_fail(L, "connection closed");
+    pubsub_unsubscribe(lua_api_script(L)->gw, c, luaL_checkstring(L, 2));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int lconn_is_open(lua_State *L)
+{
+    lua_pushboolean(L, conn_is_open(lconn_get(L, 1)));
+    return 1;
+}
+
+static int lconn_tostring(lua_State *L)
+{
+    lconn *h = luaL_checkudata(L, 1, CONN_MT);
+    lua_pushfstring(L, "conn %d", (int)h->id);
+    return 1;
+}
+
+static void lconn_push_str_or_nil(lua_State *L, const char *s)
+{
+    if (s)
+        lua_pushstring(L, s);
+    else
+        lua_pushnil(L);
+}
+
+/* __index: methods first (upvalue 2), then fields. */
+static int lconn_index(lua_State *L)
+{
+    lconn *h = luaL_checkudata(L, 1, CONN_MT);
+    lua_pushvalue(L, 2);
+    lua_rawget(L, lua_upvalueindex(2));
+    if (!lua_isnil(L, -1))
+        return 1;
+    const char *key = lua_tostring(L, 2);
+    if (!key)
+        return 1;
+    if (strcmp(key, "id") == 0) {
+        lua_pushnumber(L, (lua_Number)h->id);
+        return 1;
+    }
+    mg_conn *c = conn_find(lua_api_script(L)->gw, h->id);
+    if (!c)
+        return 1;
+    if (strcmp(key, "path") == 0)
+        lconn_push_str_or_nil(L, c->path);
+    else if (strcmp(key, "query") == 0)
+        lconn_push_str_or_nil(L, c->query);
+    else if (strcmp(key, "remote") == 0)
+        lconn_push_str_or_nil(L, c->remote);
+    else if (strcmp(key, "name") == 0)
+        lconn_push_str_or_nil(L, c->name);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+static int lconn_eq(lua_State *L)
+{
+    lconn *a = luaL_checkudata(L, 1, CONN_MT), *b = luaL_checkudata(L, 2, CONN_MT);
+    lua_pushboolean(L, a->id == b->id);
+    return 1;
+}
+
+void lua_conn_open(mg_script *s)
+{
+    static const luaL_Reg methods[] = {
+        {"send", lconn_send},
+        {"close", lconn_close},
+        {"set_name", lconn_set_name},
+        {"header", lconn_header},
+        {"get", lconn_get_attr},
+        {"set", lconn_set_attr},
+        {"subscribe", lconn_subscribe},
+        {"unsubscribe", lconn_unsubscribe},
+        {"is_open", lconn_is_open},
+        {NULL, NULL},
+    };
+    lua_State *L = s->L;
+    luaL_newmetatable(L, CONN_MT);
+    lua_pushlightuserdata(L, s);
+    lua_newtable(L);
+    lua_api_setfuncs(s, methods);
+    lua_pushcclosure(L, lconn_index, 2);
+    lua_setfield(L, -2, "__index");
+    lua_pushlightuserdata(L, s);
+    lua_pushcclosure(L, lconn_tostring, 1);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushcfunction(L, lconn_eq);
+    lua_setfield(L, -2, "__eq");
+    lua_pushliteral(L, "moongate.conn");
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+}
+
+void lua_conn_push(mg_script *s, mg_conn *c)
+{
+    lua_State *L = s->L;
+    if (c->lua_ref >= 0 && c->lua_ref_gen == s->gen) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->lua_ref);
+        return;
+    }
+    lconn *h = lua_newuserdata(L, sizeof(*h));
+    h->id = c->id;
+    luaL_getmetatable(L, CONN_MT);
+    lua_setmetatable(L, -2);
+    /* Cache only in the live generation: a state being loaded for a
+     * reload may still be thrown away. */
+    if (s->gw->script == s) {
+        lua_pushvalue(L, -1);
+        c->lua_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        c->lua_ref_gen = s->gen;
+    }
+}

@@ -1,0 +1,443 @@
+/* lua_gw.c — the `gw` table: messaging, lookup, log, clock, config, JSON
+ * and gw.store, plus the helpers the binding files share (lua_api.h). */
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "conn.h"
+#include "log.h"
+#include "lua_api.h"
+#include "pubsub.h"
+
+/* ---- shared helpers ---- */
+
+void lua_api_setfuncs(mg_script *s, const luaL_Reg *fns)
+{
+    for (; fns->name; fns++) {
+        lua_pushlightuserdata(s->L, s);
+        lua_pushcclosure(s->L, fns->func, 1);
+        lua_setfield(s->L, -2, fns->name);
+    }
+}
+
+int lua_api_fail(lua_State *L, const char *msg)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, msg);
+    return 2;
+}
+
+void lua_api_pushvalue(lua_State *L, const mg_value *v)
+{
+    switch (v->type) {
+    case MG_VAL_BOOL:
+        lua_pushboolean(L, v->b);
+        break;
+    case MG_VAL_NUM:
+        lua_pushnumber(L, v->n);
+        break;
+    case MG_VAL_STR:
+        lua_pushlstring(L, v->s, v->len);
+        break;
+    default:
+        lua_pushnil(L);
+    }
+}
+
+int lua_api_tovalue(lua_State *L, int idx, mg_value *v)
+{
+    memset(v, 0, sizeof(*v));
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+    case LUA_TNONE:
+        v->type = MG_VAL_NIL;
+        return 0;
+    case LUA_TBOOLEAN:
+        v->type = MG_VAL_BOOL;
+        v->b = lua_toboolean(L, idx);
+        return 0;
+    case LUA_TNUMBER:
+        v->type = MG_VAL_NUM;
+        v->n = lua_tonumber(L, idx);
+        return 0;
+    case LUA_TSTRING:
+        v->type = MG_VAL_STR;
+        v->s = (char *)lua_tolstring(L, idx, &v->len); /* borrowed; value_copy copies */
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+static int lgw_kind(lua_State *L, int idx)
+{
+    const char *kind = luaL_optstring(L, idx, "text");
+    if (strcmp(kind, "binary") == 0)
+        return MG_OP_BINARY;
+    if (strcmp(kind, "text") != 0)
+        luaL_argerror(L, idx, "kind must be \"text\" or \"binary\"");
+    return MG_OP_TEXT;
+}
+
+/* A connection named by a handle, an id or a registered name. */
+static mg_conn *lgw_target(lua_State *L, mg_gw *gw, int idx)
+{
+    if (lua_type(L, idx) == LUA_TNUMBER)
+        return conn_find(gw, (uint64_t)lua_tonumber(L, idx));
+    if (lua_type(L, idx) == LUA_TSTRING)
+        return conn_find_name(gw, lua_tostring(L, idx));
+    if (lua_type(L, idx) == LUA_TUSERDATA) {
+        lua_getfield(L, idx, "id");
+        uint64_t id = (uint64_t)lua_tonumber(L, -1);
+        lua_pop(L, 1);
+        return conn_find(gw, id);
+    }
+    luaL_argerror(L, idx, "expected a connection, an id or a name");
+    return NULL;
+}
+
+/* ---- messaging and lookup ---- */
+
+static int lgw_send(lua_State *L)
+{
+    mg_gw *gw = lua_api_script(L)->gw;
+    mg_conn *c = lgw_target(L, gw, 1);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    int op = lgw_kind(L, 3);
+    if (!c)
+        return lua_api_fail(L, "no such connection");
+    int rc = conn_send(gw, c, op, data, len);
+    if (rc != MG_SEND_OK)
+        return lua_api_fail(L, conn_send_error(rc));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int lgw_broadcast(lua_State *L)
+{
+    mg_gw *gw = lua_api_script(L)->gw;
+    size_t len;
+    const char *data = luaL_checklstring(L, 1, &len);
+    uint64_t except = 0;
+    if (!lua_isnoneornil(L, 2)) {
+        mg_conn *c = lgw_target(L, gw, 2);
+        except = c ? c->id : 0;
+    }
+    long n = pubsub_broadcast(gw, lgw_kind(L, 3), data, len, except);
+    if (n < 0)
+        return lua_api_fail(L, "out of memory");
+    lua_pushinteger(L, n);
+    return 1;
+}
+
+static int lgw_publish(lua_State *L)
+{
+    mg_gw *gw = lua_api_script(L)->gw;
+    const char *topic = luaL_checkstring(L, 1);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    long n = pubsub_publish(gw, topic, lgw_kind(L, 3), data, len);
+    if (n < 0)
+        return lua_api_fail(L, "out of memory");
+    lua_pushinteger(L, n);
+    return 1;
+}
+
+static int lgw_push_conn_or_nil(lua_State *L, mg_conn *c)
+{
+    if (c)
+        lua_conn_push(lua_api_script(L), c);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+static int lgw_find(lua_State *L)
+{
+    return lgw_push_conn_or_nil(L, conn_find_name(lua_api_script(L)->gw, luaL_checkstring(L, 1)));
+}
+
+static int lgw_get(lua_State *L)
+{
+    uint64_t id = (uint64_t)luaL_checknumber(L, 1);
+    return lgw_push_conn_or_nil(L, conn_find(lua_api_script(L)->gw, id));
+}
+
+static int lgw_clients(lua_State *L)
+{
+    mg_script *s = lua_api_script(L);
+    lua_createtable(L, (int)s->gw->metrics.connections, 0);
+    int i = 1;
+    for (mg_conn *c = s->gw->conn_list; c; c = c->next) {
+        if (!conn_is_open(c))
+            continue;
+        lua_conn_push(s, c);
+        lua_rawseti(L, -2, i++);
+    }
+    return 1;
+}
+
+static int lgw_count(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)lua_api_script(L)->gw->metrics.connections);
+    return 1;
+}
+
+static int lgw_now(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec * 1000 + (lua_Number)(ts.tv_nsec / 1000000));
+    return 1;
+}
+
+/* ---- gw.log ---- */
+
+static int lgw_log_at(lua_State *L, mg_log_level level)
+{
+    luaL_Buffer b;
+    int n = lua_gettop(L);
+    luaL_buffinit(L, &b);
+    for (int i = 1; i <= n; i++) {
+        lua_getglobal(L, "tostring");
+        lua_pushvalue(L, i);
+        lua_call(L, 1, 1);
+        if (i > 1)
+            luaL_addchar(&b, ' ');
+        luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b);
+    log_conn(level, 0, "lua: %s", lua_tostring(L, -1));
+    return 0;
+}
+
+static int lgw_log_debug(lua_State *L)
+{
+    return lgw_log_at(L, MG_LOG_DEBUG);
+}
+static int lgw_log_info(lua_State *L)
+{
+    return lgw_log_at(L, MG_LOG_INFO);
+}
+static int lgw_log_warn(lua_State *L)
+{
+    return lgw_log_at(L, MG_LOG_WARN);
+}
+static int lgw_log_error(lua_State *L)
+{
+    return lgw_log_at(L, MG_LOG_ERROR);
+}
+
+/* ---- gw.store: a proxy table over a C dict of mg_value ---- */
+
+static int lgw_store_index(lua_State *L)
+{
+    mg_gw *gw = lua_api_script(L)->gw;
+    size_t len;
+    const char *key = luaL_checklstring(L, 2, &len);
+    mg_value *v = dict_get(&gw->store, key, len);
+    if (v)
+        lua_api_pushvalue(L, v);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+static int lgw_store_newindex(lua_State *L)
+{
+    mg_gw *gw = lua_api_script(L)->gw;
+    size_t len;
+    const char *key = luaL_checklstring(L, 2, &len);
+    mg_value in;
+    if (lua_api_tovalue(L, 3, &in) != 0)
+        return luaL_error(L, "gw.store values must be strings, numbers, booleans or nil");
+    if (in.type == MG_VAL_NIL) {
+        mg_value *old = dict_del(&gw->store, key, len);
+        if (old) {
+            value_clear(old);
+            free(old);
+        }
+        return 0;
+    }
+    mg_value *v = dict_get(&gw->store, key, len);
+    int fresh = !v;
+    if (fresh && !(v = calloc(1, sizeof(*v))))
+        return luaL_error(L, "out of memory");
+    if (value_copy(v, &in) != 0) {
+        if (fresh)
+            free(v);
+        return luaL_error(L, "out of memory");
+    }
+    int err = 0;
+    if (fresh)
+        dict_set(&gw->store, key, len, v, &err);
+    if (err) {
+        value_clear(v);
+        free(v);
+        return luaL_error(L, "out of memory");
+    }
+    return 0;
+}
+
+static void lgw_open_store(mg_script *s)
+{
+    static const luaL_Reg mt[] = {
+        {"__index", lgw_store_index},
+        {"__newindex", lgw_store_newindex},
+        {NULL, NULL},
+    };
+    lua_newtable(s->L);
+    lua_newtable(s->L);
+    lua_api_setfuncs(s, mt);
+    lua_setmetatable(s->L, -2);
+}
+
+/* ---- gw.config ---- */
+
+static void lgw_push_node(lua_State *L, const mg_node *n)
+{
+    if (!n) {
+        lua_pushnil(L);
+        return;
+    }
+    switch (n->type) {
+    case MG_NODE_BOOL:
+        lua_pushboolean(L, n->boolean);
+        break;
+    case MG_NODE_NUMBER:
+        lua_pushnumber(L, n->num);
+        break;
+    case MG_NODE_STRING:
+        lua_pushstring(L, n->str);
+        break;
+    case MG_NODE_SEQ:
+    case MG_NODE_MAP:
+        lua_createtable(L, 0, (int)n->nitems);
+        for (size_t i = 0; i < n->nitems; i++) {
+            lgw_push_node(L, n->items[i]);
+            if (n->type == MG_NODE_MAP)
+                lua_setfield(L, -2, n->items[i]->key);
+            else
+                lua_rawseti(L, -2, (int)i + 1);
+        }
+        break;
+    default:
+        lua_pushnil(L);
+    }
+}
+
+static void lgw_setnum(lua_State *L, const char *k, double v)
+{
+    lua_pushnumber(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void lgw_setstr(lua_State *L, const char *k, const char *v)
+{
+    if (!v)
+        return;
+    lua_pushstring(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void lgw_open_config(lua_State *L, const mg_config *cfg)
+{
+    static const char *const levels[] = {"debug", "info", "warn", "error"};
+    lua_newtable(L);
+    lua_createtable(L, (int)cfg->nlisteners, 0);
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        const mg_listener *l = &cfg->listeners[i];
+        lua_newtable(L);
+        lgw_setstr(L, "host", l->host);
+        lgw_setnum(L, "port", l->port);
+        lgw_setstr(L, "path", l->path);
+        lua_pushboolean(L, l->tls_cert != NULL);
+        lua_setfield(L, -2, "tls");
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    lua_setfield(L, -2, "listen");
+    lgw_setstr(L, "script", cfg->script);
+
+    lua_newtable(L);
+    lgw_setnum(L, "interval", cfg->ping_interval_ms);
+    lgw_setnum(L, "timeout", cfg->ping_timeout_ms);
+    lgw_setstr(L, "text_ping", cfg->text_ping);
+    lgw_setstr(L, "text_pong", cfg->text_pong);
+    lua_setfield(L, -2, "heartbeat");
+
+    lua_newtable(L);
+    lgw_setnum(L, "max_connections", cfg->max_connections);
+    lgw_setnum(L, "max_message_size", (double)cfg->max_message_size);
+    lgw_setnum(L, "send_queue", (double)cfg->send_queue_max);
+    lgw_setstr(L, "slow_consumer", cfg->slow_consumer == MG_SLOW_DROP ? "drop" : "close");
+    lgw_setnum(L, "handshake_timeout", cfg->handshake_timeout_ms);
+    lgw_setnum(L, "message_rate", cfg->message_rate);
+    lgw_setnum(L, "message_burst", cfg->message_burst);
+    lgw_setnum(L, "close_timeout", cfg->close_timeout_ms);
+    lua_setfield(L, -2, "limits");
+
+    lua_newtable(L);
+    lgw_setnum(L, "hook_budget", cfg->hook_budget_ms);
+    lgw_setnum(L, "memory_limit", (double)cfg->lua_memory_limit);
+    lua_setfield(L, -2, "lua");
+
+    lua_newtable(L);
+    lgw_setstr(L, "duplicate", cfg->duplicate_names == MG_DUP_REJECT ? "reject" : "replace");
+    lua_setfield(L, -2, "names");
+
+    lua_newtable(L);
+    lgw_setnum(L, "drain_timeout", cfg->drain_timeout_ms);
+    lua_setfield(L, -2, "shutdown");
+
+    lua_newtable(L);
+    lgw_setstr(L, "level", levels[cfg->log_level]);
+    lgw_setstr(L, "format", cfg->log_format == MG_LOG_JSON ? "json" : "text");
+    lua_setfield(L, -2, "log");
+
+    if (cfg->app) {
+        lgw_push_node(L, cfg->app);
+        lua_setfield(L, -2, "app");
+    }
+}
+
+/* gw.json: Debian's lua-cjson. */
+static void lgw_open_json(lua_State *L)
+{
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "cjson");
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        log_warn("gw.json unavailable: %s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        lua_pushnil(L);
+    }
+}
+
+void lua_gw_open(mg_script *s, const mg_config *cfg)
+{
+    static const luaL_Reg fns[] = {
+        {"send", lgw_send},       {"broadcast", lgw_broadcast}, {"publish", lgw_publish},
+        {"find", lgw_find},       {"get", lgw_get},             {"clients", lgw_clients},
+        {"count", lgw_count},     {"now", lgw_now},             {NULL, NULL},
+    };
+    static const luaL_Reg logfns[] = {
+        {"debug", lgw_log_debug}, {"info", lgw_log_info}, {"warn", lgw_log_warn},
+        {"error", lgw_log_error}, {NULL, NULL},
+    };
+    lua_State *L = s->L;
+    lua_newtable(L);
+    lua_api_setfuncs(s, fns);
+    lua_newtable(L);
+    lua_api_setfuncs(s, logfns);
+    lua_setfield(L, -2, "log");
+    lgw_open_config(L, cfg);
+    lua_setfield(L, -2, "config");
+    lgw_open_json(L);
+    lua_setfield(L, -2, "json");
+    lgw_open_store(s);
+    lua_setfield(L, -2, "store");
+    lua_pushnumber(L, (lua_Number)s->gen);
+    lua_setfield(L, -2, "generation");
+    lua_timer_open(s);
+}

@@ -1,0 +1,190 @@
+/* main.c — the moongate command: arguments, start-up, the loop, exit.
+ *
+ *   moongate -c conf/moongate.yaml          run with a config file
+ *   moongate --listen 127.0.0.1:9001 --script handler.lua
+ *   moongate -t -c FILE                     check a config and exit */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "budget.h"
+#include "conn.h"
+#include "gwctl.h"
+#include "log.h"
+#include "lua_api.h"
+#include "pubsub.h"
+#include "script.h"
+#include "server.h"
+
+static void main_usage(FILE *out)
+{
+    fputs("usage: moongate [-c FILE] [-t] [--listen HOST:PORT] [--path PATH] [--script FILE]\n"
+          "\n"
+          "A Lua-scriptable WebSocket gateway.\n"
+          "\n"
+          "  -c, --config FILE     YAML configuration (see conf/moongate.yaml)\n"
+          "  -t, --test            check the configuration and the script's syntax, then exit\n"
+          "  -l, --listen HOST:PORT\n"
+          "                        listen here (replaces the config's first listener)\n"
+          "  -p, --path PATH       WebSocket path of that listener (default /)\n"
+          "  -s, --script FILE     Lua script with the hooks (replaces the config's script)\n"
+          "  -h, --help            this help\n"
+          "  -V, --version         print the version\n"
+          "\n"
+          "Without -c, --listen and --script are required and everything else has its\n"
+          "default.  Signals: HUP reloads config and script without dropping connections;\n"
+          "TERM or INT drains (close 1001 to every client) and exits; a second one exits now.\n",
+          out);
+}
+
+static int main_parse(int argc, char **argv, mg_overrides *o, int *test)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"test", no_argument, NULL, 't'},
+        {"listen", required_argument, NULL, 'l'}, {"path", required_argument, NULL, 'p'},
+        {"script", required_argument, NULL, 's'}, {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0},
+    };
+    int ch;
+    while ((ch = getopt_long(argc, argv, "c:tl:p:s:hV", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c':
+            o->config_file = optarg;
+            break;
+        case 't':
+            *test = 1;
+            break;
+        case 'l':
+            o->listen = optarg;
+            break;
+        case 'p':
+            o->path = optarg;
+            break;
+        case 's':
+            o->script = optarg;
+            break;
+        case 'h':
+            main_usage(stdout);
+            exit(0);
+        case 'V':
+            printf("moongate %s\n", MOONGATE_VERSION);
+            exit(0);
+        default:
+            main_usage(stderr);
+            return -1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "moongate: unexpected argument '%s'\n", argv[optind]);
+        return -1;
+    }
+    if (!o->config_file && (!o->listen || !o->script)) {
+        fprintf(stderr, "moongate: give -c FILE, or --listen HOST:PORT and --script FILE\n");
+        main_usage(stderr);
+        return -1;
+    }
+    return 0;
+}
+
+/* Block the signals the loop reads from a signalfd. */
+static int main_signalfd(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) != 0)
+        return -1;
+    signal(SIGPIPE, SIG_IGN);
+    return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+static void main_cleanup(mg_gw *gw)
+{
+    if (gw->script)
+        lua_timer_cancel_all(gw->script);
+    server_stop(gw);
+    script_free(gw->script);
+    gw->script = NULL;
+    conn_table_free(gw);
+    pubsub_free(gw);
+    dict_entry *e;
+    for (size_t i = 0; (e = dict_next(&gw->store, &i));) {
+        value_clear(e->val);
+        free(e->val);
+    }
+    dict_free(&gw->store);
+    budget_stop();
+    config_free(gw->cfg);
+}
+
+int main(int argc, char **argv)
+{
+    static mg_gw gw;
+    char err[2048];
+    int test = 0;
+
+    if (main_parse(argc, argv, &gw.over, &test) != 0)
+        return 1;
+    /* --script is relative to where moongate was started; reloads must
+     * find the same file. */
+    char *script_abs = gw.over.script ? realpath(gw.over.script, NULL) : NULL;
+    if (gw.over.script && script_abs)
+        gw.over.script = script_abs;
+
+    gw.cfg = gwctl_build_config(&gw.over, err, sizeof(err));
+    if (!gw.cfg) {
+        fprintf(stderr, "moongate: %s\n", err);
+        return 1;
+    }
+    if (test) {
+        int rc = script_check(gw.cfg->script, err, sizeof(err));
+        if (rc != 0)
+            fprintf(stderr, "moongate: %s\n", err);
+        else
+            printf("%s: configuration ok\n", gw.over.config_file ? gw.over.config_file : "flags");
+        config_free(gw.cfg);
+        free(script_abs);
+        return rc ? 1 : 0;
+    }
+
+    log_configure(gw.cfg->log_level, gw.cfg->log_format);
+    log_hook_lws();
+    int sfd = main_signalfd();
+    if (sfd < 0 || budget_start(gw.cfg->hook_budget_ms) != 0) {
+        fprintf(stderr, "moongate: signal set-up failed: %s\n", strerror(errno));
+        return 1;
+    }
+    conn_table_init(&gw);
+    pubsub_init(&gw);
+    dict_init(&gw.store);
+    gw.exit_code = 0;
+
+    if (server_start(&gw, sfd, err, sizeof(err)) != 0) {
+        log_error("%s", err);
+        main_cleanup(&gw);
+        free(script_abs);
+        return 1;
+    }
+    gw.generation = 1;
+    gw.script = script_load(&gw, gw.cfg, gw.generation, err, sizeof(err));
+    if (!gw.script) {
+        log_error("cannot load script: %s", err);
+        main_cleanup(&gw);
+        free(script_abs);
+        return 1;
+    }
+    log_info("moongate ready (pid %d)", (int)getpid());
+    server_run(&gw);
+    main_cleanup(&gw);
+    log_info("shutdown complete");
+    free(script_abs);
+    return gw.exit_code;
+}

@@ -1,0 +1,79 @@
+/* metrics.c — Prometheus text exposition of mg_metrics. */
+#include "metrics.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+static const char *const evict_names[MG_EVICT_COUNT] = {
+    "heartbeat", "slow_consumer", "replaced", "too_big", "bad_utf8", "rate", "protocol", "shutdown",
+};
+
+const char *metrics_evict_name(mg_evict_reason r)
+{
+    return evict_names[r];
+}
+
+typedef struct {
+    char *buf;
+    size_t len, n;
+} metrics_out;
+
+static void metrics_printf(metrics_out *o, const char *fmt, ...)
+{
+    va_list ap;
+    if (o->n >= o->len)
+        return;
+    va_start(ap, fmt);
+    int w = vsnprintf(o->buf + o->n, o->len - o->n, fmt, ap);
+    va_end(ap);
+    if (w > 0)
+        o->n = (o->n + (size_t)w < o->len) ? o->n + (size_t)w : o->len;
+}
+
+static void metrics_one(metrics_out *o, const char *name, const char *type, const char *help,
+                        uint64_t v)
+{
+    metrics_printf(o, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type, name,
+                   (unsigned long long)v);
+}
+
+size_t metrics_render(const mg_metrics *m, uint64_t generation, char *buf, size_t len)
+{
+    metrics_out o = {buf, len, 0};
+
+    metrics_one(&o, "moongate_connections", "gauge", "Open WebSocket connections.",
+                m->connections);
+    metrics_one(&o, "moongate_connections_total", "counter", "Connections accepted.",
+                m->connections_total);
+    metrics_one(&o, "moongate_handshakes_refused_total", "counter",
+                "Upgrade requests refused (bad handshake, limits, on_handshake).",
+                m->handshakes_refused);
+    metrics_one(&o, "moongate_messages_in_total", "counter", "Messages received.", m->messages_in);
+    metrics_one(&o, "moongate_messages_out_total", "counter", "Messages queued to clients.",
+                m->messages_out);
+    metrics_one(&o, "moongate_bytes_in_total", "counter", "Payload bytes received.", m->bytes_in);
+    metrics_one(&o, "moongate_bytes_out_total", "counter", "Payload bytes queued to clients.",
+                m->bytes_out);
+    metrics_one(&o, "moongate_lua_errors_total", "counter", "Errors raised by Lua hooks.",
+                m->lua_errors);
+    metrics_one(&o, "moongate_lua_aborts_total", "counter", "Hooks aborted for exceeding the budget.",
+                m->lua_aborts);
+    metrics_one(&o, "moongate_hook_calls_total", "counter", "Lua hook calls.", m->hook_calls);
+    metrics_printf(&o,
+                   "# HELP moongate_hook_seconds_total Time spent in Lua hooks.\n"
+                   "# TYPE moongate_hook_seconds_total counter\nmoongate_hook_seconds_total %.6f\n",
+                   (double)m->hook_ns / 1e9);
+    metrics_one(&o, "moongate_reloads_total", "counter", "Successful reloads.", m->reloads);
+    metrics_one(&o, "moongate_reload_failures_total", "counter", "Failed reloads.",
+                m->reload_failures);
+    metrics_one(&o, "moongate_script_generation", "gauge", "Generation of the running script.",
+                generation);
+    metrics_printf(&o, "# HELP moongate_evictions_total Connections closed by the gateway.\n"
+                       "# TYPE moongate_evictions_total counter\n");
+    for (int r = 0; r < MG_EVICT_COUNT; r++)
+        metrics_printf(&o, "moongate_evictions_total{reason=\"%s\"} %llu\n", evict_names[r],
+                       (unsigned long long)m->evictions[r]);
+    metrics_one(&o, "moongate_sendq_drops_total", "counter",
+                "Messages dropped because a send queue was full.", m->sendq_drops);
+    return o.n;
+}

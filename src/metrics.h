@@ -1,0 +1,44 @@
+/* metrics.h — the gateway's counters and their Prometheus text form.
+ *
+ * Modules bump fields of mg_metrics directly (plain integers: one thread);
+ * metrics_render() formats them for GET /metrics. */
+#ifndef MG_METRICS_H
+#define MG_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    MG_EVICT_HEARTBEAT,
+    MG_EVICT_SLOW_CONSUMER,
+    MG_EVICT_REPLACED,
+    MG_EVICT_TOO_BIG,
+    MG_EVICT_BAD_UTF8,
+    MG_EVICT_RATE,
+    MG_EVICT_PROTOCOL,
+    MG_EVICT_SHUTDOWN,
+    MG_EVICT_COUNT
+} mg_evict_reason;
+
+typedef struct mg_metrics {
+    uint64_t connections;       /* open now */
+    uint64_t connections_total; /* accepted since start */
+    uint64_t handshakes_refused;
+    uint64_t messages_in, messages_out;
+    uint64_t bytes_in, bytes_out;
+    uint64_t lua_errors;
+    uint64_t lua_aborts;
+    uint64_t hook_calls;
+    uint64_t hook_ns; /* time spent in hooks */
+    uint64_t reloads, reload_failures;
+    uint64_t evictions[MG_EVICT_COUNT];
+    uint64_t sendq_drops;
+} mg_metrics;
+
+const char *metrics_evict_name(mg_evict_reason r);
+
+/* Format as Prometheus text exposition into buf; returns bytes written
+ * (truncated to len). */
+size_t metrics_render(const mg_metrics *m, uint64_t generation, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,327 @@
+/* script.c — Lua states, hook calls and reload (see script.h). */
+#include "script.h"
+
+#include <lauxlib.h>
+#include <luajit.h>
+#include <lualib.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "budget.h"
+#include "conn.h"
+#include "log.h"
+#include "lua_api.h"
+
+/* ---- the state's allocator: counts bytes, enforces the memory cap ---- */
+
+static void *script_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    mg_script *s = ud;
+    if (nsize == 0) {
+        free(ptr);
+        s->mem -= osize;
+        return NULL;
+    }
+    if (s->mem_limit && nsize > osize && s->mem - osize + nsize > s->mem_limit)
+        return NULL;
+    void *p = realloc(ptr, nsize);
+    if (p)
+        s->mem = s->mem - osize + nsize;
+    return p;
+}
+
+/* ---- building a state ---- */
+
+static int script_jit_refused(lua_State *L)
+{
+    return luaL_error(L, "the JIT stays off in moongate scripts (hook budgets depend on it)");
+}
+
+/* Standard libraries, the JIT switched off for good, and package paths. */
+static void script_open_libs(lua_State *L, const mg_config *cfg)
+{
+    luaL_openlibs(L);
+    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+    lua_getglobal(L, "jit");
+    if (lua_istable(L, -1)) {
+        lua_pushcfunction(L, script_jit_refused);
+        lua_setfield(L, -2, "on");
+    }
+    lua_pop(L, 1);
+
+    lua_getglobal(L, "package");
+    const char *fields[2] = {"path", "cpath"};
+    const char *extra[2] = {cfg->lua_path, cfg->lua_cpath};
+    for (int i = 0; i < 2; i++) {
+        if (!extra[i])
+            continue;
+        lua_getfield(L, -1, fields[i]);
+        lua_pushfstring(L, "%s;%s", extra[i], lua_tostring(L, -1));
+        lua_setfield(L, -3, fields[i]);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+static int script_traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (!msg)
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+static int64_t script_clock_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Run the function below nargs arguments under the budget.  On error the
+ * traceback string is left on the stack and the result is non-zero; the
+ * return value 2 means "aborted by the budget". */
+static int script_pcall(mg_script *s, int nargs, int nresults)
+{
+    lua_State *L = s->L;
+    int base = lua_gettop(L) - nargs;
+    lua_pushcfunction(L, script_traceback);
+    lua_insert(L, base);
+    int64_t t0 = script_clock_ns();
+    budget_enter(L);
+    int rc = lua_pcall(L, nargs, nresults, base);
+    int aborted = budget_leave();
+    s->gw->metrics.hook_calls++;
+    s->gw->metrics.hook_ns += (uint64_t)(script_clock_ns() - t0);
+    lua_remove(L, base);
+    if (rc == 0)
+        return 0;
+    return aborted ? 2 : 1;
+}
+
+/* Log and count a failed call whose traceback is on the stack; pops it. */
+static void script_report(mg_script *s, int rc, const char *what, uint64_t conn_id)
+{
+    lua_State *L = s->L;
+    const char *msg = lua_tostring(L, -1);
+    if (rc == 2) {
+        s->gw->metrics.lua_aborts++;
+        log_conn(MG_LOG_ERROR, conn_id, "%s aborted: hook exceeded its budget of %u ms\n%s", what,
+                 budget_ms(), msg ? msg : "");
+    } else {
+        s->gw->metrics.lua_errors++;
+        log_conn(MG_LOG_ERROR, conn_id, "lua error in %s: %s", what, msg ? msg : "?");
+    }
+    lua_pop(L, 1);
+}
+
+int script_call(mg_script *s, const char *what, uint64_t conn_id, int nargs)
+{
+    int rc = script_pcall(s, nargs, 0);
+    if (rc) {
+        script_report(s, rc, what, conn_id);
+        return -1;
+    }
+    return 0;
+}
+
+mg_script *script_load(mg_gw *gw, const mg_config *cfg, uint64_t gen, char *err, size_t errlen)
+{
+    mg_script *s = calloc(1, sizeof(*s));
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->gw = gw;
+    s->gen = gen;
+    s->mem_limit = cfg->lua_memory_limit;
+    s->next_timer_id = 1;
+    dict_init(&s->timers);
+    s->L = lua_newstate(script_alloc, s);
+    if (!s->L) {
+        snprintf(err, errlen, "cannot create a Lua state");
+        free(s);
+        return NULL;
+    }
+    lua_State *L = s->L;
+    script_open_libs(L, cfg);
+    lua_conn_open(s);
+    lua_gw_open(s, cfg);
+    lua_setglobal(L, "gw");
+
+    if (luaL_loadfile(L, cfg->script) != 0) {
+        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+        script_free(s);
+        return NULL;
+    }
+    int rc = script_pcall(s, 0, 0);
+    if (rc) {
+        snprintf(err, errlen, "%s%s", rc == 2 ? "loading aborted: " : "", lua_tostring(L, -1));
+        script_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void script_free(mg_script *s)
+{
+    if (!s)
+        return;
+    lua_timer_cancel_all(s);
+    dict_free(&s->timers);
+    if (s->L)
+        lua_close(s->L);
+    free(s);
+}
+
+int script_check(const char *path, char *err, size_t errlen)
+{
+    lua_State *L = luaL_newstate();
+    if (!L) {
+        snprintf(err, errlen, "cannot create a Lua state");
+        return -1;
+    }
+    int rc = luaL_loadfile(L, path);
+    if (rc)
+        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+    lua_close(L);
+    return rc ? -1 : 0;
+}
+
+/* Push global hook NAME; 0 if the script does not define it. */
+static int script_hook(mg_script *s, const char *name)
+{
+    lua_getglobal(s->L, name);
+    if (lua_isfunction(s->L, -1))
+        return 1;
+    lua_pop(s->L, 1);
+    return 0;
+}
+
+int script_reload(mg_gw *gw, const mg_config *cfg, char *err, size_t errlen)
+{
+    mg_script *ns = script_load(gw, cfg, gw->generation + 1, err, errlen);
+    if (!ns)
+        return -1;
+    if (script_hook(ns, "on_reload")) {
+        int rc = script_pcall(ns, 0, 0);
+        if (rc) {
+            snprintf(err, errlen, "on_reload %s: %s", rc == 2 ? "aborted" : "failed",
+                     lua_tostring(ns->L, -1));
+            script_free(ns);
+            return -1;
+        }
+    }
+    mg_script *old = gw->script;
+    gw->script = ns;
+    gw->generation = ns->gen;
+    script_free(old);
+    return 0;
+}
+
+/* ---- hooks ---- */
+
+/* req:header(name) — case-insensitive lookup in req.headers. */
+static int script_req_header(lua_State *L)
+{
+    char lower[256];
+    size_t len;
+    const char *name = luaL_checklstring(L, 2, &len);
+    if (len >= sizeof(lower))
+        return 0;
+    for (size_t i = 0; i <= len; i++)
+        lower[i] = (char)((name[i] >= 'A' && name[i] <= 'Z') ? name[i] + 32 : name[i]);
+    lua_getfield(L, 1, "headers");
+    lua_getfield(L, -1, lower);
+    return 1;
+}
+
+static void script_push_request(lua_State *L, const mg_request *req)
+{
+    lua_createtable(L, 0, 5);
+    lua_pushstring(L, req->path);
+    lua_setfield(L, -2, "path");
+    lua_pushstring(L, req->query);
+    lua_setfield(L, -2, "query");
+    lua_pushstring(L, req->remote);
+    lua_setfield(L, -2, "remote");
+    lua_newtable(L);
+    const char *p = req->headers, *end = req->headers + req->headers_len;
+    while (p < end) {
+        const char *val = p + strlen(p) + 1;
+        lua_pushstring(L, val);
+        lua_setfield(L, -2, p);
+        p = val + strlen(val) + 1;
+    }
+    lua_setfield(L, -2, "headers");
+    lua_pushcfunction(L, script_req_header);
+    lua_setfield(L, -2, "header");
+}
+
+int script_on_handshake(mg_gw *gw, const mg_request *req, int *status, char *body, size_t bodylen)
+{
+    mg_script *s = gw->script;
+    lua_State *L = s->L;
+    if (!script_hook(s, "on_handshake"))
+        return 1;
+    script_push_request(L, req);
+    int rc = script_pcall(s, 1, 3);
+    if (rc) {
+        /* An authorization hook that fails must not let the client in. */
+        script_report(s, rc, "on_handshake", 0);
+        *status = 500;
+        snprintf(body, bodylen, "internal error\n");
+        return 0;
+    }
+    int accept = !(lua_isboolean(L, -3) && !lua_toboolean(L, -3));
+    if (!accept) {
+        int st = (int)lua_tointeger(L, -2);
+        *status = (st >= 400 && st <= 599) ? st : 403;
+        const char *b = lua_tostring(L, -1);
+        snprintf(body, bodylen, "%s", b ? b : "forbidden\n");
+    }
+    lua_pop(L, 3);
+    return accept;
+}
+
+void script_on_connect(mg_gw *gw, mg_conn *c)
+{
+    mg_script *s = gw->script;
+    if (!script_hook(s, "on_connect"))
+        return;
+    lua_conn_push(s, c);
+    script_call(s, "on_connect", c->id, 1);
+}
+
+void script_on_message(mg_gw *gw, mg_conn *c, const void *data, size_t len, int binary)
+{
+    mg_script *s = gw->script;
+    if (!script_hook(s, "on_message"))
+        return;
+    lua_conn_push(s, c);
+    lua_pushlstring(s->L, data, len);
+    lua_pushstring(s->L, binary ? "binary" : "text");
+    script_call(s, "on_message", c->id, 3);
+}
+
+void script_on_disconnect(mg_gw *gw, mg_conn *c, int code, const char *reason)
+{
+    mg_script *s = gw->script;
+    c->closed_hook = 1;
+    if (!s || !script_hook(s, "on_disconnect"))
+        return;
+    lua_conn_push(s, c);
+    lua_pushinteger(s->L, code);
+    lua_pushstring(s->L, reason);
+    script_call(s, "on_disconnect", c->id, 3);
+}
+
+void script_forget_conn(mg_gw *gw, mg_conn *c)
+{
+    mg_script *s = gw->script;
+    if (s && c->lua_ref >= 0 && c->lua_ref_gen == s->gen)
+        luaL_unref(s->L, LUA_REGISTRYINDEX, c->lua_ref);
+    c->lua_ref = -1;
+}

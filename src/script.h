@@ -1,0 +1,62 @@
+/* script.h — the Lua side of the gateway: states, hooks and reload.
+ *
+ * A script generation is one lua_State built from the configured script,
+ * with the JIT off (so the hook budget can stop any loop), a memory cap, and
+ * the `gw` table.  Hooks are looked up as globals at each call, run under
+ * the time budget with a traceback handler; an error is logged with the
+ * connection id and counted, and never propagates.  A reload builds a new
+ * generation beside the live one and switches only if loading and
+ * on_reload succeed; durable state (connections, names, attributes,
+ * subscriptions, gw.store) lives in C and is untouched. */
+#ifndef MG_SCRIPT_H
+#define MG_SCRIPT_H
+
+#include <lua.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gw.h"
+
+struct mg_script {
+    mg_gw *gw;
+    lua_State *L;
+    uint64_t gen;        /* generation number */
+    size_t mem;          /* bytes allocated by this state */
+    size_t mem_limit;    /* 0 = none */
+    dict timers;         /* timer id -> mg_timer (lua_timer.c) */
+    uint64_t next_timer_id;
+};
+
+/* What on_handshake sees. */
+typedef struct mg_request {
+    const char *path, *query, *remote;
+    const char *headers; /* "name\0value\0" pairs, names lower-case */
+    size_t headers_len;
+} mg_request;
+
+/* Build a generation from cfg's script.  NULL on error, with the reason
+ * ("FILE:LINE: message") in err. */
+mg_script *script_load(mg_gw *gw, const mg_config *cfg, uint64_t gen, char *err, size_t errlen);
+void script_free(mg_script *s);
+
+/* Parse cfg's script without running it (moongate -t). */
+int script_check(const char *path, char *err, size_t errlen);
+
+/* Build a generation from cfg, run its on_reload, and switch to it.
+ * On failure the live generation stays and err says why. */
+int script_reload(mg_gw *gw, const mg_config *cfg, char *err, size_t errlen);
+
+/* Hooks.  on_handshake returns 1 to accept, 0 to refuse (status and body
+ * filled in). */
+int script_on_handshake(mg_gw *gw, const mg_request *req, int *status, char *body, size_t bodylen);
+void script_on_connect(mg_gw *gw, mg_conn *c);
+void script_on_message(mg_gw *gw, mg_conn *c, const void *data, size_t len, int binary);
+void script_on_disconnect(mg_gw *gw, mg_conn *c, int code, const char *reason);
+/* Drop the Lua handle cached for a connection that is going away. */
+void script_forget_conn(mg_gw *gw, mg_conn *c);
+
+/* Call the function below nargs arguments on s->L under the budget; pops
+ * them.  Logs and counts errors as "WHAT" for conn_id.  0 or -1. */
+int script_call(mg_script *s, const char *what, uint64_t conn_id, int nargs);
+
+#endif

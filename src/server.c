@@ -1,0 +1,695 @@
+/* server.c — the libwebsockets side of the gateway.
+ *
+ * Data path: socket -> RECEIVE (reassembly, limits, UTF-8) -> script hook
+ * -> conn send queue -> SERVER_WRITEABLE (one raw write of whole frames).
+ * libwebsockets 4.1.6 rules this file keeps (shared/NOTES.md):
+ *  - upgrades are checked in HTTP_CONFIRM_UPGRADE, before lws's own checks
+ *    that would drop a bad request without an answer;
+ *  - no extension is offered, and no HTTP/2 (ALPN http/1.1): raw writes
+ *    bypass both;
+ *  - a raw write holds complete frames only, is made only when lws holds
+ *    no partial write, and reading stops while one is pending;
+ *  - the queue is flushed when the peer's close arrives, so replies to
+ *    what came before it precede lws's close reply;
+ *  - lws's validity pings are off: heartbeat.c owns liveness. */
+#include "server.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "gwctl.h"
+#include "heartbeat.h"
+#include "http.h"
+#include "log.h"
+#include "script.h"
+#include "utf8.h"
+
+#define SERVER_BUF (64 * 1024)
+
+/* What lws keeps pointers to for a listener's whole life: copies, so a
+ * reload that frees the old config cannot pull them away.  Listeners are
+ * fixed at start (a changed listen section needs a restart). */
+struct mg_slot {
+    size_t idx;
+    char name[32];
+    char *path, *root, *index;
+    struct lws_http_mount mounts[2];
+};
+
+/* lws must not ping or hang up on its own. */
+static const lws_retry_bo_t server_no_validity = {.secs_since_valid_ping = 0,
+                                                  .secs_since_valid_hangup = 0};
+
+static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                           size_t len);
+
+static const struct lws_protocols server_protocols[] = {
+    {"moongate", server_callback, sizeof(mg_conn *), 0, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+static struct lws_protocols server_admin_protocols[] = {
+    {"moongate-admin", http_admin_callback, 0, 0, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+/* The WebSocket path of the listener a wsi arrived on. */
+static const char *server_ws_path(struct lws *wsi)
+{
+    mg_slot *sl = lws_vhost_user(lws_get_vhost(wsi));
+    return sl ? sl->path : "/";
+}
+
+/* ---- handshake ---- */
+
+/* Copy a header (known token) into buf; "" when absent. */
+static const char *server_hdr(struct lws *wsi, enum lws_token_indexes t, char *buf, size_t len)
+{
+    if (lws_hdr_copy(wsi, buf, (int)len, t) < 0)
+        buf[0] = '\0';
+    return buf;
+}
+
+/* A Sec-WebSocket-Key must be base64 of exactly 16 bytes. */
+static int server_key_valid(const char *key)
+{
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    if (strlen(key) != 24 || key[22] != '=' || key[23] != '=')
+        return 0;
+    for (int i = 0; i < 22; i++)
+        if (!strchr(b64, key[i]) || !key[i])
+            return 0;
+    /* The last character before the padding carries 2 bits: AQgw. */
+    return strchr("AQgw", key[21]) != NULL;
+}
+
+static int server_token_has(const char *list, const char *word)
+{
+    size_t wl = strlen(word);
+    for (const char *p = list; *p;) {
+        while (*p == ' ' || *p == ',' || *p == '\t')
+            p++;
+        const char *e = p;
+        while (*e && *e != ',')
+            e++;
+        const char *t = e;
+        while (t > p && (t[-1] == ' ' || t[-1] == '\t'))
+            t--;
+        if ((size_t)(t - p) == wl && strncasecmp(p, word, wl) == 0)
+            return 1;
+        p = e;
+    }
+    return 0;
+}
+
+/* Collect every header lws knows into "name\0value\0" pairs. */
+static size_t server_collect_headers(struct lws *wsi, char *out, size_t cap)
+{
+    size_t n = 0;
+    for (int t = 0; t < WSI_TOKEN_COUNT; t++) {
+        const char *name = (const char *)lws_token_to_string((enum lws_token_indexes)t);
+        int vlen = lws_hdr_total_length(wsi, (enum lws_token_indexes)t);
+        if (!name || vlen <= 0)
+            continue;
+        size_t nl = strlen(name);
+        if (nl < 2 || name[nl - 1] != ':')
+            continue; /* request-line pseudo tokens ("get ", ...) */
+        nl--;
+        if (n + nl + 1 + (size_t)vlen + 1 > cap)
+            break;
+        for (size_t i = 0; i < nl; i++)
+            out[n + i] = (char)((name[i] >= 'A' && name[i] <= 'Z') ? name[i] + 32 : name[i]);
+        out[n + nl] = '\0';
+        n += nl + 1;
+        if (lws_hdr_copy(wsi, out + n, vlen + 1, (enum lws_token_indexes)t) < 0)
+            out[n] = '\0';
+        n += strlen(out + n) + 1;
+    }
+    return n;
+}
+
+static void server_remote(struct lws *wsi, char *buf, size_t len)
+{
+    if (!lws_get_peer_simple(wsi, buf, len))
+        snprintf(buf, len, "?");
+}
+
+static int server_refuse(mg_gw *gw, struct lws *wsi, int status, const char *body,
+                         const char *extra_name, const char *extra_value)
+{
+    char remote[64];
+    server_remote(wsi, remote, sizeof(remote));
+    log_conn(MG_LOG_INFO, 0, "upgrade from %s refused: %d %s", remote, status, body);
+    gw->metrics.handshakes_refused++;
+    http_respond(wsi, status, "text/plain", body, strlen(body), extra_name, extra_value);
+    return -1; /* hang up once the answer is out */
+}
+
+/* Everything that decides whether an upgrade may proceed. */
+static int server_confirm_upgrade(mg_gw *gw, struct lws *wsi, const char *upgrade)
+{
+    const char *ws_path = server_ws_path(wsi);
+    char path[512], buf[512], query[1024];
+
+    server_hdr(wsi, WSI_TOKEN_GET_URI, path, sizeof(path));
+    if (!path[0])
+        return server_refuse(gw, wsi, 405, "method not allowed\n", "allow:", "GET");
+    if (strcasecmp(upgrade, "websocket") != 0)
+        return server_refuse(gw, wsi, 400, "unsupported upgrade\n", NULL, NULL);
+    if (strcmp(path, ws_path) != 0)
+        return server_refuse(gw, wsi, 404, "not found\n", NULL, NULL);
+    if (!server_token_has(server_hdr(wsi, WSI_TOKEN_CONNECTION, buf, sizeof(buf)), "upgrade"))
+        return server_refuse(gw, wsi, 400, "Connection header must contain 'upgrade'\n", NULL, NULL);
+    if (strcmp(server_hdr(wsi, WSI_TOKEN_VERSION, buf, sizeof(buf)), "13") != 0)
+        return server_refuse(gw, wsi, 426, "unsupported WebSocket version (use 13)\n",
+                             "sec-websocket-version:", "13");
+    if (!server_key_valid(server_hdr(wsi, WSI_TOKEN_KEY, buf, sizeof(buf))))
+        return server_refuse(gw, wsi, 400, "missing or malformed Sec-WebSocket-Key\n", NULL, NULL);
+    if (!lws_hdr_total_length(wsi, WSI_TOKEN_HOST))
+        return server_refuse(gw, wsi, 400, "missing Host header\n", NULL, NULL);
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_PROTOCOL))
+        return server_refuse(gw, wsi, 400, "no subprotocol is supported\n", NULL, NULL);
+    if (gw->draining)
+        return server_refuse(gw, wsi, 503, "shutting down\n", NULL, NULL);
+    if (gw->metrics.connections >= gw->cfg->max_connections)
+        return server_refuse(gw, wsi, 503, "too many connections\n", NULL, NULL);
+
+    char remote[64], *headers = malloc(8192);
+    if (!headers)
+        return server_refuse(gw, wsi, 503, "out of memory\n", NULL, NULL);
+    server_remote(wsi, remote, sizeof(remote));
+    server_hdr(wsi, WSI_TOKEN_HTTP_URI_ARGS, query, sizeof(query));
+    mg_request req = {path, query, remote, headers, server_collect_headers(wsi, headers, 8192)};
+    int status = 0;
+    char body[512];
+    int ok = script_on_handshake(gw, &req, &status, body, sizeof(body));
+    free(headers);
+    if (!ok)
+        return server_refuse(gw, wsi, status, body, NULL, NULL);
+    return 0;
+}
+
+static int server_established(mg_gw *gw, struct lws *wsi, mg_conn **pc)
+{
+    char path[512], query[1024], remote[64];
+    char *headers = malloc(8192);
+    if (!headers)
+        return -1;
+    server_hdr(wsi, WSI_TOKEN_GET_URI, path, sizeof(path));
+    server_hdr(wsi, WSI_TOKEN_HTTP_URI_ARGS, query, sizeof(query));
+    server_remote(wsi, remote, sizeof(remote));
+    size_t hl = server_collect_headers(wsi, headers, 8192);
+    mg_conn *c = conn_create(gw, wsi, path, query, remote, headers, hl);
+    free(headers);
+    if (!c)
+        return -1;
+    *pc = c;
+    lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+    heartbeat_track(gw, c);
+    log_conn(MG_LOG_DEBUG, c->id, "connected from %s to %s", remote, path);
+    script_on_connect(gw, c);
+    return 0;
+}
+
+/* ---- reading ---- */
+
+static int server_fail(mg_gw *gw, mg_conn *c, int code, const char *reason, mg_evict_reason why)
+{
+    log_conn(MG_LOG_INFO, c->id, "closing: %d %s", code, reason);
+    gw->metrics.evictions[why]++;
+    conn_close(gw, c, code, reason, 1);
+    return 0;
+}
+
+/* Token bucket: 1 if the message may pass. */
+static int server_rate_ok(mg_gw *gw, mg_conn *c)
+{
+    const mg_config *cfg = gw->cfg;
+    if (!cfg->message_rate)
+        return 1;
+    double burst = cfg->message_burst ? cfg->message_burst : cfg->message_rate;
+    c->tokens += (double)(gw->now_ms - c->tokens_ms) * cfg->message_rate / 1000.0;
+    c->tokens_ms = gw->now_ms;
+    if (c->tokens > burst)
+        c->tokens = burst;
+    if (c->tokens < 1.0)
+        return 0;
+    c->tokens -= 1.0;
+    return 1;
+}
+
+static void server_message(mg_gw *gw, mg_conn *c, const unsigned char *data, size_t len)
+{
+    const mg_config *cfg = gw->cfg;
+    int binary = c->rx_binary;
+
+    gw->metrics.messages_in++;
+    gw->metrics.bytes_in += len;
+    if (!binary && !utf8_valid(data, len)) {
+        server_fail(gw, c, 1007, "invalid UTF-8", MG_EVICT_BAD_UTF8);
+        return;
+    }
+    if (!server_rate_ok(gw, c)) {
+        server_fail(gw, c, 1008, "message rate exceeded", MG_EVICT_RATE);
+        return;
+    }
+    if (!binary && cfg->text_ping && len == strlen(cfg->text_ping) &&
+        memcmp(data, cfg->text_ping, len) == 0) {
+        conn_send(gw, c, MG_OP_TEXT, cfg->text_pong, strlen(cfg->text_pong));
+        return;
+    }
+    script_on_message(gw, c, data, len, binary);
+}
+
+static int server_receive(mg_gw *gw, mg_conn *c, struct lws *wsi, const unsigned char *in,
+                          size_t len)
+{
+    if (!c || c->state != MG_CONN_OPEN)
+        return 0;
+    c->last_rx_ms = gw->now_ms;
+    if (!c->rx_active) {
+        c->rx_active = 1;
+        c->rx_binary = lws_frame_is_binary(wsi) != 0;
+        c->rx_len = 0;
+    }
+    int final = lws_is_final_fragment(wsi);
+    size_t total = c->rx_len + len + (final ? 0 : lws_remaining_packet_payload(wsi));
+    if (total > gw->cfg->max_message_size) {
+        c->rx_active = 0;
+        return server_fail(gw, c, 1009, "message too big", MG_EVICT_TOO_BIG);
+    }
+    if (final && c->rx_len == 0) { /* whole message in one piece: no copy */
+        c->rx_active = 0;
+        server_message(gw, c, in, len);
+        return 0;
+    }
+    if (c->rx_len + len > c->rx_cap) {
+        size_t ncap = c->rx_cap ? c->rx_cap : 4096;
+        while (ncap < c->rx_len + len)
+            ncap *= 2;
+        unsigned char *nrx = realloc(c->rx, ncap);
+        if (!nrx)
+            return server_fail(gw, c, 1011, "out of memory", MG_EVICT_PROTOCOL);
+        c->rx = nrx;
+        c->rx_cap = ncap;
+    }
+    memcpy(c->rx + c->rx_len, in, len);
+    c->rx_len += len;
+    if (final) {
+        c->rx_active = 0;
+        server_message(gw, c, c->rx, c->rx_len);
+        c->rx_len = 0;
+        if (c->rx_cap > 65536) { /* don't keep a big buffer on an idle connection */
+            free(c->rx);
+            c->rx = NULL;
+            c->rx_cap = 0;
+        }
+    }
+    return 0;
+}
+
+/* ---- writing ---- */
+
+/* One raw write of whole queued frames. */
+static int server_write_once(mg_gw *gw, mg_conn *c)
+{
+    const unsigned char *p;
+    size_t n = sendq_gather(&c->q, gw->scratch, gw->scratch_cap, &p);
+    if (!n)
+        return 0;
+    if (lws_write(c->wsi, (unsigned char *)p, n, LWS_WRITE_RAW) < 0)
+        return -1;
+    sendq_consume(&c->q, n);
+    return 0;
+}
+
+static int server_writeable(mg_gw *gw, mg_conn *c, struct lws *wsi)
+{
+    if (!c)
+        return 0;
+    if (c->rx_paused) {
+        lws_rx_flow_control(wsi, 1);
+        c->rx_paused = 0;
+    }
+    if (!(c->state == MG_CONN_CLOSING && c->discard_queue) && server_write_once(gw, c) != 0)
+        return -1;
+    if (lws_partial_buffered(wsi)) {
+        /* A peer close now would be a hard close: stop reading until the
+         * kernel has taken the rest. */
+        lws_rx_flow_control(wsi, 0);
+        c->rx_paused = 1;
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    if (c->q.count) {
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    if (c->state == MG_CONN_CLOSING) {
+        lws_close_reason(wsi, (enum lws_close_status)c->close_code,
+                         (unsigned char *)c->close_reason, strlen(c->close_reason));
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- closing ---- */
+
+/* A close frame body is valid if empty, or a code that may be sent on the
+ * wire followed by UTF-8. */
+static int server_close_valid(const unsigned char *in, size_t len, int *code)
+{
+    if (len == 0) {
+        *code = 1005;
+        return 1;
+    }
+    if (len == 1)
+        return 0;
+    *code = (in[0] << 8) | in[1];
+    int ok = (*code >= 1000 && *code <= 1003) || (*code >= 1007 && *code <= 1011) ||
+             (*code >= 3000 && *code <= 4999);
+    return ok && utf8_valid(in + 2, len - 2);
+}
+
+static int server_peer_close(mg_gw *gw, mg_conn *c, struct lws *wsi, unsigned char *in,
+                             size_t len)
+{
+    int code = 0;
+    if (!c)
+        return 0;
+    if (!server_close_valid(in, len, &code)) {
+        /* Don't echo garbage: answer with a protocol error of our own. */
+        log_conn(MG_LOG_INFO, c->id, "invalid close frame (%zu bytes)", len);
+        gw->metrics.evictions[MG_EVICT_PROTOCOL]++;
+        c->state = MG_CONN_CLOSING;
+        c->close_code = 1002;
+        snprintf(c->close_reason, sizeof(c->close_reason), "invalid close frame");
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, (unsigned char *)c->close_reason,
+                         strlen(c->close_reason));
+        return -1;
+    }
+    if (c->state == MG_CONN_OPEN) {
+        c->state = MG_CONN_PEER_CLOSED;
+        c->close_code = code;
+        snprintf(c->close_reason, sizeof(c->close_reason), "%.*s", len > 2 ? (int)(len - 2) : 0,
+                 (const char *)in + 2);
+        /* on_disconnect may still send a last message: it goes out before
+         * lws's close reply. */
+        c->final_window = 1;
+        script_on_disconnect(gw, c, c->close_code, c->close_reason);
+        c->final_window = 0;
+    }
+    if (c->discard_queue)
+        return 0;
+    while (c->q.count)
+        if (server_write_once(gw, c) != 0)
+            return -1;
+    return 0;
+}
+
+static void server_closed(mg_gw *gw, mg_conn **pc)
+{
+    mg_conn *c = *pc;
+    if (!c)
+        return;
+    if (!c->closed_hook) {
+        if (c->state == MG_CONN_OPEN) {
+            c->close_code = 1006;
+            snprintf(c->close_reason, sizeof(c->close_reason), "abnormal closure");
+        }
+        script_on_disconnect(gw, c, c->close_code, c->close_reason);
+    }
+    log_conn(MG_LOG_DEBUG, c->id, "closed: %d %s", c->close_code, c->close_reason);
+    c->wsi = NULL;
+    script_forget_conn(gw, c);
+    conn_destroy(gw, c);
+    *pc = NULL;
+    if (gw->draining && gw->metrics.connections == 0)
+        gw->stopping = 1;
+}
+
+/* ---- plain HTTP on a WebSocket listener ---- */
+
+static int server_http(struct lws *wsi, const char *uri)
+{
+    if (strcmp(uri, server_ws_path(wsi)) == 0)
+        http_respond(wsi, 400, "text/plain", "this is a WebSocket endpoint\n", 29, NULL, NULL);
+    else
+        http_respond(wsi, 404, "text/plain", "not found\n", 10, NULL, NULL);
+    return -1; /* answered with "connection: close" */
+}
+
+static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                           size_t len)
+{
+    mg_gw *gw = lws_context_user(lws_get_context(wsi));
+    mg_conn **pc = user;
+
+    switch (reason) {
+    case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+        /* lws timeouts have a granularity of seconds. */
+        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK,
+                        (int)((gw->cfg->handshake_timeout_ms + 999) / 1000));
+        return 0;
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        return server_confirm_upgrade(gw, wsi, in);
+    case LWS_CALLBACK_HTTP:
+        return server_http(wsi, in);
+    case LWS_CALLBACK_ESTABLISHED:
+        return server_established(gw, wsi, pc);
+    case LWS_CALLBACK_RECEIVE:
+        return server_receive(gw, *pc, wsi, in, len);
+    case LWS_CALLBACK_RECEIVE_PONG:
+        if (*pc)
+            (*pc)->last_rx_ms = gw->now_ms;
+        return 0;
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return server_writeable(gw, *pc, wsi);
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        return server_peer_close(gw, *pc, wsi, in, len);
+    case LWS_CALLBACK_CLOSED:
+        server_closed(gw, pc);
+        return 0;
+    case LWS_CALLBACK_RAW_RX_FILE:
+        gwctl_on_signal(gw, lws_get_socket_fd(wsi));
+        return 0;
+    default:
+        return lws_callback_http_dummy(wsi, reason, user, in, len);
+    }
+}
+
+/* ---- context and listeners ---- */
+
+static const struct lws_http_mount *server_mounts(mg_slot *sl)
+{
+    if (!sl->root)
+        return NULL;
+    /* [0] sends plain GETs on the WebSocket path to our callback (400);
+     * [1] serves the static folder everywhere else. */
+    struct lws_http_mount *m = sl->mounts;
+    m[1].mountpoint = "/";
+    m[1].mountpoint_len = 1;
+    m[1].origin = sl->root;
+    m[1].def = sl->index;
+    m[1].origin_protocol = LWSMPRO_FILE;
+    if (strcmp(sl->path, "/") == 0)
+        return &m[1];
+    m[0].mountpoint = sl->path;
+    m[0].mountpoint_len = (unsigned char)strlen(sl->path);
+    m[0].origin = "moongate";
+    m[0].origin_protocol = LWSMPRO_CALLBACK;
+    m[0].mount_next = &m[1];
+    return m;
+}
+
+static int server_slot_init(mg_slot *sl, const mg_config *cfg, size_t i)
+{
+    sl->idx = i;
+    snprintf(sl->name, sizeof(sl->name), "listener%zu", i);
+    sl->path = strdup(cfg->listeners[i].path);
+    sl->root = cfg->static_root ? strdup(cfg->static_root) : NULL;
+    sl->index = strdup(cfg->static_index ? cfg->static_index : "index.html");
+    return (sl->path && sl->index && (sl->root || !cfg->static_root)) ? 0 : -1;
+}
+
+static void server_slot_free(mg_slot *sl)
+{
+    free(sl->path);
+    free(sl->root);
+    free(sl->index);
+}
+
+static struct lws_vhost *server_vhost(mg_gw *gw, size_t i, char *err, size_t errlen)
+{
+    const mg_config *cfg = gw->cfg;
+    const mg_listener *l = &cfg->listeners[i];
+    mg_slot *sl = &gw->slots[i];
+    struct lws_context_creation_info v;
+
+    if (server_slot_init(sl, cfg, i) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    memset(&v, 0, sizeof(v));
+    v.vhost_name = sl->name;
+    v.iface = l->host;
+    v.port = l->port;
+    v.protocols = server_protocols;
+    v.user = sl;
+    v.mounts = server_mounts(sl);
+    v.retry_and_idle_policy = &server_no_validity;
+    v.keepalive_timeout = (int)((cfg->handshake_timeout_ms + 999) / 1000);
+    v.alpn = "http/1.1";
+    if (!strchr(l->host, ':'))
+        v.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+    if (l->tls_cert) {
+        v.ssl_cert_filepath = l->tls_cert;
+        v.ssl_private_key_filepath = l->tls_key;
+    }
+    struct lws_vhost *vh = lws_create_vhost(gw->lws, &v);
+    if (!vh) {
+        snprintf(err, errlen, "cannot listen on %s:%d (address in use or invalid, or bad TLS files)",
+                 l->host, l->port);
+        return NULL;
+    }
+    log_info("listening on %s://%s:%d%s", l->tls_cert ? "wss" : "ws", l->host, l->port, l->path);
+    return vh;
+}
+
+static int server_admin(mg_gw *gw, char *err, size_t errlen)
+{
+    const mg_config *cfg = gw->cfg;
+    struct lws_context_creation_info v;
+    if (!cfg->admin_port)
+        return 0;
+    memset(&v, 0, sizeof(v));
+    server_admin_protocols[0].per_session_data_size = http_admin_session_size();
+    v.vhost_name = "admin";
+    v.iface = cfg->admin_host;
+    v.port = cfg->admin_port;
+    v.protocols = server_admin_protocols;
+    v.retry_and_idle_policy = &server_no_validity;
+    v.options = LWS_SERVER_OPTION_DISABLE_IPV6 * (strchr(cfg->admin_host, ':') == NULL);
+    gw->admin_vhost = lws_create_vhost(gw->lws, &v);
+    if (!gw->admin_vhost) {
+        snprintf(err, errlen, "cannot listen on %s:%d for admin", cfg->admin_host, cfg->admin_port);
+        return -1;
+    }
+    log_info("admin on http://%s:%d", cfg->admin_host, cfg->admin_port);
+    return 0;
+}
+
+int server_start(mg_gw *gw, int signal_fd, char *err, size_t errlen)
+{
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof(info));
+    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    info.user = gw;
+    info.pt_serv_buf_size = SERVER_BUF;
+    info.timeout_secs = (unsigned int)((gw->cfg->handshake_timeout_ms + 999) / 1000);
+    gw->lws = lws_create_context(&info);
+    if (!gw->lws) {
+        snprintf(err, errlen, "cannot create the libwebsockets context");
+        return -1;
+    }
+    gw->scratch_cap = SERVER_BUF;
+    gw->scratch = malloc(gw->scratch_cap);
+    gw->vhosts = calloc(gw->cfg->nlisteners, sizeof(*gw->vhosts));
+    gw->slots = calloc(gw->cfg->nlisteners, sizeof(*gw->slots));
+    gw->nslots = gw->cfg->nlisteners;
+    if (!gw->scratch || !gw->vhosts || !gw->slots) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < gw->cfg->nlisteners; i++)
+        if (!(gw->vhosts[i] = server_vhost(gw, i, err, errlen)))
+            return -1;
+    if (server_admin(gw, err, errlen) != 0)
+        return -1;
+
+    lws_sock_file_fd_type fd;
+    fd.filefd = signal_fd;
+    gw->signal_wsi = lws_adopt_descriptor_vhost(gw->vhosts[0], LWS_ADOPT_RAW_FILE_DESC, fd,
+                                                "moongate", NULL);
+    if (!gw->signal_wsi) {
+        snprintf(err, errlen, "cannot watch signals in the event loop");
+        return -1;
+    }
+    gw->now_ms = gw_clock_ms();
+    heartbeat_start(gw);
+    return 0;
+}
+
+void server_run(mg_gw *gw)
+{
+    while (!gw->stopping) {
+        if (lws_service(gw->lws, 0) < 0)
+            break;
+        gw->now_ms = gw_clock_ms();
+    }
+}
+
+/* Stop accepting on the WebSocket listeners.  lws 4.1.6's own way
+ * (lws_context_deprecate) uses the listen wsi after freeing it, so the
+ * listen sockets are found by port and replaced, with dup2(), by the read
+ * end of a pipe nobody writes: the port is released at once (new connects
+ * are refused) and lws goes on polling an fd that never fires.  The admin
+ * listener stays up so /health can say "draining". */
+static void server_stop_listening(mg_gw *gw)
+{
+    int pfd[2];
+    if (pipe(pfd) != 0)
+        return;
+    for (int fd = 0; fd < 65536; fd++) {
+        int on = 0;
+        socklen_t ol = sizeof(on);
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        if (fcntl(fd, F_GETFD) < 0)
+            continue;
+        if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &ol) != 0 || !on ||
+            getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
+            continue;
+        int port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                  : ((struct sockaddr_in *)&ss)->sin_port);
+        for (size_t i = 0; i < gw->cfg->nlisteners; i++)
+            if (gw->cfg->listeners[i].port == port)
+                dup2(pfd[0], fd);
+    }
+    close(pfd[0]);
+    gw->drain_pipe_w = pfd[1]; /* kept open so the read ends never see EOF */
+}
+
+void server_drain(mg_gw *gw)
+{
+    gw->draining = 1;
+    server_stop_listening(gw);
+    for (mg_conn *c = gw->conn_list; c; c = c->next) {
+        gw->metrics.evictions[MG_EVICT_SHUTDOWN]++;
+        conn_close(gw, c, 1001, "server shutting down", 0);
+    }
+    if (gw->metrics.connections == 0)
+        gw->stopping = 1;
+}
+
+void server_stop(mg_gw *gw)
+{
+    if (gw->lws)
+        lws_context_destroy(gw->lws);
+    gw->lws = NULL;
+    if (gw->drain_pipe_w > 0)
+        close(gw->drain_pipe_w);
+    for (size_t i = 0; gw->slots && i < gw->nslots; i++)
+        server_slot_free(&gw->slots[i]);
+    free(gw->slots);
+    free(gw->scratch);
+    free(gw->vhosts);
+    gw->slots = NULL;
+    gw->scratch = NULL;
+    gw->vhosts = NULL;
+}
