@@ -209,7 +209,7 @@ static int lgw_log_at(lua_State *L, mg_log_level level)
         luaL_addvalue(&b);
     }
     luaL_pushresult(&b);
-    log_conn(level, 0, "lua: %s", lua_tostring(L, -1));
+    log_conn(level, lua_api_script(L)->cur_conn, "lua: %s", lua_tostring(L, -1));
     return 0;
 }
 

@@ -46,6 +46,8 @@ static void timer_fire(lws_sorted_usec_list_t *sul)
 static int timer_start(lua_State *L, int repeat)
 {
     mg_script *s = lua_api_script(L);
+    if (s->gw->stopping)
+        return lua_api_fail(L, "shutting down");
     lua_Number ms = luaL_checknumber(L, 1);
     luaL_checktype(L, 2, LUA_TFUNCTION);
     if (ms < 0 || (repeat && ms < 1))

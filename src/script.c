@@ -119,7 +119,9 @@ static void script_report(mg_script *s, int rc, const char *what, uint64_t conn_
 
 int script_call(mg_script *s, const char *what, uint64_t conn_id, int nargs)
 {
+    s->cur_conn = conn_id;
     int rc = script_pcall(s, nargs, 0);
+    s->cur_conn = 0;
     if (rc) {
         script_report(s, rc, what, conn_id);
         return -1;

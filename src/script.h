@@ -25,6 +25,7 @@ struct mg_script {
     size_t mem_limit;    /* 0 = none */
     dict timers;         /* timer id -> mg_timer (lua_timer.c) */
     uint64_t next_timer_id;
+    uint64_t cur_conn; /* connection of the hook running now, for gw.log */
 };
 
 /* What on_handshake sees. */

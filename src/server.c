@@ -417,6 +417,7 @@ static void server_closed(mg_gw *gw, mg_conn **pc)
     mg_conn *c = *pc;
     if (!c)
         return;
+    c->wsi = NULL; /* the socket is gone: sends from on_disconnect fail cleanly */
     if (!c->closed_hook) {
         if (c->state == MG_CONN_OPEN) {
             c->close_code = 1006;
@@ -425,7 +426,6 @@ static void server_closed(mg_gw *gw, mg_conn **pc)
         script_on_disconnect(gw, c, c->close_code, c->close_reason);
     }
     log_conn(MG_LOG_DEBUG, c->id, "closed: %d %s", c->close_code, c->close_reason);
-    c->wsi = NULL;
     script_forget_conn(gw, c);
     conn_destroy(gw, c);
     *pc = NULL;
@@ -548,6 +548,7 @@ static struct lws_vhost *server_vhost(mg_gw *gw, size_t i, char *err, size_t err
     if (!strchr(l->host, ':'))
         v.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
     if (l->tls_cert) {
+        v.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT; /* lws checks it per vhost */
         v.ssl_cert_filepath = l->tls_cert;
         v.ssl_private_key_filepath = l->tls_key;
     }

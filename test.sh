@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# test.sh — install what is missing, build, and run every test with ctest:
+# once on the normal build (build/), once with AddressSanitizer + UBSan
+# (build-asan/).  Exits non-zero if anything failed.
+set -euo pipefail
+cd "$(dirname "$0")"
+tools/deps.sh --test
+
+status=0
+run_suite() { # dir, cmake args...
+    local dir=$1
+    shift
+    cmake -S . -B "$dir" "$@" >/dev/null
+    cmake --build "$dir" -j2
+    echo "=== ctest in $dir"
+    ctest --test-dir "$dir" -j2 --output-on-failure --timeout 300 || status=1
+}
+run_suite build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    run_suite build-asan -DCMAKE_BUILD_TYPE=Debug -DMOONGATE_SANITIZE=ON
+exit $status

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# tools/deps.sh — install the Debian packages moongate needs, if missing.
+#   tools/deps.sh          build and run dependencies
+#   tools/deps.sh --test   also what the test suite uses
+# Idempotent: when everything is installed it only asks dpkg and exits.
+set -euo pipefail
+
+pkgs=(build-essential cmake pkg-config libwebsockets-dev libluajit-5.1-dev luajit lua-cjson
+      libyaml-dev libssl-dev)
+if [[ "${1:-}" == "--test" ]]; then
+    pkgs+=(python3 python3-websockets python3-pytest openssl curl)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || { echo "deps: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+    sudo="sudo"
+fi
+echo "deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
