@@ -11,31 +11,59 @@
 
 #define ADMIN_BODY_MAX (1024 * 1024)
 
+static const char *http_reason(int status)
+{
+    switch (status) {
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 413:
+        return "Payload Too Large";
+    case 426:
+        return "Upgrade Required";
+    case 429:
+        return "Too Many Requests";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return status < 500 ? "Client Error" : "Server Error";
+    }
+}
+
+/* The response is built here rather than with lws's header helpers: before
+ * lws has routed a request (as when an upgrade is refused) they answer
+ * "HTTP/1.0" with no reason phrase, which some clients reject.  Every
+ * response says "connection: close" and the caller closes after it. */
 int http_respond(struct lws *wsi, int status, const char *ctype, const char *body, size_t len,
                  const char *extra_name, const char *extra_value)
 {
-    unsigned char hdr[LWS_PRE + 1024];
-    unsigned char *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr) - 1;
-
-    if (lws_add_http_common_headers(wsi, (unsigned int)status, ctype, (lws_filepos_t)len, &p, end))
+    char head[512];
+    int hn =
+        snprintf(head, sizeof(head),
+                 "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\n"
+                 "%s%s%s%sconnection: close\r\n\r\n",
+                 status, http_reason(status), ctype, len, extra_name ? extra_name : "",
+                 extra_name ? " " : "", extra_name ? extra_value : "", extra_name ? "\r\n" : "");
+    if (hn < 0 || (size_t)hn >= sizeof(head))
         return -1;
-    if (extra_name &&
-        lws_add_http_header_by_name(wsi, (const unsigned char *)extra_name,
-                                    (const unsigned char *)extra_value, (int)strlen(extra_value),
-                                    &p, end))
-        return -1;
-    if (lws_add_http_header_by_name(wsi, (const unsigned char *)"connection:",
-                                    (const unsigned char *)"close", 5, &p, end))
-        return -1;
-    if (lws_finalize_write_http_header(wsi, start, &p, end))
-        return -1;
-    if (!len)
-        return 0;
-    unsigned char *buf = malloc(LWS_PRE + len);
+    unsigned char *buf = malloc(LWS_PRE + (size_t)hn + len);
     if (!buf)
         return -1;
-    memcpy(buf + LWS_PRE, body, len);
-    int n = lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_HTTP_FINAL);
+    memcpy(buf + LWS_PRE, head, (size_t)hn);
+    if (len)
+        memcpy(buf + LWS_PRE + hn, body, len);
+    int n = lws_write(wsi, buf + LWS_PRE, (size_t)hn + len, LWS_WRITE_RAW);
     free(buf);
     return n < 0 ? -1 : 0;
 }
@@ -54,11 +82,11 @@ size_t http_admin_session_size(void)
     return sizeof(admin_session);
 }
 
+/* Answer and close (the response says "connection: close"). */
 static int admin_reply(struct lws *wsi, int status, const char *ctype, const char *body)
 {
-    if (http_respond(wsi, status, ctype, body, strlen(body), NULL, NULL) != 0)
-        return -1;
-    return lws_http_transaction_completed(wsi) ? -1 : 0;
+    http_respond(wsi, status, ctype, body, strlen(body), NULL, NULL);
+    return -1;
 }
 
 static int admin_authorized(mg_gw *gw, struct lws *wsi)
@@ -160,7 +188,9 @@ int http_admin_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
         s->post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
         if (!s->post)
             return admin_get(gw, wsi, s->uri);
-        return 0; /* wait for the body */
+        if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0)
+            return admin_post(gw, wsi, s); /* no body coming */
+        return 0;                          /* wait for the body */
     case LWS_CALLBACK_HTTP_BODY:
         if (admin_body(s, in, len) != 0)
             return admin_reply(wsi, 413, "text/plain", "body too large\n");

@@ -37,6 +37,10 @@ static inline mg_script *lua_api_script(lua_State *L)
 void lua_api_pushvalue(lua_State *L, const mg_value *v);
 int lua_api_tovalue(lua_State *L, int idx, mg_value *v);
 
+/* The optional message kind at idx: "text" (default) or "binary";
+ * anything else raises an argument error. */
+int lua_api_kind(lua_State *L, int idx);
+
 /* Push nil, msg and return 2: the error-value convention. */
 int lua_api_fail(lua_State *L, const char *msg);
 

@@ -35,8 +35,7 @@ static int lconn_send(lua_State *L)
     LCONN_OPEN_OR_FAIL(L, c);
     size_t len;
     const char *data = luaL_checklstring(L, 2, &len);
-    const char *kind = luaL_optstring(L, 3, "text");
-    int op = strcmp(kind, "binary") == 0 ? MG_OP_BINARY : MG_OP_TEXT;
+    int op = lua_api_kind(L, 3);
     int rc = conn_send(lua_api_script(L)->gw, c, op, data, len);
     if (rc != MG_SEND_OK)
         return lua_api_fail(L, conn_send_error(rc));

@@ -70,7 +70,7 @@ int lua_api_tovalue(lua_State *L, int idx, mg_value *v)
     }
 }
 
-static int lgw_kind(lua_State *L, int idx)
+int lua_api_kind(lua_State *L, int idx)
 {
     const char *kind = luaL_optstring(L, idx, "text");
     if (strcmp(kind, "binary") == 0)
@@ -105,7 +105,7 @@ static int lgw_send(lua_State *L)
     mg_conn *c = lgw_target(L, gw, 1);
     size_t len;
     const char *data = luaL_checklstring(L, 2, &len);
-    int op = lgw_kind(L, 3);
+    int op = lua_api_kind(L, 3);
     if (!c)
         return lua_api_fail(L, "no such connection");
     int rc = conn_send(gw, c, op, data, len);
@@ -125,7 +125,7 @@ static int lgw_broadcast(lua_State *L)
         mg_conn *c = lgw_target(L, gw, 2);
         except = c ? c->id : 0;
     }
-    long n = pubsub_broadcast(gw, lgw_kind(L, 3), data, len, except);
+    long n = pubsub_broadcast(gw, lua_api_kind(L, 3), data, len, except);
     if (n < 0)
         return lua_api_fail(L, "out of memory");
     lua_pushinteger(L, n);
@@ -138,7 +138,7 @@ static int lgw_publish(lua_State *L)
     const char *topic = luaL_checkstring(L, 1);
     size_t len;
     const char *data = luaL_checklstring(L, 2, &len);
-    long n = pubsub_publish(gw, topic, lgw_kind(L, 3), data, len);
+    long n = pubsub_publish(gw, topic, lua_api_kind(L, 3), data, len);
     if (n < 0)
         return lua_api_fail(L, "out of memory");
     lua_pushinteger(L, n);
