@@ -508,6 +508,41 @@ static int parse_string(load_ctx *lc, const yaml_node_t *val, const char *where,
     return 0;
 }
 
+/* handshake.headers: a list of header names, stored lower-case. */
+static int parse_header_list(load_ctx *lc, const yaml_node_t *val, const char *where,
+                             const key_spec *ks, void *base)
+{
+    mg_config *cfg = base;
+    char buf[64], sub[WHERE_MAX];
+    (void)ks;
+
+    if (val->type != YAML_SEQUENCE_NODE)
+        return load_fail(lc, val->start_mark, "%s: expected a list of header names, got %s", where,
+                         node_describe(val, buf, sizeof buf));
+    yaml_node_item_t *items = val->data.sequence.items.start;
+    size_t n = (size_t)(val->data.sequence.items.top - items);
+    if (n > 64)
+        return load_fail(lc, val->start_mark, "%s: at most 64 headers", where);
+    cfg->keep_headers = xcalloc(n ? n : 1, sizeof(char *));
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = node_at(lc, items[i]);
+        snprintf(sub, sizeof sub, "%s[%zu]", where, i);
+        const char *name = want_scalar(lc, item, sub, "a header name");
+        if (!name)
+            return -1;
+        size_t len = strlen(name);
+        if (len == 0 || len > 64 || strspn(name, "abcdefghijklmnopqrstuvwxyz"
+                                                 "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != len)
+            return load_fail(lc, item->start_mark, "%s: not a header name: '%s'", sub, name);
+        char *lower = xstrdup(name);
+        for (char *c = lower; *c; c++)
+            if (*c >= 'A' && *c <= 'Z')
+                *c = (char)(*c + 32);
+        cfg->keep_headers[cfg->nkeep_headers++] = lower;
+    }
+    return 0;
+}
+
 /* A WebSocket path: a string starting with '/'. */
 static int parse_ws_path(load_ctx *lc, const yaml_node_t *val, const char *where,
                          const key_spec *ks, void *base)
@@ -920,6 +955,10 @@ static const key_spec limits_keys[] = {
     {.name = "close_timeout",     .parse = parse_duration, .offset = CFG(close_timeout_ms),     .max = DURATION_MAX_MS},
     {0}};
 
+static const key_spec handshake_keys[] = {
+    {.name = "headers", .parse = parse_header_list},
+    {0}};
+
 static const key_spec names_keys[] = {
     {.name = "duplicate", .parse = parse_enum, .offset = CFG(duplicate_names), .choices = dup_names},
     {0}};
@@ -1022,6 +1061,7 @@ static const key_spec top_keys[] = {
     {.name = "static",    .parse = parse_section,   .keys = static_keys},
     {.name = "heartbeat", .parse = parse_heartbeat, .keys = heartbeat_keys},
     {.name = "limits",    .parse = parse_section,   .keys = limits_keys},
+    {.name = "handshake", .parse = parse_section,   .keys = handshake_keys},
     {.name = "names",     .parse = parse_section,   .keys = names_keys},
     {.name = "shutdown",  .parse = parse_section,   .keys = shutdown_keys},
     {.name = "log",       .parse = parse_section,   .keys = log_keys},
@@ -1336,6 +1376,9 @@ void config_free(mg_config *cfg)
     free(cfg->text_pong);
     free(cfg->admin_host);
     free(cfg->admin_token);
+    for (size_t i = 0; i < cfg->nkeep_headers; i++)
+        free(cfg->keep_headers[i]);
+    free(cfg->keep_headers);
     node_free(cfg->app);
     free(cfg);
 }

@@ -67,6 +67,9 @@ typedef struct mg_config {
     uint32_t message_burst;       /* default 0 = same as message_rate */
     uint32_t close_timeout_ms;    /* default 5000 */
 
+    char **keep_headers; /* handshake.headers: extra (non-standard) request */
+    size_t nkeep_headers; /* headers kept for conn:header, lower-case */
+
     mg_dup_policy duplicate_names; /* default replace */
     uint32_t drain_timeout_ms;     /* default 10000 */
 

@@ -287,9 +287,16 @@ void conn_close(mg_gw *gw, mg_conn *c, int code, const char *reason, int discard
     c->close_code = code;
     snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason ? reason : "");
     if (discard) {
-        c->discard_queue = 1;
         sendq_clear(&c->q);
     }
+    /* The close frame goes through the queue, after everything queued
+     * before it; the peer's answer ends the connection (server.c). */
+    unsigned char body[2 + sizeof(c->close_reason)];
+    size_t rlen = strlen(c->close_reason);
+    body[0] = (unsigned char)(code >> 8);
+    body[1] = (unsigned char)code;
+    memcpy(body + 2, c->close_reason, rlen);
+    sendq_push_frame(&c->q, MG_OP_CLOSE, body, 2 + rlen);
     /* However the peer behaves, the close completes within close_timeout. */
     lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, (int)((gw->cfg->close_timeout_ms + 999) / 1000));
     lws_callback_on_writable(c->wsi);

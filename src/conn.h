@@ -53,7 +53,6 @@ struct mg_conn {
     unsigned rx_paused : 1;     /* rx flow control off while lws holds a partial write */
     unsigned closed_hook : 1;   /* on_disconnect has run */
     unsigned final_window : 1;  /* sends allowed: on_disconnect of a peer close */
-    unsigned discard_queue : 1; /* close without flushing (slow consumer) */
 
     int64_t last_rx_ms;   /* last frame of any kind from the client */
     int64_t next_ping_ms; /* when the heartbeat pings it next */
@@ -101,7 +100,8 @@ int conn_send_shared(mg_gw *gw, mg_conn *c, mg_buf *b);
 const char *conn_send_error(int rc);
 
 /* Start a server-side close: queued frames are flushed first unless
- * discard, then the close frame goes out.  Idempotent. */
+ * discard, then the close frame goes out; the connection ends when the
+ * peer answers or after limits.close_timeout.  Idempotent. */
 void conn_close(mg_gw *gw, mg_conn *c, int code, const char *reason, int discard);
 
 #endif

@@ -20,7 +20,8 @@ static int64_t heartbeat_tick_ms(const mg_config *cfg)
 static void heartbeat_ping(mg_conn *c)
 {
     int was_empty = c->q.count == 0;
-    if (sendq_push_frame(&c->q, MG_OP_PING, NULL, 0) == 0 && was_empty)
+    /* Not empty: lws 4.1.6 does not report an empty pong to the protocol. */
+    if (sendq_push_frame(&c->q, MG_OP_PING, "mg", 2) == 0 && was_empty)
         lws_callback_on_writable(c->wsi);
 }
 

@@ -10,6 +10,7 @@
 #include <libwebsockets.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -123,10 +124,14 @@ static void log_from_lws(int level, const char *line)
     while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
         n--;
     snprintf(msg, sizeof(msg), "lws: %.*s", (int)n, line);
-    log_write(level == LLL_ERR ? MG_LOG_ERROR : MG_LOG_WARN, 0, msg);
+    log_write(level == LLL_ERR ? MG_LOG_ERROR : level == LLL_WARN ? MG_LOG_WARN : MG_LOG_INFO, 0,
+              msg);
 }
 
+/* MOONGATE_LWS_LOG=<mask> (lws LLL_* bits, e.g. 15 for err..info) turns on
+ * more of libwebsockets' own logging, for debugging. */
 void log_hook_lws(void)
 {
-    lws_set_log_level(LLL_ERR | LLL_WARN, log_from_lws);
+    const char *mask = getenv("MOONGATE_LWS_LOG");
+    lws_set_log_level(mask ? atoi(mask) : (LLL_ERR | LLL_WARN), log_from_lws);
 }

@@ -237,11 +237,19 @@ static int script_req_header(lua_State *L)
         lower[i] = (char)((name[i] >= 'A' && name[i] <= 'Z') ? name[i] + 32 : name[i]);
     lua_getfield(L, 1, "headers");
     lua_getfield(L, -1, lower);
+    const mg_request *req = ((mg_script *)lua_touserdata(L, lua_upvalueindex(1)))->live_req;
+    if (lua_isnil(L, -1) && req && req->lookup) {
+        char buf[4096];
+        const char *v = req->lookup(req->lookup_ctx, lower, buf, sizeof(buf));
+        if (v)
+            lua_pushstring(L, v);
+    }
     return 1;
 }
 
-static void script_push_request(lua_State *L, const mg_request *req)
+static void script_push_request(mg_script *s, const mg_request *req)
 {
+    lua_State *L = s->L;
     lua_createtable(L, 0, 5);
     lua_pushstring(L, req->path);
     lua_setfield(L, -2, "path");
@@ -258,7 +266,8 @@ static void script_push_request(lua_State *L, const mg_request *req)
         p = val + strlen(val) + 1;
     }
     lua_setfield(L, -2, "headers");
-    lua_pushcfunction(L, script_req_header);
+    lua_pushlightuserdata(L, s);
+    lua_pushcclosure(L, script_req_header, 1);
     lua_setfield(L, -2, "header");
 }
 
@@ -268,8 +277,10 @@ int script_on_handshake(mg_gw *gw, const mg_request *req, int *status, char *bod
     lua_State *L = s->L;
     if (!script_hook(s, "on_handshake"))
         return 1;
-    script_push_request(L, req);
+    script_push_request(s, req);
+    s->live_req = req;
     int rc = script_pcall(s, 1, 3);
+    s->live_req = NULL;
     if (rc) {
         /* An authorization hook that fails must not let the client in. */
         script_report(s, rc, "on_handshake", 0);

@@ -26,6 +26,7 @@ struct mg_script {
     dict timers;         /* timer id -> mg_timer (lua_timer.c) */
     uint64_t next_timer_id;
     uint64_t cur_conn; /* connection of the hook running now, for gw.log */
+    const struct mg_request *live_req; /* request of the on_handshake running now */
 };
 
 /* What on_handshake sees. */
@@ -33,6 +34,9 @@ typedef struct mg_request {
     const char *path, *query, *remote;
     const char *headers; /* "name\0value\0" pairs, names lower-case */
     size_t headers_len;
+    /* Any other header, read live (valid only during the hook). */
+    const char *(*lookup)(void *ctx, const char *name, char *buf, size_t len);
+    void *lookup_ctx;
 } mg_request;
 
 /* Build a generation from cfg's script.  NULL on error, with the reason

@@ -11,6 +11,10 @@
  *    no partial write, and reading stops while one is pending;
  *  - the queue is flushed when the peer's close arrives, so replies to
  *    what came before it precede lws's close reply;
+ *  - a close the gateway starts is a close frame queued behind the data
+ *    (conn_close); the peer's answer ends the connection, and lws's timeout
+ *    ends it if no answer comes.  (Returning -1 from WRITEABLE after
+ *    lws_close_reason makes 4.1.6 drop the socket without waiting.)
  *  - lws's validity pings are off: heartbeat.c owns liveness. */
 #include "server.h"
 
@@ -107,10 +111,29 @@ static int server_token_has(const char *list, const char *word)
     return 0;
 }
 
-/* Collect every header lws knows into "name\0value\0" pairs. */
-static size_t server_collect_headers(struct lws *wsi, char *out, size_t cap)
+/* Append name\0value\0 for a custom header if the request has it. */
+static size_t server_collect_custom(struct lws *wsi, const char *name, char *out, size_t n,
+                                    size_t cap)
+{
+    char key[80];
+    int kl = snprintf(key, sizeof(key), "%s:", name);
+    int vlen = lws_hdr_custom_length(wsi, key, kl);
+    size_t nl = strlen(name);
+    if (vlen < 0 || n + nl + 1 + (size_t)vlen + 1 > cap)
+        return n;
+    memcpy(out + n, name, nl + 1);
+    if (lws_hdr_custom_copy(wsi, out + n + nl + 1, vlen + 1, key, kl) < 0)
+        return n;
+    return n + nl + 1 + (size_t)vlen + 1;
+}
+
+/* Collect every header lws knows, and the custom ones the config names,
+ * into "name\0value\0" pairs. */
+static size_t server_collect_headers(mg_gw *gw, struct lws *wsi, char *out, size_t cap)
 {
     size_t n = 0;
+    for (size_t i = 0; i < gw->cfg->nkeep_headers; i++)
+        n = server_collect_custom(wsi, gw->cfg->keep_headers[i], out, n, cap);
     for (int t = 0; t < WSI_TOKEN_COUNT; t++) {
         const char *name = (const char *)lws_token_to_string((enum lws_token_indexes)t);
         int vlen = lws_hdr_total_length(wsi, (enum lws_token_indexes)t);
@@ -133,6 +156,26 @@ static size_t server_collect_headers(struct lws *wsi, char *out, size_t cap)
     return n;
 }
 
+/* The query string: lws splits it at '&' (and URL-decodes each part);
+ * join the parts back with '&'. */
+static const char *server_query(struct lws *wsi, char *buf, size_t len)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    for (int i = 0; n + 1 < len; i++) {
+        int fl = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (fl <= 0 || n + (size_t)fl + 2 > len)
+            break;
+        if (n)
+            buf[n++] = '&';
+        if (lws_hdr_copy_fragment(wsi, buf + n, (int)(len - n), WSI_TOKEN_HTTP_URI_ARGS, i) < 0)
+            break;
+        n += strlen(buf + n);
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
 static void server_remote(struct lws *wsi, char *buf, size_t len)
 {
     if (!lws_get_peer_simple(wsi, buf, len))
@@ -148,6 +191,19 @@ static int server_refuse(mg_gw *gw, struct lws *wsi, int status, const char *bod
     gw->metrics.handshakes_refused++;
     http_respond(wsi, status, "text/plain", body, strlen(body), extra_name, extra_value);
     return -1; /* hang up once the answer is out */
+}
+
+/* req:header() for a header that is not a known token: read it live from
+ * the request (only while on_handshake runs). */
+static const char *server_req_header(void *ctx, const char *name, char *buf, size_t len)
+{
+    char key[80];
+    int kl = snprintf(key, sizeof(key), "%s:", name);
+    if (kl <= 0 || (size_t)kl >= sizeof(key))
+        return NULL;
+    if (lws_hdr_custom_copy(ctx, buf, (int)len, key, kl) < 0)
+        return NULL;
+    return buf;
 }
 
 /* Everything that decides whether an upgrade may proceed. */
@@ -183,8 +239,9 @@ static int server_confirm_upgrade(mg_gw *gw, struct lws *wsi, const char *upgrad
     if (!headers)
         return server_refuse(gw, wsi, 503, "out of memory\n", NULL, NULL);
     server_remote(wsi, remote, sizeof(remote));
-    server_hdr(wsi, WSI_TOKEN_HTTP_URI_ARGS, query, sizeof(query));
-    mg_request req = {path, query, remote, headers, server_collect_headers(wsi, headers, 8192)};
+    server_query(wsi, query, sizeof(query));
+    mg_request req = {path,    query, remote, headers, server_collect_headers(gw, wsi, headers, 8192),
+                      server_req_header, wsi};
     int status = 0;
     char body[512];
     int ok = script_on_handshake(gw, &req, &status, body, sizeof(body));
@@ -201,9 +258,9 @@ static int server_established(mg_gw *gw, struct lws *wsi, mg_conn **pc)
     if (!headers)
         return -1;
     server_hdr(wsi, WSI_TOKEN_GET_URI, path, sizeof(path));
-    server_hdr(wsi, WSI_TOKEN_HTTP_URI_ARGS, query, sizeof(query));
+    server_query(wsi, query, sizeof(query));
     server_remote(wsi, remote, sizeof(remote));
-    size_t hl = server_collect_headers(wsi, headers, 8192);
+    size_t hl = server_collect_headers(gw, wsi, headers, 8192);
     mg_conn *c = conn_create(gw, wsi, path, query, remote, headers, hl);
     free(headers);
     if (!c)
@@ -336,7 +393,7 @@ static int server_writeable(mg_gw *gw, mg_conn *c, struct lws *wsi)
         lws_rx_flow_control(wsi, 1);
         c->rx_paused = 0;
     }
-    if (!(c->state == MG_CONN_CLOSING && c->discard_queue) && server_write_once(gw, c) != 0)
+    if (server_write_once(gw, c) != 0)
         return -1;
     if (lws_partial_buffered(wsi)) {
         /* A peer close now would be a hard close: stop reading until the
@@ -346,15 +403,8 @@ static int server_writeable(mg_gw *gw, mg_conn *c, struct lws *wsi)
         lws_callback_on_writable(wsi);
         return 0;
     }
-    if (c->q.count) {
+    if (c->q.count)
         lws_callback_on_writable(wsi);
-        return 0;
-    }
-    if (c->state == MG_CONN_CLOSING) {
-        lws_close_reason(wsi, (enum lws_close_status)c->close_code,
-                         (unsigned char *)c->close_reason, strlen(c->close_reason));
-        return -1;
-    }
     return 0;
 }
 
@@ -382,6 +432,8 @@ static int server_peer_close(mg_gw *gw, mg_conn *c, struct lws *wsi, unsigned ch
     int code = 0;
     if (!c)
         return 0;
+    if (c->state == MG_CONN_CLOSING) /* the answer to our close frame: done */
+        return -1;
     if (!server_close_valid(in, len, &code)) {
         /* Don't echo garbage: answer with a protocol error of our own. */
         log_conn(MG_LOG_INFO, c->id, "invalid close frame (%zu bytes)", len);
@@ -404,8 +456,6 @@ static int server_peer_close(mg_gw *gw, mg_conn *c, struct lws *wsi, unsigned ch
         script_on_disconnect(gw, c, c->close_code, c->close_reason);
         c->final_window = 0;
     }
-    if (c->discard_queue)
-        return 0;
     while (c->q.count)
         if (server_write_once(gw, c) != 0)
             return -1;
@@ -543,7 +593,9 @@ static struct lws_vhost *server_vhost(mg_gw *gw, size_t i, char *err, size_t err
     v.user = sl;
     v.mounts = server_mounts(sl);
     v.retry_and_idle_policy = &server_no_validity;
+    /* Waiting for request headers is bounded by the handshake timeout. */
     v.keepalive_timeout = (int)((cfg->handshake_timeout_ms + 999) / 1000);
+    v.timeout_secs_ah_idle = (unsigned int)v.keepalive_timeout;
     v.alpn = "http/1.1";
     if (!strchr(l->host, ':'))
         v.options |= LWS_SERVER_OPTION_DISABLE_IPV6;

@@ -700,7 +700,7 @@ static void test_err_unknown_keys(void)
                  "text_ping, text_pong)");
     expect_error(BASE "heartbeats:\n  interval: 5s\n",
                  "4:1: unknown key 'heartbeats' (expected one of: listen, script, lua, static, "
-                 "heartbeat, limits, names, shutdown, log, admin, app)");
+                 "heartbeat, limits, handshake, names, shutdown, log, admin, app)");
     expect_error("listen:\n  - port: 8080\n    prot: 1\nscript: app.lua\n",
                  "3:5: unknown key 'prot' in listen[0] (expected one of: host, port, path, tls)");
     expect_error("listen:\n  - port: 8443\n    tls:\n      cert: tls/cert.pem\n      key: "
