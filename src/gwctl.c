@@ -71,6 +71,10 @@ int gwctl_reload(mg_gw *gw)
     mg_config *nc = gwctl_build_config(&gw->over, err, sizeof(err));
     if (!nc || script_reload(gw, nc, err, sizeof(err)) != 0) {
         config_free(nc);
+        /* One line: a require()d module's error spans several. */
+        for (char *p = err; *p; p++)
+            if (*p == '\n' || *p == '\t')
+                *p = ' ';
         gw->metrics.reload_failures++;
         snprintf(gw->last_reload_error, sizeof(gw->last_reload_error), "%s", err);
         log_error("reload failed: %s", err);

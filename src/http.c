@@ -167,7 +167,8 @@ static int admin_body(admin_session *s, const void *in, size_t len)
     char *nb = realloc(s->body, s->len + len + 1);
     if (!nb)
         return -1;
-    memcpy(nb + s->len, in, len);
+    if (len)
+        memcpy(nb + s->len, in, len);
     s->body = nb;
     s->len += len;
     s->body[s->len] = '\0';

@@ -426,8 +426,7 @@ static int server_close_valid(const unsigned char *in, size_t len, int *code)
     return ok && utf8_valid(in + 2, len - 2);
 }
 
-static int server_peer_close(mg_gw *gw, mg_conn *c, struct lws *wsi, unsigned char *in,
-                             size_t len)
+static int server_peer_close(mg_gw *gw, mg_conn *c, unsigned char *in, size_t len)
 {
     int code = 0;
     if (!c)
@@ -435,14 +434,16 @@ static int server_peer_close(mg_gw *gw, mg_conn *c, struct lws *wsi, unsigned ch
     if (c->state == MG_CONN_CLOSING) /* the answer to our close frame: done */
         return -1;
     if (!server_close_valid(in, len, &code)) {
-        /* Don't echo garbage: answer with a protocol error of our own. */
+        /* Don't echo garbage: answer with 1002 of our own, then hang up
+         * (both sides have sent a close).  lws has already rewritten a
+         * close code that may not be sent to 1002, so this sees only
+         * bodies of 1 byte or with a reason that is not UTF-8. */
         log_conn(MG_LOG_INFO, c->id, "invalid close frame (%zu bytes)", len);
         gw->metrics.evictions[MG_EVICT_PROTOCOL]++;
-        c->state = MG_CONN_CLOSING;
-        c->close_code = 1002;
-        snprintf(c->close_reason, sizeof(c->close_reason), "invalid close frame");
-        lws_close_reason(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, (unsigned char *)c->close_reason,
-                         strlen(c->close_reason));
+        conn_close(gw, c, 1002, "invalid close frame", 1);
+        while (c->q.count)
+            if (server_write_once(gw, c) != 0)
+                break;
         return -1;
     }
     if (c->state == MG_CONN_OPEN) {
@@ -521,7 +522,7 @@ static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return server_writeable(gw, *pc, wsi);
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
-        return server_peer_close(gw, *pc, wsi, in, len);
+        return server_peer_close(gw, *pc, in, len);
     case LWS_CALLBACK_CLOSED:
         server_closed(gw, pc);
         return 0;

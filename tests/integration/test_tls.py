@@ -1,0 +1,83 @@
+"""wss:// listener with a certificate from the config (self-signed in tests)."""
+
+import os
+import re
+import ssl
+import subprocess
+
+import pytest
+
+from conftest import handshake_request, http_raw, run, run_cli, ws_connect, ws_recv
+
+SCRIPT = """
+function on_message(conn, data, kind)
+  conn:send("tls:" .. data, kind)
+end
+"""
+
+
+def make_cert(folder):
+    crt = os.path.join(folder, "server.crt")
+    key = os.path.join(folder, "server.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                    "-keyout", key, "-out", crt, "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    return crt, key
+
+
+@pytest.fixture
+def tls_gw(gateway):
+    g = gateway(SCRIPT, start=False)
+    certs = os.path.join(g.dir, "certs")
+    os.makedirs(certs)
+    crt, key = make_cert(certs)
+    g.update_config({"listen": [{"host": "127.0.0.1", "port": g.port, "path": "/",
+                                 "tls": {"cert": "certs/server.crt", "key": "certs/server.key"}}]})
+    g.start()
+    g.crt = crt
+    return g
+
+
+def test_wss_echo(tls_gw):
+    g = tls_gw
+    g.wait_log(r"listening on wss://127\.0\.0\.1:%d/" % g.port, 1)
+    ctx = ssl.create_default_context(cafile=g.crt)
+
+    async def go():
+        async with ws_connect("wss://127.0.0.1:%d/" % g.port, ssl=ctx) as ws:
+            await ws.send("secure")
+            assert await ws_recv(ws) == "tls:secure"
+            await ws.send(b"\x01\x02")
+            assert await ws_recv(ws) == b"tls:\x01\x02"
+    run(go())
+
+
+def test_plain_ws_on_tls_port_fails(tls_gw):
+    g = tls_gw
+    try:
+        r = http_raw(g.port, handshake_request("/", g.port), timeout=3)
+    except (EOFError, ConnectionError, TimeoutError):
+        r = None
+    assert r is None or r.status != 101, r
+    # and the TLS listener still works afterwards
+    ctx = ssl.create_default_context(cafile=g.crt)
+
+    async def go():
+        async with ws_connect("wss://127.0.0.1:%d/" % g.port, ssl=ctx) as ws:
+            await ws.send("again")
+            assert await ws_recv(ws) == "tls:again"
+    run(go())
+
+
+def test_missing_key_file_is_a_config_error(tmp_path):
+    with open(tmp_path / "app.lua", "w") as f:
+        f.write(SCRIPT)
+    crt, key = make_cert(str(tmp_path))
+    conf = tmp_path / "conf.yaml"
+    with open(conf, "w") as f:
+        f.write("listen:\n  - port: 8443\n    tls:\n      cert: server.crt\n"
+                "      key: missing.key\nscript: app.lua\n")
+    r = run_cli(["-t", "-c", str(conf)])
+    assert r.returncode == 1
+    assert re.search(r"conf\.yaml:5:\d+:", r.stderr), r.stderr
