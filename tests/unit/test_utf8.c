@@ -20,7 +20,7 @@
 /* utf8_valid on an exact-size heap copy of s[0..len). */
 static int valid_exact(const void *s, size_t len)
 {
-    unsigned char *p = malloc(len ? len : 1);
+    unsigned char *p = calloc(1, len ? len : 1);
     if (!p) {
         perror("malloc");
         exit(2);
