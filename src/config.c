@@ -531,8 +531,9 @@ static int parse_header_list(load_ctx *lc, const yaml_node_t *val, const char *w
         if (!name)
             return -1;
         size_t len = strlen(name);
-        if (len == 0 || len > 64 || strspn(name, "abcdefghijklmnopqrstuvwxyz"
-                                                 "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != len)
+        if (len == 0 || len > 64 ||
+            strspn(name, "abcdefghijklmnopqrstuvwxyz"
+                         "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != len)
             return load_fail(lc, item->start_mark, "%s: not a header name: '%s'", sub, name);
         char *lower = xstrdup(name);
         for (char *c = lower; *c; c++)

@@ -26,7 +26,14 @@ typedef enum { MG_LOG_DEBUG, MG_LOG_INFO, MG_LOG_WARN, MG_LOG_ERROR } mg_log_lev
 typedef enum { MG_LOG_TEXT, MG_LOG_JSON } mg_log_format;
 
 /* A free-form YAML value (the `app:` section), handed to Lua as a table. */
-typedef enum { MG_NODE_NULL, MG_NODE_BOOL, MG_NODE_NUMBER, MG_NODE_STRING, MG_NODE_SEQ, MG_NODE_MAP } mg_node_type;
+typedef enum {
+    MG_NODE_NULL,
+    MG_NODE_BOOL,
+    MG_NODE_NUMBER,
+    MG_NODE_STRING,
+    MG_NODE_SEQ,
+    MG_NODE_MAP
+} mg_node_type;
 
 typedef struct mg_node {
     mg_node_type type;
@@ -58,16 +65,16 @@ typedef struct mg_config {
     char *text_ping;           /* app-level ping text, or NULL */
     char *text_pong;           /* its answer; set iff text_ping is */
 
-    uint32_t max_connections;     /* default 10000 */
-    uint64_t max_message_size;    /* default 1 MiB */
-    uint64_t send_queue_max;      /* default 4 MiB */
-    mg_slow_action slow_consumer; /* default close */
-    uint32_t handshake_timeout_ms;/* default 10000 */
-    uint32_t message_rate;        /* per second, default 0 = unlimited */
-    uint32_t message_burst;       /* default 0 = same as message_rate */
-    uint32_t close_timeout_ms;    /* default 5000 */
+    uint32_t max_connections;      /* default 10000 */
+    uint64_t max_message_size;     /* default 1 MiB */
+    uint64_t send_queue_max;       /* default 4 MiB */
+    mg_slow_action slow_consumer;  /* default close */
+    uint32_t handshake_timeout_ms; /* default 10000 */
+    uint32_t message_rate;         /* per second, default 0 = unlimited */
+    uint32_t message_burst;        /* default 0 = same as message_rate */
+    uint32_t close_timeout_ms;     /* default 5000 */
 
-    char **keep_headers; /* handshake.headers: extra (non-standard) request */
+    char **keep_headers;  /* handshake.headers: extra (non-standard) request */
     size_t nkeep_headers; /* headers kept for conn:header, lower-case */
 
     mg_dup_policy duplicate_names; /* default replace */

@@ -298,6 +298,7 @@ void conn_close(mg_gw *gw, mg_conn *c, int code, const char *reason, int discard
     memcpy(body + 2, c->close_reason, rlen);
     sendq_push_frame(&c->q, MG_OP_CLOSE, body, 2 + rlen);
     /* However the peer behaves, the close completes within close_timeout. */
-    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, (int)((gw->cfg->close_timeout_ms + 999) / 1000));
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK,
+                    (int)((gw->cfg->close_timeout_ms + 999) / 1000));
     lws_callback_on_writable(c->wsi);
 }

@@ -48,11 +48,11 @@ struct mg_conn {
     /* Reassembly of fragmented messages. */
     unsigned char *rx;
     size_t rx_len, rx_cap;
-    unsigned rx_active : 1;     /* inside a message */
-    unsigned rx_binary : 1;     /* its kind */
-    unsigned rx_paused : 1;     /* rx flow control off while lws holds a partial write */
-    unsigned closed_hook : 1;   /* on_disconnect has run */
-    unsigned final_window : 1;  /* sends allowed: on_disconnect of a peer close */
+    unsigned rx_active : 1;    /* inside a message */
+    unsigned rx_binary : 1;    /* its kind */
+    unsigned rx_paused : 1;    /* rx flow control off while lws holds a partial write */
+    unsigned closed_hook : 1;  /* on_disconnect has run */
+    unsigned final_window : 1; /* sends allowed: on_disconnect of a peer close */
 
     int64_t last_rx_ms;   /* last frame of any kind from the client */
     int64_t next_ping_ms; /* when the heartbeat pings it next */
@@ -69,8 +69,13 @@ struct mg_conn {
 };
 
 /* Send results. */
-enum { MG_SEND_OK = 0, MG_SEND_CLOSED = -1, MG_SEND_DROPPED = -2, MG_SEND_EVICTED = -3,
-       MG_SEND_NOMEM = -4 };
+enum {
+    MG_SEND_OK = 0,
+    MG_SEND_CLOSED = -1,
+    MG_SEND_DROPPED = -2,
+    MG_SEND_EVICTED = -3,
+    MG_SEND_NOMEM = -4
+};
 
 void conn_table_init(mg_gw *gw);
 void conn_table_free(mg_gw *gw);

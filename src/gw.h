@@ -28,15 +28,15 @@ typedef struct mg_overrides {
 } mg_overrides;
 
 typedef struct mg_gw {
-    mg_config *cfg;      /* current configuration */
-    mg_overrides over;   /* command-line overrides */
+    mg_config *cfg;    /* current configuration */
+    mg_overrides over; /* command-line overrides */
 
     struct lws_context *lws;
     struct lws_vhost **vhosts; /* one per listener */
     mg_slot *slots;            /* per-listener data lws points to (server.c) */
     size_t nslots;
     struct lws_vhost *admin_vhost;
-    struct lws *signal_wsi;    /* signalfd adopted into the loop */
+    struct lws *signal_wsi;           /* signalfd adopted into the loop */
     lws_sorted_usec_list_t hb_sul;    /* heartbeat sweep */
     lws_sorted_usec_list_t drain_sul; /* drain deadline */
 
@@ -59,9 +59,9 @@ typedef struct mg_gw {
     unsigned char *scratch; /* gathering buffer for coalesced writes */
     size_t scratch_cap;
 
-    int draining;    /* SIGTERM seen: closing everyone */
+    int draining;     /* SIGTERM seen: closing everyone */
     int drain_pipe_w; /* see server_stop_listening() */
-    int stopping;    /* leave the loop */
+    int stopping;     /* leave the loop */
     int exit_code;
 } mg_gw;
 

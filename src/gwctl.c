@@ -23,8 +23,8 @@ int64_t gw_clock_ms(void)
 
 mg_config *gwctl_build_config(const mg_overrides *o, char *err, size_t errlen)
 {
-    mg_config *cfg = o->config_file ? config_load(o->config_file, err, errlen)
-                                    : config_new_defaults();
+    mg_config *cfg =
+        o->config_file ? config_load(o->config_file, err, errlen) : config_new_defaults();
     if (!cfg)
         return NULL;
     if (o->listen && config_set_listen(cfg, o->listen, err, errlen) != 0)

@@ -124,8 +124,10 @@ static void log_from_lws(int level, const char *line)
     while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
         n--;
     snprintf(msg, sizeof(msg), "lws: %.*s", (int)n, line);
-    log_write(level == LLL_ERR ? MG_LOG_ERROR : level == LLL_WARN ? MG_LOG_WARN : MG_LOG_INFO, 0,
-              msg);
+    log_write(level == LLL_ERR    ? MG_LOG_ERROR
+              : level == LLL_WARN ? MG_LOG_WARN
+                                  : MG_LOG_INFO,
+              0, msg);
 }
 
 /* MOONGATE_LWS_LOG=<mask> (lws LLL_* bits, e.g. 15 for err..info) turns on

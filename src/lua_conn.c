@@ -25,9 +25,9 @@ static mg_conn *lconn_get(lua_State *L, int idx)
 }
 
 /* The connection for a method, or NULL with nil, err pushed (2 results). */
-#define LCONN_OPEN_OR_FAIL(L, c)                       \
-    mg_conn *c = lconn_get(L, 1);                      \
-    if (!conn_is_open(c) && !(c && c->final_window))   \
+#define LCONN_OPEN_OR_FAIL(L, c)                                                                   \
+    mg_conn *c = lconn_get(L, 1);                                                                  \
+    if (!conn_is_open(c) && !(c && c->final_window))                                               \
         return lua_api_fail(L, "connection closed");
 
 static int lconn_send(lua_State *L)
@@ -189,16 +189,11 @@ static int lconn_eq(lua_State *L)
 void lua_conn_open(mg_script *s)
 {
     static const luaL_Reg methods[] = {
-        {"send", lconn_send},
-        {"close", lconn_close},
-        {"set_name", lconn_set_name},
-        {"header", lconn_header},
-        {"get", lconn_get_attr},
-        {"set", lconn_set_attr},
-        {"subscribe", lconn_subscribe},
-        {"unsubscribe", lconn_unsubscribe},
-        {"is_open", lconn_is_open},
-        {NULL, NULL},
+        {"send", lconn_send},           {"close", lconn_close},
+        {"set_name", lconn_set_name},   {"header", lconn_header},
+        {"get", lconn_get_attr},        {"set", lconn_set_attr},
+        {"subscribe", lconn_subscribe}, {"unsubscribe", lconn_unsubscribe},
+        {"is_open", lconn_is_open},     {NULL, NULL},
     };
     lua_State *L = s->L;
     luaL_newmetatable(L, CONN_MT);

@@ -41,8 +41,7 @@ size_t metrics_render(const mg_metrics *m, uint64_t generation, char *buf, size_
 {
     metrics_out o = {buf, len, 0};
 
-    metrics_one(&o, "moongate_connections", "gauge", "Open WebSocket connections.",
-                m->connections);
+    metrics_one(&o, "moongate_connections", "gauge", "Open WebSocket connections.", m->connections);
     metrics_one(&o, "moongate_connections_total", "counter", "Connections accepted.",
                 m->connections_total);
     metrics_one(&o, "moongate_handshakes_refused_total", "counter",
@@ -56,8 +55,8 @@ size_t metrics_render(const mg_metrics *m, uint64_t generation, char *buf, size_
                 m->bytes_out);
     metrics_one(&o, "moongate_lua_errors_total", "counter", "Errors raised by Lua hooks.",
                 m->lua_errors);
-    metrics_one(&o, "moongate_lua_aborts_total", "counter", "Hooks aborted for exceeding the budget.",
-                m->lua_aborts);
+    metrics_one(&o, "moongate_lua_aborts_total", "counter",
+                "Hooks aborted for exceeding the budget.", m->lua_aborts);
     metrics_one(&o, "moongate_hook_calls_total", "counter", "Lua hook calls.", m->hook_calls);
     metrics_printf(&o,
                    "# HELP moongate_hook_seconds_total Time spent in Lua hooks.\n"

@@ -20,12 +20,12 @@
 struct mg_script {
     mg_gw *gw;
     lua_State *L;
-    uint64_t gen;        /* generation number */
-    size_t mem;          /* bytes allocated by this state */
-    size_t mem_limit;    /* 0 = none */
-    dict timers;         /* timer id -> mg_timer (lua_timer.c) */
+    uint64_t gen;     /* generation number */
+    size_t mem;       /* bytes allocated by this state */
+    size_t mem_limit; /* 0 = none */
+    dict timers;      /* timer id -> mg_timer (lua_timer.c) */
     uint64_t next_timer_id;
-    uint64_t cur_conn; /* connection of the hook running now, for gw.log */
+    uint64_t cur_conn;                 /* connection of the hook running now, for gw.log */
     const struct mg_request *live_req; /* request of the on_handshake running now */
 };
 

@@ -152,8 +152,7 @@ size_t sendq_gather(const mg_sendq *q, unsigned char *scratch, size_t cap,
     if (!q->count)
         return 0;
     mg_sendq_item *first = sendq_item(q, 0);
-    if (q->count == 1 || first->len >= cap ||
-        first->len + sendq_item(q, 1)->len > cap) {
+    if (q->count == 1 || first->len >= cap || first->len + sendq_item(q, 1)->len > cap) {
         *out = first->buf->data + first->off;
         return first->len;
     }

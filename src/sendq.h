@@ -13,8 +13,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum { MG_OP_CONT = 0x0, MG_OP_TEXT = 0x1, MG_OP_BINARY = 0x2, MG_OP_CLOSE = 0x8, MG_OP_PING = 0x9,
-       MG_OP_PONG = 0xA };
+enum {
+    MG_OP_CONT = 0x0,
+    MG_OP_TEXT = 0x1,
+    MG_OP_BINARY = 0x2,
+    MG_OP_CLOSE = 0x8,
+    MG_OP_PING = 0x9,
+    MG_OP_PONG = 0xA
+};
 
 /* Bytes of header for a server frame with a payload of len bytes. */
 #define MG_FRAME_HDR_MAX 10

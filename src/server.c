@@ -220,7 +220,8 @@ static int server_confirm_upgrade(mg_gw *gw, struct lws *wsi, const char *upgrad
     if (strcmp(path, ws_path) != 0)
         return server_refuse(gw, wsi, 404, "not found\n", NULL, NULL);
     if (!server_token_has(server_hdr(wsi, WSI_TOKEN_CONNECTION, buf, sizeof(buf)), "upgrade"))
-        return server_refuse(gw, wsi, 400, "Connection header must contain 'upgrade'\n", NULL, NULL);
+        return server_refuse(gw, wsi, 400, "Connection header must contain 'upgrade'\n", NULL,
+                             NULL);
     if (strcmp(server_hdr(wsi, WSI_TOKEN_VERSION, buf, sizeof(buf)), "13") != 0)
         return server_refuse(gw, wsi, 426, "unsupported WebSocket version (use 13)\n",
                              "sec-websocket-version:", "13");
@@ -240,8 +241,13 @@ static int server_confirm_upgrade(mg_gw *gw, struct lws *wsi, const char *upgrad
         return server_refuse(gw, wsi, 503, "out of memory\n", NULL, NULL);
     server_remote(wsi, remote, sizeof(remote));
     server_query(wsi, query, sizeof(query));
-    mg_request req = {path,    query, remote, headers, server_collect_headers(gw, wsi, headers, 8192),
-                      server_req_header, wsi};
+    mg_request req = {path,
+                      query,
+                      remote,
+                      headers,
+                      server_collect_headers(gw, wsi, headers, 8192),
+                      server_req_header,
+                      wsi};
     int status = 0;
     char body[512];
     int ok = script_on_handshake(gw, &req, &status, body, sizeof(body));
@@ -607,8 +613,9 @@ static struct lws_vhost *server_vhost(mg_gw *gw, size_t i, char *err, size_t err
     }
     struct lws_vhost *vh = lws_create_vhost(gw->lws, &v);
     if (!vh) {
-        snprintf(err, errlen, "cannot listen on %s:%d (address in use or invalid, or bad TLS files)",
-                 l->host, l->port);
+        snprintf(err, errlen,
+                 "cannot listen on %s:%d (address in use or invalid, or bad TLS files)", l->host,
+                 l->port);
         return NULL;
     }
     log_info("listening on %s://%s:%d%s", l->tls_cert ? "wss" : "ws", l->host, l->port, l->path);
@@ -668,8 +675,8 @@ int server_start(mg_gw *gw, int signal_fd, char *err, size_t errlen)
 
     lws_sock_file_fd_type fd;
     fd.filefd = signal_fd;
-    gw->signal_wsi = lws_adopt_descriptor_vhost(gw->vhosts[0], LWS_ADOPT_RAW_FILE_DESC, fd,
-                                                "moongate", NULL);
+    gw->signal_wsi =
+        lws_adopt_descriptor_vhost(gw->vhosts[0], LWS_ADOPT_RAW_FILE_DESC, fd, "moongate", NULL);
     if (!gw->signal_wsi) {
         snprintf(err, errlen, "cannot watch signals in the event loop");
         return -1;

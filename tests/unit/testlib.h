@@ -11,24 +11,24 @@
 
 static int tl_checks, tl_failures;
 
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        tl_checks++;                                                                 \
-        if (!(cond)) {                                                               \
-            tl_failures++;                                                           \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                            \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        tl_checks++;                                                                               \
+        if (!(cond)) {                                                                             \
+            tl_failures++;                                                                         \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
+        }                                                                                          \
     } while (0)
 
-#define CHECK_STR(a, b)                                                                          \
-    do {                                                                                         \
-        const char *tl_a = (a), *tl_b = (b);                                                     \
-        tl_checks++;                                                                             \
-        if (!tl_a || !tl_b || strcmp(tl_a, tl_b) != 0) {                                         \
-            tl_failures++;                                                                       \
+#define CHECK_STR(a, b)                                                                            \
+    do {                                                                                           \
+        const char *tl_a = (a), *tl_b = (b);                                                       \
+        tl_checks++;                                                                               \
+        if (!tl_a || !tl_b || strcmp(tl_a, tl_b) != 0) {                                           \
+            tl_failures++;                                                                         \
             fprintf(stderr, "%s:%d: CHECK_STR failed: \"%s\" != \"%s\"\n", __FILE__, __LINE__,     \
-                    tl_a ? tl_a : "(null)", tl_b ? tl_b : "(null)");                             \
-        }                                                                                        \
+                    tl_a ? tl_a : "(null)", tl_b ? tl_b : "(null)");                               \
+        }                                                                                          \
     } while (0)
 
 typedef struct {
@@ -37,7 +37,10 @@ typedef struct {
 } tl_case;
 
 /* T(fn) names one test case for TEST_MAIN. */
-#define T(fn) {fn, #fn}
+#define T(fn)                                                                                      \
+    {                                                                                              \
+        fn, #fn                                                                                    \
+    }
 
 static inline int tl_run(const char *suite, const tl_case *cases, int n)
 {
@@ -57,11 +60,11 @@ static inline int tl_run(const char *suite, const tl_case *cases, int n)
 }
 
 /* TEST_MAIN("suite", T(test_a), T(test_b), ...) */
-#define TEST_MAIN(suite, ...)                                                    \
-    int main(void)                                                               \
-    {                                                                            \
-        const tl_case cases[] = {__VA_ARGS__};                                   \
-        return tl_run(suite, cases, (int)(sizeof(cases) / sizeof(cases[0])));    \
+#define TEST_MAIN(suite, ...)                                                                      \
+    int main(void)                                                                                 \
+    {                                                                                              \
+        const tl_case cases[] = {__VA_ARGS__};                                                     \
+        return tl_run(suite, cases, (int)(sizeof(cases) / sizeof(cases[0])));                      \
     }
 
 #endif
