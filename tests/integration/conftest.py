@@ -541,6 +541,25 @@ class HTTPResponse:
                                                self.body[:200])
 
 
+
+def _recv_into(sock, buf, deadline, want=None):
+    """Append to buf until it holds want bytes (or EOF, when want is None),
+    the peer closes, or the deadline passes."""
+    for _ in range(100000):
+        if want is not None and len(buf) >= want:
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except (socket.timeout, ConnectionError):
+            return
+        if not chunk:
+            return
+        buf += chunk
+
 def _read_http_response(sock, buf, timeout):
     """Read one HTTP response from sock; buf is a bytearray of already-read bytes.
     Returns HTTPResponse; for 101 leaves the rest in .leftover."""
@@ -577,38 +596,13 @@ def _read_http_response(sock, buf, timeout):
     body = b""
     if "content-length" in headers:
         n = int(headers["content-length"])
-        for _ in range(100000):
-            if len(buf) >= n:
-                break
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            sock.settimeout(left)
-            try:
-                chunk = sock.recv(65536)
-            except (socket.timeout, ConnectionError):
-                break
-            if not chunk:
-                break
-            buf += chunk
+        _recv_into(sock, buf, deadline, n)
         body = bytes(buf[:n])
     elif "chunked" in headers.get("transfer-encoding", "").lower():
         body = _read_chunked(sock, buf, deadline)
     else:
         # read until EOF (or a short idle timeout)
-        end = min(deadline, time.monotonic() + 2)
-        for _ in range(100000):
-            left = end - time.monotonic()
-            if left <= 0:
-                break
-            sock.settimeout(left)
-            try:
-                chunk = sock.recv(65536)
-            except (socket.timeout, ConnectionError):
-                break
-            if not chunk:
-                break
-            buf += chunk
+        _recv_into(sock, buf, min(deadline, time.monotonic() + 2))
         body = bytes(buf)
     return HTTPResponse(status, reason, headers, body)
 
