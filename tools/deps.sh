@@ -9,6 +9,12 @@ pkgs=(build-essential cmake pkg-config libwebsockets-dev libluajit-5.1-dev luaji
       libyaml-dev libssl-dev)
 if [[ "${1:-}" == "--test" ]]; then
     pkgs+=(python3 python3-websockets python3-pytest openssl curl)
+    # the browser test (tests/browser): Debian's Chromium, driven by playwright-core
+    # from npm.  Node.js + npm only when missing: a machine may have its own
+    # (e.g. NodeSource's nodejs, which ships npm and conflicts with Debian's).
+    pkgs+=(chromium)
+    command -v node >/dev/null || pkgs+=(nodejs)
+    command -v npm >/dev/null || pkgs+=(npm)
 fi
 
 missing=()
