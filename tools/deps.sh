@@ -8,7 +8,7 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config libwebsockets-dev libluajit-5.1-dev luajit lua-cjson
       libyaml-dev libssl-dev)
 if [[ "${1:-}" == "--test" ]]; then
-    pkgs+=(python3 python3-websockets python3-pytest openssl curl)
+    pkgs+=(python3 python3-websockets python3-pytest python3-yaml openssl curl)
     # the browser test (tests/browser): Debian's Chromium, driven by playwright-core
     # from npm.  Node.js + npm only when missing: a machine may have its own
     # (e.g. NodeSource's nodejs, which ships npm and conflicts with Debian's).
