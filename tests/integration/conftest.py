@@ -171,6 +171,18 @@ async def ws_recv(ws, timeout=5):
     return await asyncio.wait_for(ws.recv(), timeout)
 
 
+async def ws_expect(ws, text, timeout=5, limit=100):
+    """Read until a message equal to text arrives (each read within timeout);
+    returns the messages before it.  Fails after limit other messages."""
+    seen = []
+    for _ in range(limit):
+        m = await ws_recv(ws, timeout)
+        if m == text:
+            return seen
+        seen.append(m)
+    raise AssertionError("never got %r; got %r" % (text, seen))
+
+
 async def ws_wait_closed(ws, timeout=5):
     """Wait for the connection to close (reading and discarding messages);
     returns (code, reason) of the close frame received (1006 if none)."""

@@ -5,7 +5,7 @@ config itself is checked with `moongate -t`."""
 import asyncio
 import os
 
-from conftest import ROOT, run, run_cli, ws_connect, ws_recv
+from conftest import ROOT, run, run_cli, ws_connect, ws_recv, ws_expect
 
 APP = open(os.path.join(ROOT, "scripts", "app.lua")).read()
 CONFIG = {
@@ -16,17 +16,6 @@ CONFIG = {
 
 def start(gateway):
     return gateway(APP, CONFIG, path="/ws")
-
-
-async def expect(ws, text, timeout=5):
-    """Read until a message equal to text arrives; fail on timeout."""
-    seen = []
-    for _ in range(50):
-        m = await ws_recv(ws, timeout)
-        if m == text:
-            return seen
-        seen.append(m)
-    raise AssertionError("never got %r; got %r" % (text, seen))
 
 
 def test_shipped_config_checks_ok():
@@ -59,24 +48,24 @@ def test_echo_rooms_nicks_and_who(gateway):
             await a.send("/nick alice")
             assert await ws_recv(a) == "* you are now known as alice"
             await b.send("/nick bob")
-            await expect(b, "* you are now known as bob")
+            await ws_expect(b, "* you are now known as bob")
             await a.send("/join lobby")
-            await expect(a, "* alice joined #lobby (1 here)")
+            await ws_expect(a, "* alice joined #lobby (1 here)")
             await b.send("/join lobby")
-            await expect(a, "* bob joined #lobby (2 here)")
-            await expect(b, "* bob joined #lobby (2 here)")
+            await ws_expect(a, "* bob joined #lobby (2 here)")
+            await ws_expect(b, "* bob joined #lobby (2 here)")
             await c.send("/join other")
             await a.send("hi bob")
-            await expect(b, "alice: hi bob")
-            await expect(a, "alice: hi bob")
+            await ws_expect(b, "alice: hi bob")
+            await ws_expect(a, "alice: hi bob")
             await b.send("/who")
-            await expect(b, "* in #lobby (2): alice, bob")
+            await ws_expect(b, "* in #lobby (2): alice, bob")
             # c is in another room: it saw nothing of lobby
             await c.send("/who")
-            seen = await expect(c, "* in #other (1): guest3")
+            seen = await ws_expect(c, "* in #other (1): guest3")
             assert not any("lobby" in m or "alice" in m for m in seen), seen
             await b.close()
-            await expect(a, "* bob disconnected from #lobby (1 here)")
+            await ws_expect(a, "* bob disconnected from #lobby (1 here)")
 
     run(scenario())
 
@@ -90,15 +79,15 @@ def test_membership_survives_reload(gateway):
             await a.send("/nick ann")
             await b.send("/nick ben")
             await a.send("/join r1")
-            await expect(a, "* ann joined #r1 (1 here)")
+            await ws_expect(a, "* ann joined #r1 (1 here)")
             await b.send("/join r1")
-            await expect(a, "* ben joined #r1 (2 here)")
+            await ws_expect(a, "* ben joined #r1 (2 here)")
             status, gen = await asyncio.get_running_loop().run_in_executor(None, g.reload)
             assert status == "ok", gen
             # the new generation knows the room, the nicks and the count
             await a.send("still here")
-            await expect(b, "ann: still here")
+            await ws_expect(b, "ann: still here")
             await b.close()
-            await expect(a, "* ben disconnected from #r1 (1 here)")
+            await ws_expect(a, "* ben disconnected from #r1 (1 here)")
 
     run(scenario())

@@ -19,7 +19,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, OP_PING, OP_PONG, free_port, run, run_cli, ws_connect, ws_recv
+from conftest import ROOT, OP_PING, OP_PONG, free_port, run, run_cli, ws_connect, ws_recv, ws_expect
 
 EXAMPLE = os.path.join(ROOT, "examples", "chat")
 CHAT = open(os.path.join(EXAMPLE, "chat.lua")).read()
@@ -39,17 +39,6 @@ def make_cert(folder):
     return crt, key
 
 
-async def expect(ws, text, timeout=5):
-    """Read until a message equal to `text` arrives; return the ones before it."""
-    seen = []
-    for _ in range(100):
-        m = await ws_recv(ws, timeout)
-        if m == text:
-            return seen
-        seen.append(m)
-    raise AssertionError("never got %r; got %r" % (text, seen))
-
-
 async def hello(ws):
     """Consume the welcome line; return the guest name it announces."""
     m = await ws_recv(ws)
@@ -59,9 +48,9 @@ async def hello(ws):
 
 async def join(ws, nick, room):
     await ws.send("/nick " + nick)
-    await expect(ws, "* you are now " + nick)
+    await ws_expect(ws, "* you are now " + nick)
     await ws.send("/join " + room)
-    await expect(ws, "* you joined #" + room)
+    await ws_expect(ws, "* you joined #" + room)
 
 
 def start(gateway, **kw):
@@ -105,36 +94,36 @@ def test_rooms_isolate(gateway):
                 await hello(ws)
             await join(a, "alice", "lobby")
             await join(b, "bob", "lobby")
-            await expect(a, "* bob joined #lobby")
+            await ws_expect(a, "* bob joined #lobby")
             await join(c, "carol", "other")
             # d stays in no room
             await a.send("hi bob")
-            await expect(a, "alice: hi bob")                   # the sender sees its line
-            await expect(b, "alice: hi bob")
+            await ws_expect(a, "alice: hi bob")                   # the sender sees its line
+            await ws_expect(b, "alice: hi bob")
             await b.send("hi alice")
-            await expect(a, "bob: hi alice")
+            await ws_expect(a, "bob: hi alice")
             # By now the gateway has handled every lobby line; anything it sent
             # to c or d is queued before their own next reply (one event loop,
             # per-connection order), so reading up to that reply is a full check.
             await c.send("anyone?")
-            seen_c = await expect(c, "carol: anyone?")
+            seen_c = await ws_expect(c, "carol: anyone?")
             await d.send("echo?")
-            seen_d = await expect(d, "received: echo?")
+            seen_d = await ws_expect(d, "received: echo?")
             for m in seen_c + seen_d:
                 assert "alice" not in m and "bob" not in m and "lobby" not in m, (seen_c, seen_d)
             # and c's room line did not reach the lobby
             await a.send("/nick alice2")
-            seen_a = await expect(a, "* you are now alice2")
+            seen_a = await ws_expect(a, "* you are now alice2")
             assert not any("carol" in m for m in seen_a), seen_a
             # moving rooms: the old room is told, the new one too
             await b.send("/join other")
-            await expect(a, "* bob left #lobby")
-            await expect(c, "* bob joined #other")
-            await expect(b, "* you joined #other")
+            await ws_expect(a, "* bob left #lobby")
+            await ws_expect(c, "* bob joined #other")
+            await ws_expect(b, "* you joined #other")
             await c.send("welcome bob")
-            await expect(b, "carol: welcome bob")
+            await ws_expect(b, "carol: welcome bob")
             await b.close()
-            await expect(c, "* bob left #other")               # on_disconnect tells the room
+            await ws_expect(c, "* bob left #other")               # on_disconnect tells the room
     run(go())
 
 
@@ -150,7 +139,7 @@ def test_all_reaches_everyone(gateway):
             # c is in no room
             await a.send("/all hello everyone")
             for ws in (a, b, c):
-                await expect(ws, "[all] alice: hello everyone")
+                await ws_expect(ws, "[all] alice: hello everyone")
             await c.send("/all")
             assert await ws_recv(c) == "* usage: /all TEXT"
     run(go())
@@ -174,7 +163,7 @@ def test_text_ping_is_answered_by_the_core(gateway):
             assert await ws_recv(a) == "Pong"
             await join(a, "alice", "lobby")
             await join(b, "bob", "lobby")
-            await expect(a, "* bob joined #lobby")
+            await ws_expect(a, "* bob joined #lobby")
             await a.send("Ping")                       # in a room: would be "alice: Ping"
             assert await ws_recv(a) == "Pong"
             await a.send("after")
@@ -227,7 +216,7 @@ def test_admin_broadcast_reaches_every_client(gateway):
             assert status == 200, body
             assert json.loads(body) == {"ok": True, "sent": 3}
             for ws in (a, b, c):
-                await expect(ws, "maintenance at 22:00 UTC")
+                await ws_expect(ws, "maintenance at 22:00 UTC")
     run(go())
 
 
@@ -260,11 +249,11 @@ def test_wss_with_a_verified_self_signed_certificate(gateway):
             # wss and ws clients share rooms
             await join(s, "sam", "lobby")
             await join(p, "pat", "lobby")
-            await expect(s, "* pat joined #lobby")
+            await ws_expect(s, "* pat joined #lobby")
             await s.send("over tls")
-            await expect(p, "sam: over tls")
+            await ws_expect(p, "sam: over tls")
             await p.send("over tcp")
-            await expect(s, "pat: over tcp")
+            await ws_expect(s, "pat: over tcp")
         # a client that does not trust the certificate refuses it
         with pytest.raises(ssl.SSLCertVerificationError):
             async with ws_connect(wss, ssl=ssl.create_default_context()):
