@@ -812,6 +812,18 @@ class RawWS:
             payload = _xor(payload, key)
         return Frame(bool(b0 & 0x80), (b0 >> 4) & 7, b0 & 0xF, payload)
 
+    def _note_ping(self, f, auto_pong):
+        self.pings.append((time.monotonic(), f.payload))
+        if auto_pong:
+            self.send_pong(f.payload)
+
+    def _answer_close(self, payload):
+        """Echo the close code of the server's close frame (ignore a dead socket)."""
+        try:
+            self.send_close(payload=payload[:2] if len(payload) >= 2 else b"")
+        except OSError:
+            pass
+
     def recv_message(self, timeout=5, auto_pong=True):
         """Next data message (reassembled) -> (kind, data); kind 'text' (str) or
         'binary' (bytes).  Pings are recorded and answered if auto_pong.  A close
@@ -824,19 +836,14 @@ class RawWS:
                 raise TimeoutError("no message within %ss" % timeout)
             f = self.recv_frame(left)
             if f.opcode == OP_PING:
-                self.pings.append((time.monotonic(), f.payload))
-                if auto_pong:
-                    self.send_pong(f.payload)
+                self._note_ping(f, auto_pong)
                 continue
             if f.opcode == OP_PONG:
                 self.pongs.append((time.monotonic(), f.payload))
                 continue
             if f.opcode == OP_CLOSE:
                 code, reason = parse_close(f.payload)
-                try:
-                    self.send_close(payload=f.payload[:2] if len(f.payload) >= 2 else b"")
-                except OSError:
-                    pass
+                self._answer_close(f.payload)
                 raise WSClosed(code, reason, f.payload)
             if f.opcode in (OP_TEXT, OP_BINARY):
                 kind = "text" if f.opcode == OP_TEXT else "binary"
@@ -866,17 +873,12 @@ class RawWS:
                 raise TimeoutError("no close frame within %ss" % timeout)
             f = self.recv_frame(left)
             if f.opcode == OP_PING:
-                self.pings.append((time.monotonic(), f.payload))
-                if auto_pong:
-                    self.send_pong(f.payload)
+                self._note_ping(f, auto_pong)
                 continue
             if f.opcode == OP_CLOSE:
                 self.last_close_payload = f.payload
                 if reply:
-                    try:
-                        self.send_close(payload=f.payload[:2] if len(f.payload) >= 2 else b"")
-                    except OSError:
-                        pass
+                    self._answer_close(f.payload)
                 return parse_close(f.payload)
         raise AssertionError("unreachable")
 
