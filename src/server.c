@@ -72,6 +72,7 @@ static const char *server_ws_path(struct lws *wsi)
 
 static int server_established(mg_gw *gw, struct lws *wsi, mg_conn **pc)
 {
+    gw->now_ms = gw_clock_ms(); /* its liveness and ping clocks start now */
     mg_conn *c = handshake_accept(gw, wsi);
     if (!c)
         return -1;
@@ -137,7 +138,9 @@ static int server_receive(mg_gw *gw, mg_conn *c, struct lws *wsi, const unsigned
 {
     if (!c || c->state != MG_CONN_OPEN)
         return 0;
-    c->last_rx_ms = gw->now_ms;
+    /* The loop's cached clock was read before it waited for this frame:
+     * read it again, or a connection could be evicted early. */
+    c->last_rx_ms = gw->now_ms = gw_clock_ms();
     if (!c->rx_active) {
         c->rx_active = 1;
         c->rx_binary = lws_frame_is_binary(wsi) != 0;
@@ -326,7 +329,7 @@ static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
         return server_receive(gw, *pc, wsi, in, len);
     case LWS_CALLBACK_RECEIVE_PONG:
         if (*pc)
-            (*pc)->last_rx_ms = gw->now_ms;
+            (*pc)->last_rx_ms = gw->now_ms = gw_clock_ms();
         return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return server_writeable(gw, *pc, wsi);
