@@ -66,6 +66,7 @@ mg_conn *conn_create(mg_gw *gw, struct lws *wsi, const char *path, const char *q
     gw->conn_list = c;
     gw->metrics.connections++;
     gw->metrics.connections_total++;
+    gw->conns_open++;
     return c;
 oom:
     free(c->path);
@@ -89,6 +90,8 @@ void conn_destroy(mg_gw *gw, mg_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     gw->metrics.connections--;
+    if (c->state == MG_CONN_OPEN)
+        gw->conns_open--;
 
     for (uint32_t i = 0; i < c->nattrs; i++) {
         free(c->attrs[i].key);
@@ -279,11 +282,18 @@ const char *conn_send_error(int rc)
     }
 }
 
+void conn_leave_open(mg_gw *gw, mg_conn *c, mg_conn_state state)
+{
+    if (c->state == MG_CONN_OPEN)
+        gw->conns_open--;
+    c->state = state;
+}
+
 void conn_close(mg_gw *gw, mg_conn *c, int code, const char *reason, int discard)
 {
     if (!c->wsi || c->state != MG_CONN_OPEN)
         return;
-    c->state = MG_CONN_CLOSING;
+    conn_leave_open(gw, c, MG_CONN_CLOSING);
     c->close_code = code;
     snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason ? reason : "");
     if (discard) {

@@ -104,6 +104,9 @@ int conn_send(mg_gw *gw, mg_conn *c, int opcode, const void *data, size_t len);
 int conn_send_shared(mg_gw *gw, mg_conn *c, mg_buf *b);
 const char *conn_send_error(int rc);
 
+/* Leave MG_CONN_OPEN for state (closing, or closed by the peer). */
+void conn_leave_open(mg_gw *gw, mg_conn *c, mg_conn_state state);
+
 /* Start a server-side close: queued frames are flushed first unless
  * discard, then the close frame goes out; the connection ends when the
  * peer answers or after limits.close_timeout.  Idempotent. */

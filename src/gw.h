@@ -45,6 +45,7 @@ typedef struct mg_gw {
     dict conns_by_name; /* name -> mg_conn */
     mg_conn *conn_list; /* all live connections, for iteration */
     uint64_t next_conn_id;
+    uint64_t conns_open; /* in state MG_CONN_OPEN: what gw.count() reports */
 
     dict topics; /* topic -> mg_topic (pubsub.c) */
     dict store;  /* key -> mg_value (gw.store, lua_gw.c) */

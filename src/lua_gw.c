@@ -168,7 +168,7 @@ static int lgw_get(lua_State *L)
 static int lgw_clients(lua_State *L)
 {
     mg_script *s = lua_api_script(L);
-    lua_createtable(L, (int)s->gw->metrics.connections, 0);
+    lua_createtable(L, (int)s->gw->conns_open, 0);
     int i = 1;
     for (mg_conn *c = s->gw->conn_list; c; c = c->next) {
         if (!conn_is_open(c))
@@ -181,7 +181,7 @@ static int lgw_clients(lua_State *L)
 
 static int lgw_count(lua_State *L)
 {
-    lua_pushinteger(L, (lua_Integer)lua_api_script(L)->gw->metrics.connections);
+    lua_pushinteger(L, (lua_Integer)lua_api_script(L)->gw->conns_open);
     return 1;
 }
 

@@ -259,7 +259,7 @@ static int server_peer_close(mg_gw *gw, mg_conn *c, unsigned char *in, size_t le
         return -1;
     }
     if (c->state == MG_CONN_OPEN) {
-        c->state = MG_CONN_PEER_CLOSED;
+        conn_leave_open(gw, c, MG_CONN_PEER_CLOSED);
         c->close_code = code;
         snprintf(c->close_reason, sizeof(c->close_reason), "%.*s", len > 2 ? (int)(len - 2) : 0,
                  (const char *)in + 2);
@@ -285,6 +285,7 @@ static void server_closed(mg_gw *gw, mg_conn **pc)
         if (c->state == MG_CONN_OPEN) {
             c->close_code = 1006;
             snprintf(c->close_reason, sizeof(c->close_reason), "abnormal closure");
+            conn_leave_open(gw, c, MG_CONN_CLOSING);
         }
         script_on_disconnect(gw, c, c->close_code, c->close_reason);
     }

@@ -622,3 +622,37 @@ def test_lua_path_require(gateway, raw):
     c = raw(g.port)
     c.send_text("bob")
     assert c.recv_text() == "hello bob"
+
+
+COUNT_SCRIPT = """
+function on_message(conn, data)
+  if data == "close me" then
+    conn:close(4000, "bye")
+    -- closing now: neither counted nor listed
+    gw.log.info(("COUNT after close %d %d"):format(gw.count(), #gw.clients()))
+  else
+    conn:send(("count %d %d"):format(gw.count(), #gw.clients()))
+  end
+end
+function on_disconnect(conn, code)
+  gw.log.info(("COUNT in disconnect %d %d %d"):format(code, gw.count(), #gw.clients()))
+end
+"""
+
+
+def test_count_matches_clients(gateway, raw):
+    """gw.count() is the number of open connections: the same as #gw.clients(),
+    also while a connection is closing or its on_disconnect runs."""
+    g = gateway(COUNT_SCRIPT)
+    a, b, c = raw(g.port), raw(g.port), raw(g.port)
+    a.send_text("?")
+    assert a.recv_text() == "count 3 3"
+    since = g.mark()
+    b.send_text("close me")
+    g.wait_log(r"COUNT after close 2 2", 5, since)
+    g.wait_log(r"COUNT in disconnect 4000 2 2", 5, since)
+    since = g.mark()
+    c.sock.close()  # TCP drop, no close frame
+    g.wait_log(r"COUNT in disconnect 1006 1 1", 5, since)
+    a.send_text("?")
+    assert a.recv_text() == "count 1 1"
