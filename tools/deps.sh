@@ -6,9 +6,11 @@
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config libwebsockets-dev libluajit-5.1-dev luajit lua-cjson
-      libyaml-dev libssl-dev)
+      libyaml-dev libssl-dev librabbitmq-dev)
 if [[ "${1:-}" == "--test" ]]; then
     pkgs+=(python3 python3-websockets python3-pytest python3-yaml openssl curl)
+    # the broker tests start a real RabbitMQ (never a mock) and publish with pika
+    pkgs+=(rabbitmq-server python3-pika)
     # the browser test (tests/browser): Debian's Chromium, driven by playwright-core
     # from npm.  Node.js + npm only when missing: a machine may have its own
     # (e.g. NodeSource's nodejs, which ships npm and conflicts with Debian's).
