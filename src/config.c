@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <amqp.h>
 #include <unistd.h>
 #include <yaml.h>
 
@@ -1054,6 +1055,170 @@ static int parse_admin(load_ctx *lc, const yaml_node_t *val, const char *where, 
     return parse_map(lc, val, where, ks->keys, base);
 }
 
+/* ---------------------------------------------------------------- broker */
+
+#define BRK(field) offsetof(mg_broker_config, field)
+#define BQ(field) offsetof(mg_broker_queue, field)
+
+/* A string that may be empty ("" is the default exchange). */
+static int parse_string_any(load_ctx *lc, const yaml_node_t *val, const char *where,
+                            const key_spec *ks, void *base)
+{
+    const char *s = want_scalar(lc, val, where, "a string");
+    if (!s)
+        return -1;
+    str_set(FIELD(base, ks, char *), s);
+    return 0;
+}
+
+/* broker.url: checked with rabbitmq-c's own parser. */
+static int parse_amqp_url(load_ctx *lc, const yaml_node_t *val, const char *where,
+                          const key_spec *ks, void *base)
+{
+    struct amqp_connection_info info;
+    const char *s = want_scalar(lc, val, where, "an amqp:// URL");
+    if (!s)
+        return -1;
+    char *copy = xstrdup(s);
+    int rc = amqp_parse_url(copy, &info);
+    int tls = rc == AMQP_STATUS_OK && info.ssl;
+    free(copy);
+    if (rc != AMQP_STATUS_OK)
+        return load_fail(lc, val->start_mark,
+                         "%s: invalid URL '%s' (expected amqp://user:pass@host:port/vhost)", where,
+                         s);
+    if (tls)
+        return load_fail(lc, val->start_mark, "%s: amqps:// is not supported yet, got '%s'", where,
+                         s);
+    str_set(FIELD(base, ks, char *), s);
+    return 0;
+}
+
+static const key_spec broker_queue_keys[] = {
+    {.name = "name", .parse = parse_string, .offset = BQ(name), .required = 1},
+    {.name = "dead_letter_exchange", .parse = parse_string_any, .offset = BQ(dead_letter_exchange)},
+    {.name = "dead_letter_routing_key",
+     .parse = parse_string,
+     .offset = BQ(dead_letter_routing_key)},
+    {.name = "message_ttl",
+     .parse = parse_duration,
+     .offset = BQ(message_ttl_ms),
+     .min = 1,
+     .max = DURATION_MAX_MS},
+    {0}};
+
+/* A YAML sequence at val: its length, or -1 after load_fail(). */
+static long seq_len(load_ctx *lc, const yaml_node_t *val, const char *where, const char *what)
+{
+    char buf[64];
+    if (val->type != YAML_SEQUENCE_NODE)
+        return load_fail(lc, val->start_mark, "%s: expected a list of %s, got %s", where, what,
+                         node_describe(val, buf, sizeof buf));
+    return (long)(val->data.sequence.items.top - val->data.sequence.items.start);
+}
+
+static int parse_broker_queues(load_ctx *lc, const yaml_node_t *val, const char *where,
+                               const key_spec *ks, void *base)
+{
+    mg_broker_config *b = base;
+    char sub[WHERE_MAX];
+    (void)ks;
+    long n = seq_len(lc, val, where, "queues (\"- name: tasks\")");
+    if (n < 0)
+        return -1;
+    b->queues = xcalloc((size_t)n ? (size_t)n : 1, sizeof *b->queues);
+    b->nqueues = (size_t)n;
+    for (long i = 0; i < n; i++) {
+        snprintf(sub, sizeof sub, "%s[%ld]", where, i);
+        yaml_node_t *item = node_at(lc, val->data.sequence.items.start[i]);
+        if (parse_map(lc, item, sub, broker_queue_keys, &b->queues[i]) != 0)
+            return -1;
+        for (long j = 0; j < i; j++)
+            if (!strcmp(b->queues[j].name, b->queues[i].name))
+                return load_fail(lc, item->start_mark, "%s: queue '%s' is declared twice", sub,
+                                 b->queues[i].name);
+    }
+    return 0;
+}
+
+static int parse_broker_consume(load_ctx *lc, const yaml_node_t *val, const char *where,
+                                const key_spec *ks, void *base)
+{
+    mg_broker_config *b = base;
+    char sub[WHERE_MAX];
+    (void)ks;
+    long n = seq_len(lc, val, where, "queue names");
+    if (n < 0)
+        return -1;
+    b->consume = xcalloc((size_t)n ? (size_t)n : 1, sizeof *b->consume);
+    for (long i = 0; i < n; i++) {
+        snprintf(sub, sizeof sub, "%s[%ld]", where, i);
+        yaml_node_t *item = node_at(lc, val->data.sequence.items.start[i]);
+        const char *s = want_scalar(lc, item, sub, "a queue name");
+        if (!s)
+            return -1;
+        if (!*s)
+            return load_fail(lc, item->start_mark, "%s: must not be empty", sub);
+        b->consume[b->nconsume++] = xstrdup(s);
+    }
+    return 0;
+}
+
+/* clang-format off */
+static const key_spec broker_keys[] = {
+    {.name = "url",             .parse = parse_amqp_url,       .offset = BRK(url), .required = 1},
+    {.name = "heartbeat",       .parse = parse_duration,       .offset = BRK(heartbeat_ms),       .max = 600000},
+    {.name = "connect_timeout", .parse = parse_duration,       .offset = BRK(connect_timeout_ms), .min = 1, .max = DURATION_MAX_MS},
+    {.name = "reconnect_min",   .parse = parse_duration,       .offset = BRK(reconnect_min_ms),   .min = 1, .max = DURATION_MAX_MS},
+    {.name = "reconnect_max",   .parse = parse_duration,       .offset = BRK(reconnect_max_ms),   .min = 1, .max = DURATION_MAX_MS},
+    {.name = "prefetch",        .parse = parse_uint32,         .offset = BRK(prefetch),           .min = 1, .max = 65535},
+    {.name = "publish_buffer",  .parse = parse_uint32,         .offset = BRK(publish_buffer),     .min = 1, .max = 10000000},
+    {.name = "queues",          .parse = parse_broker_queues},
+    {.name = "consume",         .parse = parse_broker_consume},
+    {0}};
+/* clang-format on */
+
+static int parse_broker(load_ctx *lc, const yaml_node_t *val, const char *where, const key_spec *ks,
+                        void *base)
+{
+    mg_config *cfg = base;
+    mg_broker_config *b = xcalloc(1, sizeof *b);
+    cfg->broker = b;
+    b->heartbeat_ms = 10000;
+    b->connect_timeout_ms = 5000;
+    b->reconnect_min_ms = 200;
+    b->reconnect_max_ms = 10000;
+    b->prefetch = 100;
+    b->publish_buffer = 10000;
+    if (parse_map(lc, val, where, ks->keys, b) != 0)
+        return -1;
+    if (b->reconnect_max_ms < b->reconnect_min_ms) {
+        yaml_node_t *at = map_get(lc, val, "reconnect_max");
+        if (!at)
+            at = map_get(lc, val, "reconnect_min");
+        return load_fail(lc, at ? at->start_mark : val->start_mark,
+                         "%s: reconnect_max must not be below reconnect_min", where);
+    }
+    return 0;
+}
+
+static void broker_config_free(mg_broker_config *b)
+{
+    if (!b)
+        return;
+    free(b->url);
+    for (size_t i = 0; i < b->nqueues; i++) {
+        free(b->queues[i].name);
+        free(b->queues[i].dead_letter_exchange);
+        free(b->queues[i].dead_letter_routing_key);
+    }
+    free(b->queues);
+    for (size_t i = 0; i < b->nconsume; i++)
+        free(b->consume[i]);
+    free(b->consume);
+    free(b);
+}
+
 /* clang-format off */
 static const key_spec top_keys[] = {
     {.name = "listen",    .parse = parse_listen,    .required = 1},
@@ -1067,6 +1232,7 @@ static const key_spec top_keys[] = {
     {.name = "shutdown",  .parse = parse_section,   .keys = shutdown_keys},
     {.name = "log",       .parse = parse_section,   .keys = log_keys},
     {.name = "admin",     .parse = parse_admin,     .keys = admin_keys},
+    {.name = "broker",    .parse = parse_broker,    .keys = broker_keys},
     {.name = "app",       .parse = parse_app},
     {0}};
 /* clang-format on */
@@ -1380,6 +1546,7 @@ void config_free(mg_config *cfg)
     for (size_t i = 0; i < cfg->nkeep_headers; i++)
         free(cfg->keep_headers[i]);
     free(cfg->keep_headers);
+    broker_config_free(cfg->broker);
     node_free(cfg->app);
     free(cfg);
 }

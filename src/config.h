@@ -45,6 +45,29 @@ typedef struct mg_node {
     size_t nitems;
 } mg_node;
 
+/* broker.queues[]: declared (durable) on every connect to the broker. */
+typedef struct mg_broker_queue {
+    char *name;
+    char *dead_letter_exchange;    /* x-dead-letter-exchange, NULL = none ("" = default) */
+    char *dead_letter_routing_key; /* x-dead-letter-routing-key, NULL = none */
+    uint32_t message_ttl_ms;       /* x-message-ttl, 0 = none */
+} mg_broker_queue;
+
+/* The `broker:` section (RabbitMQ, AMQP 0-9-1). */
+typedef struct mg_broker_config {
+    char *url;                   /* amqp://user:pass@host:port/vhost, required */
+    uint32_t heartbeat_ms;       /* AMQP heartbeat, default 10s, 0 = off */
+    uint32_t connect_timeout_ms; /* default 5s */
+    uint32_t reconnect_min_ms;   /* first retry delay, default 200ms ... */
+    uint32_t reconnect_max_ms;   /* ... doubling up to this, default 10s */
+    uint32_t prefetch;           /* unsettled deliveries at once, default 100 */
+    uint32_t publish_buffer;     /* publishes held while down, default 10000 */
+    mg_broker_queue *queues;
+    size_t nqueues;
+    char **consume; /* queues whose messages go to on_task */
+    size_t nconsume;
+} mg_broker_config;
+
 typedef struct mg_config {
     char *file; /* the YAML file it came from, NULL when built from flags */
 
@@ -86,6 +109,8 @@ typedef struct mg_config {
     char *admin_host;  /* default "127.0.0.1" when admin: is present */
     int admin_port;    /* 0 = admin endpoint off (no admin: section) */
     char *admin_token; /* bearer token, or NULL */
+
+    mg_broker_config *broker; /* `broker:` section, or NULL */
 
     mg_node *app; /* free-form `app:` section, or NULL */
 } mg_config;

@@ -4,7 +4,7 @@
  * (log.c) and the hook-budget watchdog that a signal handler must reach
  * (budget.c).  Ownership: config (current mg_config), server (lws context
  * and vhosts), conns (client table), topics (pubsub), store (gw.store),
- * script (the live Lua state), metrics. */
+ * script (the live Lua state), broker (the RabbitMQ bridge), metrics. */
 #ifndef MG_GW_H
 #define MG_GW_H
 
@@ -18,6 +18,7 @@
 typedef struct mg_conn mg_conn;
 typedef struct mg_script mg_script;
 typedef struct mg_slot mg_slot;
+typedef struct mg_broker mg_broker;
 
 /* Command-line choices that override the YAML file, re-applied on reload. */
 typedef struct mg_overrides {
@@ -49,6 +50,8 @@ typedef struct mg_gw {
 
     dict topics; /* topic -> mg_topic (pubsub.c) */
     dict store;  /* key -> mg_value (gw.store, lua_gw.c) */
+
+    mg_broker *broker; /* RabbitMQ bridge, or NULL (broker.c) */
 
     mg_script *script; /* live Lua state (script.c) */
     uint64_t generation;

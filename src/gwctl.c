@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "broker.h"
 #include "budget.h"
 #include "heartbeat.h"
 #include "log.h"
@@ -56,6 +57,9 @@ static void gwctl_check_listeners(const mg_config *a, const mg_config *b)
     }
     if (!same)
         log_warn("reload: listener changes take effect only after a restart");
+    const mg_broker_config *x = a->broker, *y = b->broker;
+    if (!x != !y || (x && strcmp(x->url, y->url) != 0))
+        log_warn("reload: broker changes take effect only after a restart");
     if (a->admin_port != b->admin_port)
         log_warn("reload: admin listener changes take effect only after a restart");
 }
@@ -87,6 +91,7 @@ int gwctl_reload(mg_gw *gw)
     log_configure(nc->log_level, nc->log_format);
     budget_set(nc->hook_budget_ms);
     heartbeat_reconfigure(gw);
+    broker_after_reload(gw);
     gw->metrics.reloads++;
     gw->last_reload_error[0] = '\0';
     log_info("reload ok (generation %llu)", (unsigned long long)gw->generation);
@@ -108,6 +113,7 @@ void gwctl_drain(mg_gw *gw)
         return;
     }
     log_info("draining %llu connections", (unsigned long long)gw->metrics.connections);
+    broker_drain(gw);
     server_drain(gw);
     lws_sul_schedule(gw->lws, 0, &gw->drain_sul, gwctl_drain_deadline,
                      (lws_usec_t)gw->cfg->drain_timeout_ms * 1000);

@@ -5,6 +5,7 @@
  *   lua_gw.c     the gw table: send/broadcast/publish/find, log, now,
  *                config, json, store
  *   lua_timer.c  gw.after / gw.every and timer handles
+ *   lua_broker.c gw.broker and the msg handle of on_task
  * Every C function reaches its generation through upvalue 1 (mg_script *). */
 #ifndef MG_LUA_API_H
 #define MG_LUA_API_H
@@ -20,6 +21,16 @@ void lua_conn_push(mg_script *s, mg_conn *c);
 
 /* Leaves the gw table on the stack. */
 void lua_gw_open(mg_script *s, const mg_config *cfg);
+
+/* Adds gw.broker to the gw table at the top of the stack, and the msg
+ * handle of on_task (lua_broker.c). */
+struct mg_delivery;
+void lua_broker_open(mg_script *s);
+void lua_msg_push(mg_script *s, struct mg_delivery *d);
+/* Tell the live handle of delivery id (if any) how it ended. */
+void lua_msg_settled(mg_script *s, uint64_t id, const char *final);
+/* Whether the state still holds a handle for delivery id. */
+int lua_msg_alive(mg_script *s, uint64_t id);
 
 /* Adds after/every to the gw table at the top of the stack. */
 void lua_timer_open(mg_script *s);

@@ -446,4 +446,5 @@ void lua_gw_open(mg_script *s, const mg_config *cfg)
     lua_pushnumber(L, (lua_Number)s->gen);
     lua_setfield(L, -2, "generation");
     lua_timer_open(s);
+    lua_broker_open(s);
 }

@@ -13,6 +13,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "broker.h"
 #include "budget.h"
 #include "conn.h"
 #include "gwctl.h"
@@ -110,6 +111,7 @@ static void main_cleanup(mg_gw *gw)
 {
     if (gw->script)
         lua_timer_cancel_all(gw->script);
+    broker_stop(gw);
     server_stop(gw);
     script_free(gw->script);
     gw->script = NULL;
@@ -177,6 +179,12 @@ int main(int argc, char **argv)
     gw.script = script_load(&gw, gw.cfg, gw.generation, err, sizeof(err));
     if (!gw.script) {
         log_error("cannot load script: %s", err);
+        main_cleanup(&gw);
+        free(script_abs);
+        return 1;
+    }
+    if (broker_start(&gw, err, sizeof(err)) != 0) {
+        log_error("%s", err);
         main_cleanup(&gw);
         free(script_abs);
         return 1;

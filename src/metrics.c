@@ -37,6 +37,29 @@ static void metrics_one(metrics_out *o, const char *name, const char *type, cons
                    (unsigned long long)v);
 }
 
+static void metrics_broker(metrics_out *o, const mg_metrics *m)
+{
+    metrics_one(o, "moongate_broker_up", "gauge", "1 while connected to the broker.", m->broker_up);
+    metrics_one(o, "moongate_broker_connects_total", "counter", "Successful broker connections.",
+                m->broker_connects);
+    metrics_one(o, "moongate_broker_deliveries_total", "counter", "Messages consumed.",
+                m->broker_deliveries);
+    metrics_printf(o, "# HELP moongate_broker_settled_total Consumed messages settled, by how.\n"
+                      "# TYPE moongate_broker_settled_total counter\n");
+    const char *how[] = {"ack", "requeue", "reject", "forward", "lost"};
+    uint64_t n[] = {m->broker_acks, m->broker_requeues, m->broker_rejects, m->broker_forwards,
+                    m->broker_lost};
+    for (int i = 0; i < 5; i++)
+        metrics_printf(o, "moongate_broker_settled_total{how=\"%s\"} %llu\n", how[i],
+                       (unsigned long long)n[i]);
+    metrics_one(o, "moongate_broker_published_total", "counter", "Messages published.",
+                m->broker_published);
+    metrics_one(o, "moongate_broker_publish_failures_total", "counter",
+                "Publishes refused, returned or not confirmed.", m->broker_publish_failures);
+    metrics_one(o, "moongate_broker_unsettled", "gauge", "Consumed messages not settled yet.",
+                m->broker_unsettled);
+}
+
 size_t metrics_render(const mg_metrics *m, uint64_t generation, char *buf, size_t len)
 {
     metrics_out o = {buf, len, 0};
@@ -74,5 +97,6 @@ size_t metrics_render(const mg_metrics *m, uint64_t generation, char *buf, size_
                        (unsigned long long)m->evictions[r]);
     metrics_one(&o, "moongate_sendq_drops_total", "counter",
                 "Messages dropped because a send queue was full.", m->sendq_drops);
+    metrics_broker(&o, m);
     return o.n;
 }

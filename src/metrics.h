@@ -33,6 +33,14 @@ typedef struct mg_metrics {
     uint64_t reloads, reload_failures;
     uint64_t evictions[MG_EVICT_COUNT];
     uint64_t sendq_drops;
+
+    /* RabbitMQ bridge (broker.c). */
+    uint64_t broker_up; /* gauge: 1 connected */
+    uint64_t broker_connects;
+    uint64_t broker_deliveries;
+    uint64_t broker_acks, broker_requeues, broker_rejects, broker_forwards, broker_lost;
+    uint64_t broker_published, broker_publish_failures;
+    uint64_t broker_unsettled; /* gauge */
 } mg_metrics;
 
 const char *metrics_evict_name(mg_evict_reason r);

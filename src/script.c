@@ -331,6 +331,25 @@ void script_on_disconnect(mg_gw *gw, mg_conn *c, int code, const char *reason)
     script_call(s, "on_disconnect", c->id, 3);
 }
 
+int script_on_task(mg_gw *gw, struct mg_delivery *d)
+{
+    mg_script *s = gw->script;
+    if (!s || !script_hook(s, "on_task"))
+        return -1;
+    lua_msg_push(s, d);
+    return script_call(s, "on_task", 0, 1) == 0 ? 0 : 1;
+}
+
+void script_on_broker(mg_gw *gw, const char *state, const char *detail)
+{
+    mg_script *s = gw->script;
+    if (!s || !script_hook(s, "on_broker"))
+        return;
+    lua_pushstring(s->L, state);
+    lua_pushstring(s->L, detail);
+    script_call(s, "on_broker", 0, 2);
+}
+
 void script_forget_conn(mg_gw *gw, mg_conn *c)
 {
     mg_script *s = gw->script;

@@ -57,6 +57,11 @@ int script_on_handshake(mg_gw *gw, const mg_request *req, int *status, char *bod
 void script_on_connect(mg_gw *gw, mg_conn *c);
 void script_on_message(mg_gw *gw, mg_conn *c, const void *data, size_t len, int binary);
 void script_on_disconnect(mg_gw *gw, mg_conn *c, int code, const char *reason);
+/* on_task(msg): -1 if the script has no on_task, 0 if it ran, 1 if it
+ * failed.  on_broker(state, detail). */
+struct mg_delivery;
+int script_on_task(mg_gw *gw, struct mg_delivery *d);
+void script_on_broker(mg_gw *gw, const char *state, const char *detail);
 /* Drop the Lua handle cached for a connection that is going away. */
 void script_forget_conn(mg_gw *gw, mg_conn *c);
 

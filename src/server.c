@@ -25,6 +25,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "broker.h"
 #include "conn.h"
 #include "gwctl.h"
 #include "handshake.h"
@@ -290,6 +291,7 @@ static void server_closed(mg_gw *gw, mg_conn **pc)
         script_on_disconnect(gw, c, c->close_code, c->close_reason);
     }
     log_conn(MG_LOG_DEBUG, c->id, "closed: %d %s", c->close_code, c->close_reason);
+    broker_conn_closed(gw, c->id);
     script_forget_conn(gw, c);
     conn_destroy(gw, c);
     *pc = NULL;
@@ -340,7 +342,10 @@ static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
         server_closed(gw, pc);
         return 0;
     case LWS_CALLBACK_RAW_RX_FILE:
-        gwctl_on_signal(gw, lws_get_socket_fd(wsi));
+        if (wsi == gw->signal_wsi)
+            gwctl_on_signal(gw, lws_get_socket_fd(wsi));
+        else
+            broker_on_events(gw);
         return 0;
     default:
         return lws_callback_http_dummy(wsi, reason, user, in, len);
