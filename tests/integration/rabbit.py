@@ -42,6 +42,8 @@ import tempfile
 import time
 import uuid
 
+import logging
+
 import pika
 import pytest
 
@@ -53,6 +55,9 @@ PORT_LO, PORT_HI = 20000, 32000
 CTL_PORTS = 10   # rabbitmqctl's own distribution listener range (default 35672-35682)
 
 _counter = itertools.count(1)
+
+# pika logs every refused connection at ERROR (expected during outages)
+logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
 def _port_free(port):
@@ -259,6 +264,8 @@ class Rabbit:
         """SIGTERM to the node's PID, wait for it to exit (the node only; epmd stays)."""
         self.close_client()
         pid = self.pid
+        if pid is not None and _pid_alive(pid):
+            os.kill(pid, signal.SIGCONT)      # in case a test froze it
         if pid is None and os.path.exists(self.pid_file):
             try:
                 with open(self.pid_file) as f:
@@ -302,6 +309,32 @@ class Rabbit:
     def start_app(self, timeout=60):
         self.ctl("start_app", timeout=timeout)
         self.wait_amqp(timeout)
+
+    def freeze(self):
+        """SIGSTOP the node: a broker that accepts nothing and answers nothing
+        (a hung or overloaded broker).  Don't use the AMQP helpers or
+        rabbitmqctl until thaw()."""
+        self.close_client()
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def thaw(self):
+        os.kill(self.pid, signal.SIGCONT)
+
+    def ensure_running(self, timeout=120):
+        """Bring the broker back if an earlier (failed) test left it stopped:
+        the node restarted if its process is gone, the app started if only
+        AMQP is down.  Cheap when all is well (one AMQP connection)."""
+        try:
+            pika.BlockingConnection(self.params()).close()
+            return
+        except Exception:
+            pass
+        self.close_client()
+        if self.pid is None or not _pid_alive(self.pid):
+            self.pid = None
+            self.start(timeout)
+        else:
+            self.start_app(timeout)
 
     def shutdown(self):
         """Stop the node, then our epmd; remove the folder if it is ours."""

@@ -83,6 +83,7 @@ def tc(gateway, rabbit):
     """Factory: tc(app=None, broker=None) -> a started TaskCenter (waits for
     the broker link to be up)."""
     made = []
+    rabbit.ensure_running()
 
     def make(app=None, broker=None):
         sfx = uuid.uuid4().hex[:8]
@@ -187,11 +188,29 @@ class Worker:
     async def close(self):
         if self.reader:
             self.reader.cancel()
-        await self.ws.close()
+        await asyncio.wait_for(self.ws.close(), 5)
+
+
+OPEN = []   # workers of the running test, closed when its coroutine ends
 
 
 async def worker(tc, wid, **kw):
-    return await Worker(tc, wid, **kw).start()
+    w = Worker(tc, wid, **kw)
+    OPEN.append(w)
+    return await w.start()
+
+
+def run_tc(coro, timeout):
+    """run() that closes the test's workers at the end, in the same event
+    loop (a connection left to the loop's shutdown lingers for close_timeout)."""
+    async def wrapped():
+        try:
+            return await coro
+        finally:
+            ws, OPEN[:] = list(OPEN), []
+            await asyncio.gather(*(w.close() for w in ws if w.ws is not None),
+                                 return_exceptions=True)
+    return run(wrapped(), timeout)
 
 
 async def until(pred, timeout=10, what="condition"):
@@ -259,7 +278,7 @@ def test_dispatch_by_type_and_ack_only_after_done(tc, rabbit):
         assert await w1.done(c["id"]) == "stale %d" % c["id"]
         assert await w3.done(c["id"]) == "ok %d" % c["id"]
         assert w1.tasks.empty() and w3.tasks.empty()
-    run(go(), 60)
+    run_tc(go(), 60)
     t.idle()
     t.g.wait_log(r"lua: task %s \(resize, type 1, attempt 1\) -> worker-1" % r"\d+", 5)
     m = t.g.metrics()
@@ -297,7 +316,7 @@ def test_tasks_are_split_fairly_between_workers_of_a_type(tc, rabbit):
             for _ in range(w.tasks.qsize()):
                 task = w.tasks.get_nowait()
                 assert (await w.done(task["id"])).startswith("ok ")
-    run(go(), 60)
+    run_tc(go(), 60)
     t.idle()
 
 
@@ -320,7 +339,7 @@ def test_duplicate_worker_id_replaces_the_older_connection(tc, rabbit):
         assert await new.done(again["id"]) == "ok %d" % again["id"]
         t.g.wait_log(r"lua: worker worker-1 gone: 4001 a new client with the same id "
                      r"connected \(1 unconfirmed\)", 5, since)
-    run(go(), 30)
+    run_tc(go(), 30)
     t.idle()
 
 
@@ -352,7 +371,7 @@ def test_worker_killed_mid_task_is_redelivered_to_another_worker(tc, rabbit):
         assert again["TaskName"] == "crashy" and again["attempt"] == 2
         t.g.wait_log(r"lua: worker %s gone: 1006 .*\(1 unconfirmed\)" % victim.id, 5, since)
         assert await other.done(again["id"]) == "ok %d" % again["id"]
-    run(go(), 30)
+    run_tc(go(), 30)
     t.idle()
 
 
@@ -380,7 +399,7 @@ def test_no_worker_online_parks_without_spinning_then_delivers(tc, rabbit):
             task = await w3.task()
             assert task["TaskName"] == "park-%d" % i and task["redelivered"] is False
             assert await w3.done(task["id"]) == "ok %d" % task["id"]
-    run(go(), 30)
+    run_tc(go(), 30)
     t.idle()
     assert t.deliveries() == base
 
@@ -407,7 +426,7 @@ def test_park_overflow_goes_to_the_retry_queue_not_a_hot_loop(tc, rabbit):
             names.add(task["TaskName"])
             assert await w3.done(task["id"]) == "ok %d" % task["id"]
         assert names == {"over-%d" % i for i in range(5)}
-    run(go(), 40)
+    run_tc(go(), 40)
     t.idle()
     assert rabbit.depth(t.q["tasks.retry"]) == 0
 
@@ -423,7 +442,7 @@ def test_a_task_failing_max_attempts_times_ends_in_the_dead_letter_queue(tc, rab
             task = await w1.task()
             assert (task["TaskName"], task["attempt"]) == ("poison", attempt)
             assert await w1.fail(task["id"], "bad input") == "ok %d" % task["id"]
-    run(go(), 30)
+    run_tc(go(), 30)
     body, headers, props = rabbit.wait_get(t.q["tasks.dead"], 10)
     assert json.loads(body) == {"TaskName": "poison", "TaskType": 1}
     assert headers["x-attempts"] == 3
@@ -456,7 +475,7 @@ def test_malformed_tasks_are_dead_lettered_and_logged(tc, rabbit):
         t.publish("fine", 1)
         task = await w1.task()
         assert await w1.done(task["id"]) == "ok %d" % task["id"]
-    run(go(), 30)
+    run_tc(go(), 30)
     t.idle()
 
 
@@ -470,7 +489,7 @@ def test_results_are_published_to_the_results_queue(tc, rabbit):
         assert task["args"] == [1, 2]
         assert await w3.done(task["id"], '{"sum": 3}') == "ok %d" % task["id"]
         return task
-    task = run(go(), 30)
+    task = run_tc(go(), 30)
     body, headers, props = rabbit.wait_get(t.q["results"], 10)
     res = json.loads(body)
     assert res == {"id": task["id"], "TaskName": "sum", "TaskType": 2, "worker": "worker-3",
@@ -557,7 +576,7 @@ def test_broker_outages_lose_nothing_and_websocket_clients_are_served(tc, rabbit
         # workers kept their connections all along
         for w in ws:
             assert w.ws.open
-    run(go(), 150)
+    run_tc(go(), 150)
     t.idle(20)
     got = confirmed()
     assert sorted(got) == sorted(published), "confirmed != published"   # each exactly once
@@ -600,5 +619,5 @@ def test_reload_keeps_assigned_and_parked_tasks(tc, rabbit):
         assert t.deliveries() == base
         answer, _ = await probe(t, "status")
         assert json.loads(answer)["generation"] == 2
-    run(go(), 30)
+    run_tc(go(), 30)
     t.idle()
