@@ -41,10 +41,11 @@ local RESULTS = Q.results or "results"
 local MAX_ATTEMPTS = tonumber(app.max_attempts) or 3
 
 -- Parked deliveries count against broker.prefetch (they are unacked): keep
--- at most half of it parked, so the other types keep flowing.
-local PREFETCH = tonumber((gw.config.broker or {}).prefetch) or 100
-local PARK_MAX = math.max(0, math.min(tonumber(app.park_max) or 50,
-                                      math.floor(PREFETCH / 2)))
+-- app.park_max well below it (the shipped config: 50 of 100), so the other
+-- types keep flowing.  If gw.config shows the broker section, cap at half.
+local PREFETCH = tonumber((gw.config.broker or {}).prefetch)
+local PARK_MAX = math.max(0, tonumber(app.park_max) or 50)
+if PREFETCH then PARK_MAX = math.min(PARK_MAX, math.floor(PREFETCH / 2)) end
 
 -- Ids: 1..64 letters, digits, '_', '-', '.' or ':'.
 local function valid_id(s) return #s <= 64 and s:match("^[%w_%.:%-]+$") ~= nil end

@@ -243,7 +243,7 @@ def test_shipped_config_is_valid():
     assert "configuration ok" in r.stdout + r.stderr
     assert SHIPPED["names"]["duplicate"] == "replace"
     assert SHIPPED["broker"]["consume"] == ["tasks"]
-    assert SHIPPED["app"]["park_max"] < SHIPPED["broker"]["prefetch"]
+    assert SHIPPED["app"]["park_max"] <= SHIPPED["broker"]["prefetch"] // 2
     by_name = {q["name"]: q for q in SHIPPED["broker"]["queues"]}
     assert by_name["tasks"]["dead_letter_routing_key"] == "tasks.dead"
     assert by_name["tasks.retry"]["dead_letter_routing_key"] == "tasks"
