@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "broker.h"
 #include "conn.h"
 #include "gwctl.h"
 #include "log.h"
@@ -123,9 +124,10 @@ static int admin_get(mg_gw *gw, struct lws *wsi, const char *uri)
     if (strcmp(uri, "/health") == 0) {
         char body[256];
         snprintf(body, sizeof(body),
-                 "{\"status\":\"%s\",\"connections\":%llu,\"generation\":%llu}\n",
+                 "{\"status\":\"%s\",\"connections\":%llu,\"generation\":%llu,"
+                 "\"broker\":\"%s\"}\n",
                  gw->draining ? "draining" : "ok", (unsigned long long)gw->metrics.connections,
-                 (unsigned long long)gw->generation);
+                 (unsigned long long)gw->generation, broker_state(gw));
         return admin_reply(wsi, gw->draining ? 503 : 200, "application/json", body);
     }
     if (strcmp(uri, "/metrics") == 0) {

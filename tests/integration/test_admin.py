@@ -39,13 +39,13 @@ def test_admin_ready_line(gw):
 
 
 def test_health(gw, raw):
-    assert gw.health() == {"status": "ok", "connections": 0, "generation": 1}
+    assert gw.health() == {"status": "ok", "connections": 0, "generation": 1, "broker": "off"}
     a, b = raw(gw.port), raw(gw.port)
     for c in (a, b):
         c.send_text("x")
         assert c.recv_text() == "x"
     h = gw.health()
-    assert h == {"status": "ok", "connections": 2, "generation": 1}
+    assert h == {"status": "ok", "connections": 2, "generation": 1, "broker": "off"}
     since = gw.mark()
     a.send_close(1000)
     a.wait_close(5, reply=False)

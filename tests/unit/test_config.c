@@ -548,6 +548,85 @@ static void test_admin_section(void)
                  "6:10: admin.token: must not be empty");
 }
 
+/* ---------------------------------------------------------------- broker */
+
+static void test_broker_section(void)
+{
+    scratch s;
+    char err[1024] = "";
+    scratch_open(&s);
+    mg_config *cfg =
+        scratch_load(&s, BASE "broker:\n  url: amqp://u:p@127.0.0.1:5673/v\n", err, sizeof err);
+    CHECK(cfg != NULL);
+    if (cfg) {
+        mg_broker_config *b = cfg->broker;
+        CHECK(b != NULL);
+        CHECK_STR(b->url, "amqp://u:p@127.0.0.1:5673/v");
+        CHECK(b->heartbeat_ms == 10000 && b->connect_timeout_ms == 5000);
+        CHECK(b->reconnect_min_ms == 200 && b->reconnect_max_ms == 10000);
+        CHECK(b->prefetch == 100 && b->publish_buffer == 10000);
+        CHECK(b->nqueues == 0 && b->nconsume == 0);
+    }
+    config_free(cfg);
+    scratch_close(&s);
+
+    scratch_open(&s);
+    cfg = scratch_load(&s,
+                       BASE "broker:\n"
+                            "  url: amqp://127.0.0.1/\n"
+                            "  heartbeat: 0\n"
+                            "  prefetch: 7\n"
+                            "  reconnect_min: 1s\n"
+                            "  reconnect_max: 1s\n"
+                            "  queues:\n"
+                            "    - name: tasks\n"
+                            "      dead_letter_exchange: \"\"\n"
+                            "      dead_letter_routing_key: tasks.dead\n"
+                            "    - {name: tasks.retry, message_ttl: 5s}\n"
+                            "  consume: [tasks, other]\n",
+                       err, sizeof err);
+    CHECK(cfg != NULL);
+    CHECK_STR(err, "");
+    if (cfg && cfg->broker) {
+        mg_broker_config *b = cfg->broker;
+        CHECK(b->heartbeat_ms == 0 && b->prefetch == 7);
+        CHECK(b->nqueues == 2);
+        CHECK_STR(b->queues[0].name, "tasks");
+        CHECK_STR(b->queues[0].dead_letter_exchange, "");
+        CHECK_STR(b->queues[0].dead_letter_routing_key, "tasks.dead");
+        CHECK(b->queues[0].message_ttl_ms == 0);
+        CHECK_STR(b->queues[1].name, "tasks.retry");
+        CHECK(b->queues[1].dead_letter_exchange == NULL);
+        CHECK(b->queues[1].message_ttl_ms == 5000);
+        CHECK(b->nconsume == 2);
+        CHECK_STR(b->consume[0], "tasks");
+        CHECK_STR(b->consume[1], "other");
+    }
+    config_free(cfg);
+    scratch_close(&s);
+
+    expect_error(BASE "broker:\n  heartbeat: 5s\n", "5:3: broker: missing required key 'url'");
+    expect_error(BASE "broker:\n  url: http://x/\n",
+                 "5:8: broker.url: invalid URL 'http://x/' (expected "
+                 "amqp://user:pass@host:port/vhost)");
+    expect_error(BASE "broker:\n  url: amqps://x/\n",
+                 "5:8: broker.url: amqps:// is not supported yet, got 'amqps://x/'");
+    expect_error(BASE "broker:\n  url: amqp://x/\n  prefetch: 0\n",
+                 "6:13: broker.prefetch: must be 1..65535, got '0'");
+    expect_error(BASE "broker:\n  url: amqp://x/\n  reconnect_min: 5s\n  reconnect_max: 1s\n",
+                 "7:18: broker: reconnect_max must not be below reconnect_min");
+    expect_error(BASE "broker:\n  url: amqp://x/\n  queues:\n    - durable: true\n",
+                 "7:7: unknown key 'durable' in broker.queues[0] (expected one of: name, "
+                 "dead_letter_exchange, dead_letter_routing_key, message_ttl)");
+    expect_error(BASE "broker:\n  url: amqp://x/\n  queues:\n    - name: a\n    - name: a\n",
+                 "8:7: broker.queues[1]: queue 'a' is declared twice");
+    expect_error(BASE "broker:\n  url: amqp://x/\n  queues: tasks\n",
+                 "6:11: broker.queues: expected a list of queues (\"- name: tasks\"), got "
+                 "'tasks'");
+    expect_error(BASE "broker:\n  url: amqp://x/\n  consume: [\"\"]\n",
+                 "6:13: broker.consume[0]: must not be empty");
+}
+
 /* ------------------------------------------------------------ app tree */
 
 static const mg_node *item(const mg_node *map, const char *key)
@@ -700,7 +779,7 @@ static void test_err_unknown_keys(void)
                  "text_ping, text_pong)");
     expect_error(BASE "heartbeats:\n  interval: 5s\n",
                  "4:1: unknown key 'heartbeats' (expected one of: listen, script, lua, static, "
-                 "heartbeat, limits, handshake, names, shutdown, log, admin, app)");
+                 "heartbeat, limits, handshake, names, shutdown, log, admin, broker, app)");
     expect_error("listen:\n  - port: 8080\n    prot: 1\nscript: app.lua\n",
                  "3:5: unknown key 'prot' in listen[0] (expected one of: host, port, path, tls)");
     expect_error("listen:\n  - port: 8443\n    tls:\n      cert: tls/cert.pem\n      key: "
@@ -1111,10 +1190,10 @@ static void test_set_listen(void)
 
 TEST_MAIN("config", T(test_defaults), T(test_duration_units), T(test_size_units),
           T(test_minimal_config), T(test_full_config), T(test_empty_sections_quotes_aliases),
-          T(test_relative_paths), T(test_shipped_config), T(test_admin_section), T(test_app_tree),
-          T(test_app_scalar_and_null), T(test_app_errors), T(test_err_unknown_keys),
-          T(test_err_durations), T(test_err_sizes), T(test_err_integers), T(test_err_ports),
-          T(test_err_missing_required), T(test_err_listen_shape), T(test_err_files),
-          T(test_err_tls_pair), T(test_err_text_ping_pair), T(test_err_enums), T(test_err_types),
-          T(test_err_duplicate_keys), T(test_err_syntax), T(test_err_documents),
+          T(test_relative_paths), T(test_shipped_config), T(test_admin_section),
+          T(test_broker_section), T(test_app_tree), T(test_app_scalar_and_null), T(test_app_errors),
+          T(test_err_unknown_keys), T(test_err_durations), T(test_err_sizes), T(test_err_integers),
+          T(test_err_ports), T(test_err_missing_required), T(test_err_listen_shape),
+          T(test_err_files), T(test_err_tls_pair), T(test_err_text_ping_pair), T(test_err_enums),
+          T(test_err_types), T(test_err_duplicate_keys), T(test_err_syntax), T(test_err_documents),
           T(test_err_config_file), T(test_validate), T(test_set_listen))
