@@ -67,6 +67,30 @@ local parked = {}     -- type -> array of { msg = handle, task = decoded table }
 local nparked = 0
 local cursor = {}     -- type -> index in WORKERS[type] where the next tie-break starts
 
+-- Forwards waiting for the broker's confirm.  If the copy is refused or
+-- unroutable, the core leaves the original unsettled (and logs it); we look
+-- every second and put such a task back in its queue, so it is never stuck
+-- (e.g. owned by a worker that has gone meanwhile).
+local forwarding = {}   -- id -> msg
+
+local function forward(msg, queue, headers)
+  local ok, err = msg:forward("", queue, headers)
+  if ok then forwarding[msg.id] = msg end
+  return ok, err
+end
+
+gw.every(1000, function()
+  for id, msg in pairs(forwarding) do
+    if msg.state ~= "forwarding" then
+      forwarding[id] = nil
+      if msg.state == "unsettled" then
+        gw.log.warn(("task %d: the broker did not take its forwarded copy; requeued"):format(id))
+        msg:requeue()
+      end
+    end
+  end
+end)
+
 local function attempts(msg)
   return tonumber(msg.headers["x-attempts"]) or 0
 end
@@ -119,12 +143,13 @@ local retry -- forward declaration
 local function park(msg, task, tt)
   if nparked >= PARK_MAX then
     -- Full: to the retry queue; its TTL dead-letters it back to `tasks`.
-    local ok, err = msg:forward("", RETRY)
+    local ok, err = forward(msg, RETRY)
     if ok then
       gw.log.info(("task %d (%s, type %s): no worker online, park full; to %s")
                   :format(msg.id, task.TaskName, tt, RETRY))
     else
       gw.log.warn(("task %d: forward to %s failed: %s"):format(msg.id, RETRY, err))
+      if msg.state == "unsettled" then msg:requeue() end
     end
     return
   end
@@ -160,16 +185,18 @@ retry = function(msg, why, worker)
   local n = attempts(msg) + 1
   local ok, err
   if n >= MAX_ATTEMPTS then
-    ok, err = msg:forward("", DEAD, { ["x-attempts"] = n, ["x-error"] = why,
+    ok, err = forward(msg, DEAD, { ["x-attempts"] = n, ["x-error"] = why,
                                       ["x-last-worker"] = worker })
     gw.log.warn(("task %d dead after %d attempts: %s"):format(msg.id, n, why))
   else
-    ok, err = msg:forward("", TASKS, { ["x-attempts"] = n, ["x-last-worker"] = worker })
+    ok, err = forward(msg, TASKS, { ["x-attempts"] = n, ["x-last-worker"] = worker })
     gw.log.info(("task %d retried (attempt %d failed: %s)"):format(msg.id, n, why))
   end
   if not ok then
-    -- the broker is gone: the core has given it back to the queue already
     gw.log.warn(("task %d: forward failed: %s"):format(msg.id, err))
+    -- lost with the broker connection: RabbitMQ has it back already;
+    -- otherwise (e.g. publish buffer full) give it back ourselves
+    if msg.state == "unsettled" then msg:requeue() end
   end
 end
 
@@ -311,7 +338,9 @@ end
 function on_reload()
   local assigned, again = 0, 0
   for _, msg in ipairs(gw.broker.unsettled()) do
-    if msg.state == "unsettled" then
+    if msg.state == "forwarding" then
+      forwarding[msg.id] = msg           -- watched again by this generation's timer
+    elseif msg.state == "unsettled" then
       if msg.owner then
         assigned = assigned + 1
       else

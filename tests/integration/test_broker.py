@@ -269,9 +269,10 @@ def test_forward_copies_merges_headers_and_acks_the_original(bg, rabbit):
     assert b.g.metrics().get('moongate_broker_settled_total{how="forward"}') == 1
 
 
-def test_forward_that_is_not_confirmed_requeues_the_original(bg, rabbit):
-    """The copy cannot be routed (no such queue behind the default exchange):
-    the broker does not confirm it, and the original goes back to its queue."""
+def test_forward_that_is_not_confirmed_leaves_the_original_to_the_script(bg, rabbit):
+    """The copy cannot be routed (no queue behind that routing key): the
+    broker does not take it, the original stays unsettled (docs/lua-api.md)
+    and the script can forward it elsewhere."""
     b = bg()
     since = b.g.mark()
     rabbit.publish(b.q.main, "unroutable")
@@ -280,12 +281,46 @@ def test_forward_that_is_not_confirmed_requeues_the_original(bg, rabbit):
 
     async def go(ws):
         assert await cmd(ws, "forward %d %s" % (d["id"], nowhere)) == "true"
-        again = b.wait_delivery("unroutable", since, redelivered=True)
-        assert await cmd(ws, "state %d" % d["id"]) == "requeued"
-        assert await cmd(ws, "ack %d" % again["id"]) == "true"
+        b.g.wait_log(r"broker: message %d: forward failed \(unroutable" % d["id"], 10, since)
+        assert await cmd(ws, "state %d" % d["id"]) == "unsettled"
+        assert await cmd(ws, "forward %d %s" % (d["id"], b.q.other)) == "true"
+        body, headers, _ = rabbit.wait_get(b.q.other, 10)
+        assert body == b"unroutable" and headers["x-attempts"] == 2
     control(b, go)
     rabbit.wait_counts(b.q.main, 0, 0)
     assert not rabbit.exists(nowhere)
+    assert b.metric("moongate_broker_publish_failures_total") == 1
+
+
+def test_forward_failing_after_its_owner_closed_is_not_leaked(bg, rabbit):
+    """Assigned, forwarded, and the owner closes before the broker answers
+    (the broker is frozen meanwhile): when the copy turns out unroutable the
+    original must not stay unsettled for ever with a closed owner."""
+    b = bg()
+    since = b.g.mark()
+    rabbit.publish(b.q.main, "orphan")
+    d = b.wait_delivery("orphan", since, redelivered=False)
+
+    async def go(ws):
+        assert await cmd(ws, "assign %d" % d["id"]) == "true"
+        rabbit.freeze()
+        try:
+            assert await cmd(ws, "forward %d %s.nowhere" % (d["id"], b.q.other)) == "true"
+        except BaseException:
+            rabbit.thaw()
+            raise
+    try:
+        control(b, go)                                  # the owner closes
+        b.g.wait_log(r"lua: disconnect conn \d+", 5, since)
+    finally:
+        rabbit.thaw()
+    b.g.wait_log(r"broker: message %d: forward failed" % d["id"], 10, since)
+    again = b.wait_delivery("orphan", since, redelivered=True, timeout=10)
+
+    async def ack(ws):
+        assert await cmd(ws, "ack %d" % again["id"]) == "true"
+    control(b, ack)
+    rabbit.wait_counts(b.q.main, 0, 0)
 
 
 def test_assigned_message_is_requeued_when_its_connection_closes(bg, rabbit):

@@ -15,7 +15,7 @@ import uuid
 import pytest
 import yaml
 
-from conftest import ROOT, metric_sum, run, run_cli, ws_connect
+from conftest import ROOT, deep_merge, metric_sum, run, run_cli, ws_connect
 from rabbit import rabbit  # noqa: F401  (session fixture: one broker per test file)
 
 import websockets
@@ -73,7 +73,7 @@ def example_config(g, rabbit, names, app=None, broker=None):
             q["message_ttl"] = RETRY_TTL
     b["consume"] = [names[q] for q in b["consume"]]
     conf["app"]["queues"] = {k: names[v] for k, v in conf["app"]["queues"].items()}
-    conf["app"].update(app or {})
+    conf["app"] = deep_merge(conf["app"], app or {})
     b.update(broker or {})
     return conf
 
@@ -450,6 +450,26 @@ def test_a_task_failing_max_attempts_times_ends_in_the_dead_letter_queue(tc, rab
     assert props.message_id == "m-poison"
     t.idle()
     t.g.wait_log(r"lua: task \d+ dead after 3 attempts: failed on worker-1: bad input", 5)
+
+
+def test_a_forward_the_broker_does_not_take_is_requeued_not_stuck(tc, rabbit):
+    """The dead-letter queue does not exist (app.queues.dead names nothing
+    declared): the forwarded copy is unroutable, the core leaves the original
+    unsettled, and the script's watch puts it back in the queue."""
+    t = tc(app={"max_attempts": 1, "queues": {"dead": "nowhere." + uuid.uuid4().hex}})
+
+    async def go():
+        w1 = await worker(t, "worker-1")
+        t.publish("unlucky", 1)
+        first = await w1.task()
+        assert await w1.fail(first["id"], "x") == "ok %d" % first["id"]
+        t.g.wait_log(r"lua: task %d: the broker did not take its forwarded copy; requeued"
+                     % first["id"], 10)
+        again = await w1.task()
+        assert (again["TaskName"], again["redelivered"]) == ("unlucky", True)
+        assert await w1.done(again["id"]) == "ok %d" % again["id"]
+    run_tc(go(), 30)
+    t.idle()
 
 
 def test_malformed_tasks_are_dead_lettered_and_logged(tc, rabbit):
