@@ -324,6 +324,8 @@ class Rabbit:
         """Bring the broker back if an earlier (failed) test left it stopped:
         the node restarted if its process is gone, the app started if only
         AMQP is down.  Cheap when all is well (one AMQP connection)."""
+        if self.pid is not None and _pid_alive(self.pid):
+            os.kill(self.pid, signal.SIGCONT)     # a test may have frozen it
         try:
             pika.BlockingConnection(self.params()).close()
             return
