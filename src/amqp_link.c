@@ -20,7 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define LINK_CHANNEL 1
+#define LINK_CHANNEL 1     /* consuming and settling */
+#define LINK_PUB_CHANNEL 2 /* publishing, with confirms: a bad publish closes only this one */
 #define LINK_FRAME_MAX 131072
 #define LINK_FRAMES_PER_TURN 256 /* then look at the inbox again */
 #define LINK_WHY 512
@@ -338,12 +339,26 @@ static void link_close_conn(amqp_link *l, int graceful)
     if (!l->conn)
         return;
     if (graceful) {
+        amqp_channel_close(l->conn, LINK_PUB_CHANNEL, AMQP_REPLY_SUCCESS);
         amqp_channel_close(l->conn, LINK_CHANNEL, AMQP_REPLY_SUCCESS);
         amqp_connection_close(l->conn, AMQP_REPLY_SUCCESS);
     }
     amqp_destroy_connection(l->conn);
     l->conn = NULL;
     l->up = 0;
+}
+
+/* The publishing channel, with confirms; its sequence starts again. */
+static int link_open_pub(amqp_link *l)
+{
+    amqp_channel_open(l->conn, LINK_PUB_CHANNEL);
+    if (link_check_rpc(l, "opening the publishing channel") != 0)
+        return -1;
+    amqp_confirm_select(l->conn, LINK_PUB_CHANNEL);
+    if (link_check_rpc(l, "enabling publisher confirms") != 0)
+        return -1;
+    l->seq = 0;
+    return 0;
 }
 
 static int link_connect(amqp_link *l)
@@ -365,7 +380,9 @@ static int link_connect(amqp_link *l)
     if (rc != AMQP_STATUS_OK) {
         int e = errno;
         snprintf(l->why, sizeof(l->why), "cannot connect to %s:%d: %s", info.host, info.port,
-                 rc == AMQP_STATUS_SOCKET_ERROR && e ? strerror(e) : amqp_error_string2(rc));
+                 rc == AMQP_STATUS_SOCKET_ERROR && e && e != EINPROGRESS
+                     ? strerror(e)
+                     : "refused or unreachable");
         free(url);
         return -1;
     }
@@ -378,17 +395,13 @@ static int link_connect(amqp_link *l)
     if (link_check(l, r, "login") != 0)
         return -1;
     amqp_channel_open(l->conn, LINK_CHANNEL);
-    if (link_check_rpc(l, "opening a channel") != 0)
-        return -1;
-    amqp_confirm_select(l->conn, LINK_CHANNEL);
-    if (link_check_rpc(l, "enabling publisher confirms") != 0)
+    if (link_check_rpc(l, "opening a channel") != 0 || link_open_pub(l) != 0)
         return -1;
     if (link_declare(l) != 0)
         return -1;
     l->cancelled = l->cancel_wanted;
     if (!l->cancel_wanted && link_consume(l) != 0)
         return -1;
-    l->seq = 0;
     return 0;
 }
 
@@ -442,8 +455,8 @@ static void link_publish_done(amqp_link *l, link_cmd *c, int ok, const char *why
 
 static int link_publish(amqp_link *l, link_cmd *c)
 {
-    int rc = amqp_basic_publish(l->conn, LINK_CHANNEL, c->exchange, c->routing_key, 1, 0, &c->props,
-                                c->body);
+    int rc = amqp_basic_publish(l->conn, LINK_PUB_CHANNEL, c->exchange, c->routing_key, 1, 0,
+                                &c->props, c->body);
     if (rc != AMQP_STATUS_OK) {
         snprintf(l->why, sizeof(l->why), "publishing: %s", amqp_error_string2(rc));
         return -1;
@@ -498,19 +511,24 @@ static void link_confirm(amqp_link *l, uint64_t tag, int multiple, int ok)
     }
 }
 
-/* A channel closed because an exchange does not exist: fail the publishes
- * aimed at it, or they would close every new channel too. */
-static void link_fail_exchange(amqp_link *l, const char *text)
+/* The broker closed the publishing channel because of a publish (most
+ * often: "NOT_FOUND - no exchange 'x'").  Fail the publishes to that
+ * exchange, or else the oldest unconfirmed one, so that sending them again
+ * cannot close the channel forever; the rest go out again. */
+static void link_pub_refused(amqp_link *l, const char *text)
 {
     const char *p = strstr(text, "no exchange '");
-    if (!p)
-        return;
-    p += strlen("no exchange '");
-    const char *end = strchr(p, '\'');
+    const char *end = p ? strchr(p + strlen("no exchange '"), '\'') : NULL;
+    size_t n = 0;
+    if (end) {
+        p += strlen("no exchange '");
+        n = (size_t)(end - p);
+    } else if (l->unconfirmed) {
+        link_publish_done(l, link_cmd_pop(&l->unconfirmed, &l->unconfirmed_tail), 0, text);
+    }
+    link_requeue_unconfirmed(l);
     if (!end)
         return;
-    size_t n = (size_t)(end - p);
-    link_requeue_unconfirmed(l);
     link_cmd *keep = NULL, *keep_tail = NULL, *c;
     while ((c = link_cmd_pop(&l->backlog, &l->backlog_tail))) {
         if (c->exchange.len == n && memcmp(c->exchange.bytes, p, n) == 0)
@@ -617,8 +635,10 @@ static int link_frame(amqp_link *l, const amqp_frame_t *f)
         snprintf(l->why, sizeof(l->why), "channel closed by the broker: %.*s",
                  (int)c->reply_text.len, (const char *)c->reply_text.bytes);
         amqp_send_method(l->conn, f->channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
-        link_fail_exchange(l, l->why);
-        return -1;
+        if (f->channel != LINK_PUB_CHANNEL)
+            return -1;
+        link_pub_refused(l, l->why);
+        return link_open_pub(l);
     }
     case AMQP_CONNECTION_CLOSE_METHOD: {
         amqp_connection_close_t *c = m;

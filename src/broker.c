@@ -269,6 +269,11 @@ static void broker_on_published(mg_gw *gw, link_event *e)
     d->state = MG_DLV_UNSETTLED;
     log_error("broker: message %llu: forward failed (%s); it stays unsettled",
               (unsigned long long)d->id, e->text ? e->text : "?");
+    /* Its owner may have closed, or the script dropped it, meanwhile. */
+    if (d->owner && !conn_is_open(conn_find(gw, d->owner)))
+        broker_requeue(gw, d, "forward failed after its connection closed");
+    else if (!d->owner && gw->script && !lua_msg_alive(gw->script, d->id))
+        broker_requeue(gw, d, "forward failed and the script holds no handle");
 }
 
 static void broker_on_up(mg_gw *gw, link_event *e)
@@ -349,6 +354,18 @@ int broker_fd(const mg_gw *gw)
     return gw->broker ? link_event_fd(gw->broker->link) : -1;
 }
 
+/* The URL without its password, for logs: amqp://user:***@host/... */
+static const char *broker_redact(const char *url, char *buf, size_t n)
+{
+    const char *scheme = strstr(url, "://"), *at = strrchr(url, '@');
+    const char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
+    if (!scheme || !at || !colon || colon > at)
+        snprintf(buf, n, "%s", url);
+    else
+        snprintf(buf, n, "%.*s:***%s", (int)(colon - url), url, at);
+    return buf;
+}
+
 int broker_start(mg_gw *gw, char *err, size_t errlen)
 {
     if (!gw->cfg->broker)
@@ -378,7 +395,7 @@ int broker_start(mg_gw *gw, char *err, size_t errlen)
         return -1;
     }
     lws_sul_schedule(gw->lws, 0, &b->sweep, broker_sweep, BROKER_SWEEP_US);
-    log_info("broker: connecting to %s", gw->cfg->broker->url);
+    log_info("broker: connecting to %s", broker_redact(gw->cfg->broker->url, err, errlen));
     return 0;
 }
 

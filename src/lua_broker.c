@@ -208,12 +208,19 @@ static mg_delivery *lmsg_delivery(lua_State *L, int idx, lmsg **hp)
     return broker_find(lua_api_script(L)->gw, h->id);
 }
 
+static const char *lmsg_gone(const lmsg *h)
+{
+    if (h->final && strcmp(h->final, "lost") == 0)
+        return "broker connection lost: the broker requeued it";
+    return h->final ? "already settled" : "unknown message";
+}
+
 /* The delivery for a method, or push nil, err. */
 #define LMSG_OR_FAIL(L, d, h)                                                                      \
     lmsg *h;                                                                                       \
     mg_delivery *d = lmsg_delivery(L, 1, &h);                                                      \
     if (!d)                                                                                        \
-        return lua_api_fail(L, h->final ? "already settled" : "unknown message");
+        return lua_api_fail(L, lmsg_gone(h));
 
 static int lmsg_result(lua_State *L, const char *err)
 {
@@ -590,8 +597,10 @@ static int lbroker_message(lua_State *L)
 {
     mg_script *s = lua_api_script(L);
     mg_delivery *d = broker_find(s->gw, (uint64_t)luaL_checknumber(L, 1));
-    if (!d)
-        return 0;
+    if (!d) {
+        lua_pushnil(L);
+        return 1;
+    }
     lua_msg_push(s, d);
     return 1;
 }

@@ -396,6 +396,21 @@ static void lgw_open_config(lua_State *L, const mg_config *cfg)
     lgw_setstr(L, "format", cfg->log_format == MG_LOG_JSON ? "json" : "text");
     lua_setfield(L, -2, "log");
 
+    if (cfg->broker) { /* no url: it may carry a password */
+        const mg_broker_config *b = cfg->broker;
+        lua_newtable(L);
+        lgw_setnum(L, "prefetch", b->prefetch);
+        lgw_setnum(L, "publish_buffer", b->publish_buffer);
+        lgw_setnum(L, "heartbeat", b->heartbeat_ms);
+        lua_createtable(L, (int)b->nconsume, 0);
+        for (size_t i = 0; i < b->nconsume; i++) {
+            lua_pushstring(L, b->consume[i]);
+            lua_rawseti(L, -2, (int)i + 1);
+        }
+        lua_setfield(L, -2, "consume");
+        lua_setfield(L, -2, "broker");
+    }
+
     if (cfg->app) {
         lgw_push_node(L, cfg->app);
         lua_setfield(L, -2, "app");

@@ -69,6 +69,9 @@ function on_message(conn, data)
   if cmd == "unsettled" then return conn:send(tostring(#gw.broker.unsettled())) end
   if cmd == "mine" then return conn:send(tostring(#gw.broker.unsettled(conn))) end
   if cmd == "bstate" then return conn:send(gw.broker.state()) end
+  if cmd == "pubx" then             -- pubx EXCHANGE BODY (routing key: the body)
+    return conn:send(res(gw.broker.publish(a, b, b)))
+  end
   if cmd == "publish" then          -- publish QUEUE BODY
     return conn:send(res(gw.broker.publish("", a, b, { src = "gw", n = 5 },
                                            { message_id = "pub-" .. b, content_type = "text/plain" })))
@@ -321,6 +324,30 @@ def test_forward_failing_after_its_owner_closed_is_not_leaked(bg, rabbit):
         assert await cmd(ws, "ack %d" % again["id"]) == "true"
     control(b, ack)
     rabbit.wait_counts(b.q.main, 0, 0)
+
+
+def test_publish_to_a_missing_exchange_fails_alone(bg, rabbit):
+    # RabbitMQ closes the channel of a publish to an exchange that does not
+    # exist; publishes have a channel of their own, so deliveries in flight
+    # on the consuming channel are not lost with it, and the next publish goes.
+    b = bg()
+    rabbit.publish(b.q.main, "kept")
+    d = b.wait_delivery("kept")
+    mark = b.g.mark()
+
+    async def go(ws):
+        assert await cmd(ws, "pubx no-such-exchange-%s x" % b.q.main) == "true"  # accepted ...
+        b.g.wait_log(r"broker: publish failed: channel closed by the broker: NOT_FOUND - "
+                     r"no exchange 'no-such-exchange", 10, mark)             # ... then refused
+        assert await cmd(ws, "publish %s after" % b.q.other) == "true"
+        rabbit.wait_counts(b.q.other, 1, 0)
+        assert await cmd(ws, "ack %d" % d["id"]) == "true"     # not lost: same connection
+    control(b, go)
+    rabbit.wait_counts(b.q.main, 0, 0)
+    m = b.g.metrics()
+    assert m.get("moongate_broker_connects_total") == 1
+    assert m.get('moongate_broker_settled_total{how="lost"}') == 0
+    assert m.get("moongate_broker_publish_failures_total") == 1
 
 
 def test_assigned_message_is_requeued_when_its_connection_closes(bg, rabbit):
