@@ -200,7 +200,7 @@ static void broker_sweep(lws_sorted_usec_list_t *sul)
     mg_gw *gw = b->gw;
     for (mg_delivery *d = b->head; d; d = d->next) {
         if (d->state == MG_DLV_UNSETTLED && !d->owner && d->handed && gw->script) {
-            lua_gc(gw->script->L, LUA_GCCOLLECT, 0);
+            script_collect(gw->script);
             break;
         }
     }
@@ -335,7 +335,7 @@ void broker_after_reload(mg_gw *gw)
 {
     if (!gw->broker || !gw->script)
         return;
-    lua_gc(gw->script->L, LUA_GCCOLLECT, 0);
+    script_collect(gw->script);
     for (mg_delivery *d = gw->broker->head, *next; d; d = next) {
         next = d->next;
         if (d->state != MG_DLV_UNSETTLED || d->owner)

@@ -58,7 +58,8 @@ typedef struct mg_gw {
     char last_reload_error[1024];
 
     mg_metrics metrics;
-    int64_t now_ms; /* monotonic clock, refreshed once per loop turn */
+    int64_t now_ms;  /* monotonic clock: read at most once per loop turn ... */
+    int clock_stale; /* ... after the loop waited (see gw_now) */
 
     unsigned char *scratch; /* gathering buffer for coalesced writes */
     size_t scratch_cap;
@@ -71,5 +72,17 @@ typedef struct mg_gw {
 
 /* Monotonic milliseconds. */
 int64_t gw_clock_ms(void);
+
+/* The clock as of this loop turn: read on first use after the loop's wait
+ * (a value cached before the wait would make connections look idle longer
+ * than they are), then shared by every event of the turn. */
+static inline int64_t gw_now(mg_gw *gw)
+{
+    if (gw->clock_stale) {
+        gw->now_ms = gw_clock_ms();
+        gw->clock_stale = 0;
+    }
+    return gw->now_ms;
+}
 
 #endif

@@ -16,15 +16,16 @@
 #include <stdint.h>
 
 #include "gw.h"
+#include "lalloc.h"
 
 struct mg_script {
     mg_gw *gw;
     lua_State *L;
-    uint64_t gen;     /* generation number */
-    size_t mem;       /* bytes allocated by this state */
-    size_t mem_limit; /* 0 = none */
-    dict timers;      /* timer id -> mg_timer (lua_timer.c) */
+    uint64_t gen; /* generation number */
+    lalloc alloc; /* the state's memory: counted, capped, pooled */
+    dict timers;  /* timer id -> mg_timer (lua_timer.c) */
     uint64_t next_timer_id;
+    int traceback_ref;                 /* registry: the error handler of every call */
     uint64_t cur_conn;                 /* connection of the hook running now, for gw.log */
     const struct mg_request *live_req; /* request of the on_handshake running now */
 };
@@ -62,6 +63,8 @@ void script_on_disconnect(mg_gw *gw, mg_conn *c, int code, const char *reason);
 struct mg_delivery;
 int script_on_task(mg_gw *gw, struct mg_delivery *d);
 void script_on_broker(mg_gw *gw, const char *state, const char *detail);
+/* A full garbage collection, protected (finalizers may raise). */
+void script_collect(mg_script *s);
 /* Drop the Lua handle cached for a connection that is going away. */
 void script_forget_conn(mg_gw *gw, mg_conn *c);
 

@@ -101,8 +101,9 @@ static int server_rate_ok(mg_gw *gw, mg_conn *c)
     if (!cfg->message_rate)
         return 1;
     double burst = cfg->message_burst ? cfg->message_burst : cfg->message_rate;
-    c->tokens += (double)(gw->now_ms - c->tokens_ms) * cfg->message_rate / 1000.0;
-    c->tokens_ms = gw->now_ms;
+    int64_t now = gw_now(gw);
+    c->tokens += (double)(now - c->tokens_ms) * cfg->message_rate / 1000.0;
+    c->tokens_ms = now;
     if (c->tokens > burst)
         c->tokens = burst;
     if (c->tokens < 1.0)
@@ -139,9 +140,7 @@ static int server_receive(mg_gw *gw, mg_conn *c, struct lws *wsi, const unsigned
 {
     if (!c || c->state != MG_CONN_OPEN)
         return 0;
-    /* The loop's cached clock was read before it waited for this frame:
-     * read it again, or a connection could be evicted early. */
-    c->last_rx_ms = gw->now_ms = gw_clock_ms();
+    c->last_rx_ms = gw_now(gw);
     if (!c->rx_active) {
         c->rx_active = 1;
         c->rx_binary = lws_frame_is_binary(wsi) != 0;
@@ -332,7 +331,7 @@ static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
         return server_receive(gw, *pc, wsi, in, len);
     case LWS_CALLBACK_RECEIVE_PONG:
         if (*pc)
-            (*pc)->last_rx_ms = gw->now_ms = gw_clock_ms();
+            (*pc)->last_rx_ms = gw_now(gw);
         return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return server_writeable(gw, *pc, wsi);
@@ -503,7 +502,7 @@ void server_run(mg_gw *gw)
     while (!gw->stopping) {
         if (lws_service(gw->lws, 0) < 0)
             break;
-        gw->now_ms = gw_clock_ms();
+        gw->clock_stale = 1;
     }
 }
 
