@@ -41,17 +41,21 @@ next_src() {
     echo "127.0.$((1 + SRC_N / 250)).$((2 + SRC_N % 250))"
 }
 
-# The command line that starts server $1 (moongate | bun | lws | node) on port $2;
-# $3 = moongate's script (echo | broadcast).
+# The command line that starts server $1 (moongate | bun | lws | node) on port $2 for
+# workload $3: moongate runs bench/scripts/broadcast.lua for broadcast, echo.lua else;
+# the lws peer turns its (costly) validity pings on for the idle workload only.
 server_cmd() {
+    local script=echo ping=
+    [[ $3 == broadcast ]] && script=broadcast
+    [[ $3 == idle ]] && ping=ping
     case "$1" in
     moongate)
         echo "$ROOT/build/moongate -c $ROOT/bench/conf/bench.yaml --listen 127.0.0.1:$2" \
-            "--script $ROOT/bench/scripts/$3.lua"
+            "--script $ROOT/bench/scripts/$script.lua"
         ;;
     bun) echo "$ROOT/bench/peers/node_modules/.bin/bun $ROOT/bench/peers/bun-server.js $2" ;;
     node) echo "node $ROOT/bench/peers/node-ws-server.js $2" ;;
-    lws) echo "$ROOT/bench/peers/lws-echo $2" ;;
+    lws) echo "$ROOT/bench/peers/lws-echo $2 $ping" ;;
     *) return 1 ;;
     esac
 }
@@ -69,7 +73,7 @@ wait_port() {
     return 1
 }
 
-# start_server NAME SCRIPT TAG: sets SERVER_PID and SERVER_PORT; its output goes to
+# start_server NAME WORKLOAD TAG: sets SERVER_PID and SERVER_PORT; its output goes to
 # $LOGDIR/TAG.server.log.
 start_server() {
     local cmd
@@ -123,4 +127,12 @@ rss_kb() {
 # Runs wsload pinned to the load cpu.
 wsload() {
     taskset -c "$LOAD_CPU" "$ROOT/bench/wsload" "$@"
+}
+
+# The kernel's count of connections dropped because a listen queue was full
+# (TcpExt ListenOverflows, whole machine): a connect storm's SYNs then wait for
+# retransmission (1 s, 3 s, ...).
+listen_overflows() {
+    awk '/^TcpExt:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "ListenOverflows") c = i; h = 1 }
+                      else print $c }' /proc/net/netstat
 }

@@ -39,7 +39,7 @@ mkdir -p "$LOGDIR"
 TAG=reload-$$
 trap 'stop_server' EXIT
 
-start_server moongate echo "$TAG" || exit 1
+start_server moongate reload "$TAG" || exit 1
 out="$LOGDIR/$TAG.wsload1.json"
 rc=0
 wsload -u "ws://127.0.0.1:$SERVER_PORT/" -c "$CONNS" --rate "$RATE" -s 32 -t "$SECONDS_" -w 1 \

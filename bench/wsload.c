@@ -592,7 +592,10 @@ static uint64_t rate_due_ns(const struct ctx *x, uint64_t i)
  * with DEPTH messages unanswered skips its turn (counted). */
 static void rate_pump(struct ctx *x, uint64_t now)
 {
-    for (int n = 0; n < MAX_BURST && rate_due_ns(x, x->next_send) <= now; n++) {
+    uint64_t end = x->phase == PH_MEASURE ? x->t_deadline : UINT64_MAX; /* none after */
+    for (int n = 0;
+         n < MAX_BURST && rate_due_ns(x, x->next_send) <= now && rate_due_ns(x, x->next_send) < end;
+         n++) {
         struct conn *c = &x->conns[x->next_send % (uint64_t)x->o.conns];
         x->next_send++;
         if (c->state != CS_OPEN)
@@ -617,7 +620,9 @@ static void bc_pump(struct ctx *x, uint64_t now)
 {
     struct conn *p = &x->conns[0];
     struct step *s = &x->steps[x->step];
-    for (int n = 0; n < MAX_BURST && p->state == CS_OPEN && bc_due_ns(x) <= now; n++) {
+    for (int n = 0; n < MAX_BURST && p->state == CS_OPEN && bc_due_ns(x) <= now &&
+                    bc_due_ns(x) < x->t_deadline;
+         n++) {
         uint32_t key;
         unsigned char *d = frame_begin(x, &p->out, 1, x->o.size, &key);
         bc_fill(x, d, now_ns(), x->step, x->bc_seq++);

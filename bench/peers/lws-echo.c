@@ -5,11 +5,16 @@
  * connection, and sent with one lws_write() per writable callback.  A message whose
  * first byte is '!' goes to every connection that connected with "sub" in its query
  * (wsload --broadcast subscribers) instead of back to the sender; a broadcast buffer is
- * shared by the subscribers' queues (reference-counted).  Validity pings after 5 s
- * without traffic, hang-up after 15 s.  Default poll loop, no extensions, default
- * buffer sizes: the pattern users start from, not a tuned server.
+ * shared by the subscribers' queues (reference-counted).  Default poll loop, no
+ * extensions, default buffer sizes: the pattern users start from, not a tuned server.
  *
- *   lws-echo PORT        listen on 127.0.0.1:PORT, any path; SIGTERM/SIGINT stop it
+ *   lws-echo PORT [ping]   listen on 127.0.0.1:PORT, any path; SIGTERM/SIGINT stop it
+ *
+ * With "ping", heartbeats through lws's validity policy: a ping after 5 s without
+ * traffic, hang-up after 15 s.  Off by default because lws 4.1.6 re-inserts a
+ * connection's validity timer into a sorted list (O(connections)) on valid traffic:
+ * with 10,000 subscribers one broadcast then takes about a second.  bench/run.sh turns
+ * it on for the idle workload, which measures memory with heartbeats on.
  */
 #include <libwebsockets.h>
 #include <signal.h>
@@ -216,8 +221,9 @@ int main(int argc, char **argv)
         {NULL, NULL, 0, 0, 0, NULL, 0},
     };
     static const lws_retry_bo_t retry = {.secs_since_valid_ping = 5, .secs_since_valid_hangup = 15};
-    if (argc != 2 || atoi(argv[1]) <= 0 || atoi(argv[1]) > 65535) {
-        fprintf(stderr, "usage: lws-echo PORT\n");
+    int ping = argc == 3 && strcmp(argv[2], "ping") == 0;
+    if (argc < 2 || argc > 2 + ping || atoi(argv[1]) <= 0 || atoi(argv[1]) > 65535) {
+        fprintf(stderr, "usage: lws-echo PORT [ping]\n");
         return 2;
     }
     struct lws_context_creation_info info;
@@ -225,7 +231,8 @@ int main(int argc, char **argv)
     info.port = atoi(argv[1]);
     info.iface = "127.0.0.1";
     info.protocols = protocols;
-    info.retry_and_idle_policy = &retry;
+    if (ping)
+        info.retry_and_idle_policy = &retry;
     lws_set_log_level(LLL_ERR | LLL_WARN, NULL);
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
