@@ -91,8 +91,9 @@ def figures_idle(runs, problems, rss_before, rss_after, overflows):
     connected = sum(r["connected"] for r in runs)
     still_open = connected - sum(r["closed"] for r in runs)
     pinged = sum(r["pinged"] for r in runs)
-    for r in runs:
-        check_common(r, problems)
+    total = {k: sum(r.get(k, 0) for r in runs)
+             for k in ("mismatches", "closed", "failed", "errors")}
+    check_common(total, problems)
     if pinged < connected:
         problems.append(f"only {pinged} of {connected} connections saw a heartbeat ping")
     t0 = min(r["t_begin_ns"] for r in runs)
