@@ -1,3 +1,5 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034  # STOP_STATUS, LOAD_CPU, ... are read by the scripts that source this
 # bench/lib.sh — shell functions shared by bench/run.sh and bench/reload.sh (sourced).
 #
 # Servers are started pinned to cpu 0 on a free loopback port, waited for with a
@@ -9,7 +11,6 @@ SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 SERVER_PID=
 SERVER_PORT=
-SERVER_NAME=
 STOP_STATUS=
 SRC_N=${SRC_N:-0}
 
@@ -77,7 +78,6 @@ wait_port() {
 # $LOGDIR/TAG.server.log.
 start_server() {
     local cmd
-    SERVER_NAME=$1
     SERVER_PORT=$(free_port)
     cmd=$(server_cmd "$1" "$SERVER_PORT" "$2")
     # shellcheck disable=SC2086  # the command is split on purpose

@@ -14,7 +14,7 @@
 # Needs build/moongate and bench/wsload (bench/run.sh builds both).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-# shellcheck source=bench/lib.sh
+# shellcheck source=lib.sh
 source "$ROOT/bench/lib.sh"
 
 CONNS=10000 RATE=2 SECONDS_=10 AT=5.5 JSON=

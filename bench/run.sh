@@ -26,12 +26,12 @@
 # --rounds N: rounds (default 3).  The default full run takes about 12–15 minutes.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-# shellcheck source=bench/lib.sh
+# shellcheck source=lib.sh
 source "$ROOT/bench/lib.sh"
 
 ALL_WORKLOADS=echo1,echo16,echo16k,broadcast,idle,reload
 ALL_SERVERS=moongate,bun,lws,node
-WORKLOADS=$ALL_WORKLOADS SERVERS=$ALL_SERVERS ROUNDS= QUICK=0
+WORKLOADS=$ALL_WORKLOADS SERVERS=$ALL_SERVERS ROUNDS="" QUICK=0
 ECHO_T=3 ECHO_W=1
 BC_SUBS=10000 BC_RATES=10,20,50,100,200,400 BC_T=3 BC_W=1 BC_SIZE=64
 IDLE_CONNS=19000 IDLE_PROCS=2 IDLE_WAIT=60
@@ -138,7 +138,7 @@ wl_idle() { # TAG
 }
 
 wl_reload() { # TAG
-    LOGDIR=$LOGDIR "$ROOT/bench/reload.sh" --conns "$RELOAD_CONNS" --rate "$RELOAD_RATE" \
+    "$ROOT/bench/reload.sh" --conns "$RELOAD_CONNS" --rate "$RELOAD_RATE" \
         --seconds "$RELOAD_T" --at "$RELOAD_AT" --src-n "$((SRC_N + 1000))" \
         --json "$LOGDIR/$1.wsload1.json" >"$LOGDIR/$1.txt" 2>&1 || true
     SRC_N=$((SRC_N + 1))
@@ -177,7 +177,7 @@ run_cell() { # ROUND WORKLOAD SERVER
 build
 RUN=$(date +%Y%m%d-%H%M%S)
 mkdir -p "$ROOT/bench/results/$RUN"
-LOGDIR=$ROOT/bench/results/$RUN
+export LOGDIR=$ROOT/bench/results/$RUN
 RESULTS=$ROOT/bench/results/$RUN.jsonl
 BG_PIDS=()
 cleanup() { # on any exit: stop what we started, by PID
