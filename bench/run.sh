@@ -23,7 +23,7 @@
 #   reload     moongate only: 10,000 connections × 2 msg/s, SIGHUP mid-run (reload.sh)
 # Servers (--servers; default all): moongate, bun, lws, node.
 # --quick: 1 round and short windows (checks that everything works; figures are rough).
-# --rounds N: rounds (default 3).  The default full run takes about 12–15 minutes.
+# --rounds N: rounds (default 3).  The default full run takes about 11 minutes here.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=lib.sh
