@@ -2,15 +2,26 @@
  *
  * Owns: the command line, one epoll loop on one thread, the client side of the
  * WebSocket handshake (with its own SHA-1 and base64 to check Sec-WebSocket-Accept),
- * masked client framing, parsing of server frames, echo verification and the
- * latency histogram.  Two modes:
- *   echo (default)  keep DEPTH messages of SIZE bytes in flight on each of CONNS
- *                   connections, verify every echo in order, report msg/s and
- *                   latency percentiles for the measured window;
- *   --idle          open CONNS connections, hold them (answering pings), report
- *                   the connect rate.
- * Every phase has a deadline, so a run always ends: connect ≤ 10 s, then warm-up,
- * then the measured window, then ≤ 5 s to close.  See bench/README.md. */
+ * masked client framing, parsing of server frames, payload verification and the
+ * latency histograms.  Modes:
+ *   echo (default)   keep DEPTH messages of SIZE bytes in flight on each of CONNS
+ *                    connections, verify every echo in order, report msg/s and
+ *                    latency percentiles for the measured window;
+ *   echo --rate N    open loop: every connection sends N messages/s (at most DEPTH in
+ *                    flight), every echo is verified, latency is also kept per second
+ *                    of the window (by send time); afterwards it waits for the last
+ *                    echoes and counts the lost ones (sent, never echoed).  Optionally
+ *                    sends SIGHUP to a PID mid-window (--signal-at, --signal-pid);
+ *   --broadcast R,.. connection 0 publishes R messages/s, each stamped with its
+ *                    CLOCK_MONOTONIC send time; connections 1..CONNS-1 connect with
+ *                    "sub" added to the query and must receive every broadcast, in
+ *                    order: fan-out latency = receive time − stamp, per rate step; the
+ *                    ramp stops at the first step whose p99 passes --p99-limit;
+ *   --idle           open CONNS connections and hold them, answering pings; report
+ *                    the connect rate and how many connections were pinged.
+ * Every phase has a deadline, so a run always ends: connect ≤ --connect-timeout, then
+ * warm-up, the measured window(s) with their drains, then ≤ 5 s to close; SIGINT or
+ * SIGTERM ends the window early.  See bench/README.md. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -35,23 +46,33 @@ enum {
     HIST_SUB = 16, /* linear sub-buckets per power of two */
     HIST_BUCKETS = 64 * HIST_SUB,
     CONNECT_WINDOW = 1024, /* connects + handshakes in progress at once */
-    MAX_EVENTS = 256,      /* per epoll_wait */
+    MAX_EVENTS = 1024,     /* per epoll_wait */
     READS_PER_EVENT = 8,   /* read() calls per readiness, then back to epoll */
     HANDSHAKE_MAX = 8192,  /* largest HTTP response accepted */
     MAX_DEPTH = 65536,
+    RATE_DEPTH = 64,    /* default in-flight cap with --rate */
+    MAX_STEPS = 16,     /* --broadcast rates */
+    MAX_TIMELINE = 600, /* seconds of per-second latency with --rate */
+    BC_HEAD = 32,       /* broadcast payload header: '!' stamp(16) step(3) seq(12) */
+    MAX_BURST = 65536,  /* sends per loop turn when catching up a schedule */
 };
 
 #define NS_PER_S 1000000000ull
-#define CONNECT_PHASE_NS (10 * NS_PER_S) /* a connect not open by then has failed */
-#define GRACE_NS (5 * NS_PER_S)          /* closing handshake budget */
-#define LAT_CAP_NS (10 * NS_PER_S)       /* histogram range ends at 10 s */
-#define MAX_SIZE (16u << 20)             /* largest -s */
-#define MAX_FRAME ((uint64_t)64 << 20)   /* largest server frame accepted */
+#define GRACE_NS (5 * NS_PER_S)        /* closing handshake budget; drain budget of --rate */
+#define STEP_DRAIN_NS (2 * NS_PER_S)   /* wait for a broadcast step's last deliveries */
+#define LAT_CAP_NS (10 * NS_PER_S)     /* histogram range ends at 10 s */
+#define MAX_SIZE (16u << 20)           /* largest -s */
+#define MAX_FRAME ((uint64_t)64 << 20) /* largest server frame accepted */
 
 static const char WS_GUID[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+static const char HEX[] = "0123456789abcdef";
 
-enum phase { PH_CONNECT, PH_WARMUP, PH_MEASURE, PH_HOLD, PH_CLOSING, PH_DONE };
+enum mode { MODE_ECHO, MODE_IDLE, MODE_BROADCAST };
+enum phase { PH_CONNECT, PH_WARMUP, PH_MEASURE, PH_DRAIN, PH_HOLD, PH_CLOSING, PH_DONE };
 enum conn_state { CS_NEW, CS_CONNECTING, CS_HANDSHAKE, CS_OPEN, CS_CLOSING, CS_DONE };
+
+/* Set by SIGINT/SIGTERM: end the current window and close. */
+static volatile sig_atomic_t stop_requested;
 
 /* A growable byte buffer: bytes [off, len) are pending (to parse or to write). */
 struct buf {
@@ -59,11 +80,19 @@ struct buf {
     size_t off, len, cap;
 };
 
+/* Log-linear latency histogram: 16 sub-buckets per power of two of nanoseconds. */
+struct hist {
+    uint64_t b[HIST_BUCKETS];
+    uint64_t count, max;
+};
+
 struct conn {
     int fd; /* -1 when not open */
     enum conn_state state;
     int want_out;      /* EPOLLOUT is registered */
+    int publisher;     /* --broadcast: connection 0 */
     uint32_t id;       /* index, also mixed into the payload filler */
+    uint32_t pings;    /* pings received */
     uint64_t t_start;  /* connect() time, ns */
     char accept[32];   /* expected Sec-WebSocket-Accept */
     struct buf in;     /* bytes read, not yet parsed */
@@ -71,7 +100,7 @@ struct conn {
     struct buf msg;    /* a fragmented message being reassembled */
     int in_fragment;   /* msg holds the first fragments of a data message */
     uint64_t sent_seq; /* next sequence number to send */
-    uint64_t recv_seq; /* sequence number of the next echo expected */
+    uint64_t recv_seq; /* sequence number of the next echo (or broadcast) expected */
     uint64_t *sent_ns; /* ring of DEPTH send times, indexed by seq % depth */
 };
 
@@ -79,11 +108,31 @@ struct opts {
     struct sockaddr_in dst;
     char host[64]; /* Host header */
     char path[256];
+    char sub_path[264]; /* --broadcast subscribers: path with "sub" added to the query */
     struct in_addr src[MAX_SRC];
     int nsrc;
-    int conns, depth, idle, json;
+    enum mode mode;
+    int conns, depth, depth_set, json;
     size_t size;
-    double seconds, warmup;
+    double seconds, warmup, connect_timeout;
+    double rate;             /* --rate: messages/s per connection, 0 = closed loop */
+    double rates[MAX_STEPS]; /* --broadcast */
+    int nrates;
+    double p99_limit_ms; /* --p99-limit */
+    const char *status;  /* --status FILE */
+    double signal_at;    /* --signal-at seconds into the window */
+    pid_t signal_pid;    /* --signal-pid, 0 = none */
+};
+
+/* One broadcast rate step; steps[0] is the warm-up. */
+struct step {
+    double rate;
+    uint64_t t0, t1;          /* start; end of sending */
+    uint64_t sent, delivered; /* messages published; deliveries seen */
+    uint64_t expected, lost;  /* sent × subscribers; expected − delivered when the drain ended */
+    double cpu_s;             /* wsload's CPU over the step and its drain */
+    int done;                 /* result final */
+    struct hist lat;
 };
 
 /* Everything the run owns: options, the loop, connections, counters. */
@@ -93,17 +142,29 @@ struct ctx {
     struct conn *conns;
     enum phase phase;
     uint64_t rng;
-    int started;   /* connections connect() was called for */
-    int pending;   /* started, not yet open or failed */
-    int live;      /* sockets open */
-    int connected; /* handshakes completed */
-    int failed;    /* connects or handshakes that failed */
+    int started;        /* connections connect() was called for */
+    int pending;        /* started, not yet open or failed */
+    int live;           /* sockets open */
+    int connected;      /* handshakes completed */
+    int failed;         /* connects or handshakes that failed */
+    int pinged;         /* open connections that got at least one ping */
+    int status_written; /* 0, 1 = "connected", 2 = "pinged" */
     uint64_t t_begin, t_connected, t_measure, t_end, t_deadline;
-    uint64_t msgs, mismatches, errors;
-    uint64_t hist[HIST_BUCKETS];
-    uint64_t lat_count, lat_max;
+    uint64_t msgs, mismatches, closed, lost, skipped, gaps;
+    struct hist lat;
     struct rusage ru0, ru1;
     unsigned char *pattern; /* SIZE + 26 bytes of A..Z repeating: the payload filler */
+    /* --rate */
+    uint64_t t_sched0, next_send; /* schedule start; global index of the next send */
+    struct hist *timeline;        /* per second of the window, by send time */
+    int nsecs;
+    uint64_t t_signal; /* when SIGHUP was sent, 0 = not sent */
+    /* --broadcast */
+    struct step steps[MAX_STEPS + 1];
+    int step; /* current step: 0 = warm-up, 1..nrates */
+    int subs; /* subscribers open when publishing began */
+    uint64_t bc_seq;
+    struct rusage ru_step;
 };
 
 /* ---------- time, randomness ---------- */
@@ -251,10 +312,9 @@ static void buf_free(struct buf *b)
  * start that depends on id and seq, copied from x->pattern.  ASCII, so valid as text. */
 static size_t payload_head(unsigned char *p, size_t size, uint64_t seq)
 {
-    static const char hex[] = "0123456789abcdef";
     size_t i = 0;
     for (uint64_t v = seq; i < size && i < 16; i++, v >>= 4)
-        p[i] = (unsigned char)hex[v & 15];
+        p[i] = (unsigned char)HEX[v & 15];
     return i;
 }
 
@@ -278,6 +338,50 @@ static int payload_check(const struct ctx *x, const unsigned char *p, size_t len
         return 0;
     size_t i = payload_head(head, len, seq);
     return memcmp(p, head, i) == 0 && memcmp(p + i, payload_filler(x, id, seq), len - i) == 0;
+}
+
+/* digits hex digits of v, most significant first. */
+static void put_hex(unsigned char *p, uint64_t v, int digits)
+{
+    for (int i = digits - 1; i >= 0; i--, v >>= 4)
+        p[i] = (unsigned char)HEX[v & 15];
+}
+
+/* Parses digits lower-case hex digits; -1 on anything else. */
+static int get_hex(const unsigned char *p, int digits, uint64_t *v)
+{
+    uint64_t r = 0;
+    for (int i = 0; i < digits; i++) {
+        const char *d = p[i] ? strchr(HEX, p[i]) : NULL;
+        if (!d)
+            return -1;
+        r = r << 4 | (uint64_t)(d - HEX);
+    }
+    *v = r;
+    return 0;
+}
+
+/* A broadcast payload: '!' (the broadcast marker), the send time (16 hex digits of
+ * CLOCK_MONOTONIC ns), the step (3), the sequence number (12), then the A..Z filler
+ * starting at seq % 26.  Every subscriber gets the same bytes. */
+static void bc_fill(const struct ctx *x, unsigned char *p, uint64_t stamp, int step, uint64_t seq)
+{
+    p[0] = '!';
+    put_hex(p + 1, stamp, 16);
+    put_hex(p + 17, (uint64_t)step, 3);
+    put_hex(p + 20, seq, 12);
+    memcpy(p + BC_HEAD, x->pattern + seq % 26, x->o.size - BC_HEAD);
+}
+
+/* Parses and checks a broadcast payload; -1 when it is not one bc_fill() could write. */
+static int bc_parse(const struct ctx *x, const unsigned char *p, size_t len, uint64_t *stamp,
+                    uint64_t *step, uint64_t *seq)
+{
+    if (len != x->o.size || p[0] != '!' || get_hex(p + 1, 16, stamp) < 0 ||
+        get_hex(p + 17, 3, step) < 0 || get_hex(p + 20, 12, seq) < 0 ||
+        *step > (uint64_t)x->o.nrates)
+        return -1;
+    return memcmp(p + BC_HEAD, x->pattern + *seq % 26, len - BC_HEAD) == 0 ? 0 : -1;
 }
 
 static void mask_bytes(unsigned char *p, size_t len, uint32_t key)
@@ -357,7 +461,7 @@ static void conn_release(struct ctx *x, struct conn *c)
     c->sent_ns = NULL;
 }
 
-/* A connection ended badly: a failed connect before it opened, an error after. */
+/* A connection ended badly: a failed connect before it opened, a close after. */
 static void conn_fail(struct ctx *x, struct conn *c, const char *why)
 {
     if (c->state == CS_CONNECTING || c->state == CS_HANDSHAKE) {
@@ -366,9 +470,9 @@ static void conn_fail(struct ctx *x, struct conn *c, const char *why)
         if (x->failed <= 5)
             fprintf(stderr, "wsload: conn %u failed: %s\n", c->id, why);
     } else if (c->state == CS_OPEN && x->phase < PH_CLOSING) {
-        x->errors++;
-        if (x->errors <= 5)
-            fprintf(stderr, "wsload: conn %u error: %s\n", c->id, why);
+        x->closed++;
+        if (x->closed <= 5)
+            fprintf(stderr, "wsload: conn %u closed: %s\n", c->id, why);
     }
     conn_release(x, c);
 }
@@ -441,11 +545,12 @@ static void conn_connected(struct ctx *x, struct conn *c)
     int n = snprintf(cat, sizeof(cat), "%s%s", key, WS_GUID);
     sha1(cat, (size_t)n, digest);
     base64(digest, 20, c->accept);
-    char req[512];
+    const char *path = x->o.mode == MODE_BROADCAST && !c->publisher ? x->o.sub_path : x->o.path;
+    char req[768];
     n = snprintf(req, sizeof(req),
                  "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                  "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                 x->o.path, x->o.host, key);
+                 path, x->o.host, key);
     buf_reserve(&c->out, (size_t)n);
     memcpy(c->out.p + c->out.len, req, (size_t)n);
     c->out.len += (size_t)n;
@@ -453,24 +558,83 @@ static void conn_connected(struct ctx *x, struct conn *c)
     conn_flush(x, c);
 }
 
-/* Keeps DEPTH messages in flight (only while warming up or measuring). */
+/* ---------- sending ---------- */
+
+/* Queues the next echo message of c, remembering when it was sent. */
+static void echo_send(struct ctx *x, struct conn *c, uint64_t now)
+{
+    uint32_t key;
+    unsigned char *p = frame_begin(x, &c->out, 1, x->o.size, &key);
+    payload_fill(x, p, c->id, c->sent_seq);
+    mask_bytes(p, x->o.size, key);
+    c->sent_ns[c->sent_seq % (uint64_t)x->o.depth] = now;
+    c->sent_seq++;
+}
+
+/* Closed loop: keeps DEPTH messages in flight (only while warming up or measuring). */
 static void conn_refill(struct ctx *x, struct conn *c, uint64_t now)
 {
-    if (x->o.idle || (x->phase != PH_WARMUP && x->phase != PH_MEASURE))
+    if (x->o.mode != MODE_ECHO || x->o.rate > 0 ||
+        (x->phase != PH_WARMUP && x->phase != PH_MEASURE))
         return;
-    for (int i = 0; i < x->o.depth && c->sent_seq - c->recv_seq < (uint64_t)x->o.depth; i++) {
-        uint32_t key;
-        unsigned char *p = frame_begin(x, &c->out, 1, x->o.size, &key);
-        payload_fill(x, p, c->id, c->sent_seq);
-        mask_bytes(p, x->o.size, key);
-        c->sent_ns[c->sent_seq % (uint64_t)x->o.depth] = now;
-        c->sent_seq++;
+    for (int i = 0; i < x->o.depth && c->sent_seq - c->recv_seq < (uint64_t)x->o.depth; i++)
+        echo_send(x, c, now);
+}
+
+/* When the schedule's send number i is due: with --rate, send i goes to connection
+ * i % CONNS, so each connection sends every 1/RATE s, the connections evenly staggered. */
+static uint64_t rate_due_ns(const struct ctx *x, uint64_t i)
+{
+    return x->t_sched0 + (uint64_t)((double)i * 1e9 / (x->o.rate * x->o.conns));
+}
+
+/* Open loop (--rate): sends whatever the schedule says is due by now.  A connection
+ * with DEPTH messages unanswered skips its turn (counted). */
+static void rate_pump(struct ctx *x, uint64_t now)
+{
+    uint64_t end = x->phase == PH_MEASURE ? x->t_deadline : UINT64_MAX; /* none after */
+    for (int n = 0;
+         n < MAX_BURST && rate_due_ns(x, x->next_send) <= now && rate_due_ns(x, x->next_send) < end;
+         n++) {
+        struct conn *c = &x->conns[x->next_send % (uint64_t)x->o.conns];
+        x->next_send++;
+        if (c->state != CS_OPEN)
+            continue;
+        if (c->sent_seq - c->recv_seq >= (uint64_t)x->o.depth) {
+            x->skipped++;
+            continue;
+        }
+        echo_send(x, c, now);
+        conn_flush(x, c);
     }
 }
 
-/* ---------- receiving ---------- */
+static uint64_t bc_due_ns(const struct ctx *x)
+{
+    const struct step *s = &x->steps[x->step];
+    return s->t0 + (uint64_t)((double)s->sent * 1e9 / s->rate);
+}
 
-static void hist_add(struct ctx *x, uint64_t v)
+/* --broadcast: the publisher sends whatever the current step's rate says is due. */
+static void bc_pump(struct ctx *x, uint64_t now)
+{
+    struct conn *p = &x->conns[0];
+    struct step *s = &x->steps[x->step];
+    for (int n = 0; n < MAX_BURST && p->state == CS_OPEN && bc_due_ns(x) <= now &&
+                    bc_due_ns(x) < x->t_deadline;
+         n++) {
+        uint32_t key;
+        unsigned char *d = frame_begin(x, &p->out, 1, x->o.size, &key);
+        bc_fill(x, d, now_ns(), x->step, x->bc_seq++);
+        mask_bytes(d, x->o.size, key);
+        s->sent++;
+        conn_flush(x, p);
+    }
+}
+
+/* ---------- latency histograms ---------- */
+
+static void hist_add(struct hist *h, uint64_t v)
 {
     if (v > LAT_CAP_NS)
         v = LAT_CAP_NS;
@@ -482,10 +646,10 @@ static void hist_add(struct ctx *x, uint64_t v)
         int shift = msb - 4;
         idx = (shift + 1) * HIST_SUB + (int)((v >> shift) & (HIST_SUB - 1));
     }
-    x->hist[idx]++;
-    x->lat_count++;
-    if (v > x->lat_max)
-        x->lat_max = v;
+    h->b[idx]++;
+    h->count++;
+    if (v > h->max)
+        h->max = v;
 }
 
 static uint64_t hist_lower(int idx)
@@ -496,31 +660,40 @@ static uint64_t hist_lower(int idx)
     return (uint64_t)(HIST_SUB + m) << (e - 1);
 }
 
-/* The value at quantile q: the upper edge of its bucket (≤ 6 % high), capped by max. */
-static uint64_t hist_quantile(const struct ctx *x, double q)
+/* The value at quantile q: the upper edge of its bucket (≤ 6 % high), capped by max.
+ * `missing` samples that never arrived count as slower than everything: a quantile that
+ * falls among them is LAT_CAP_NS. */
+static uint64_t hist_quantile(const struct hist *h, double q, uint64_t missing)
 {
-    if (x->lat_count == 0)
+    uint64_t total = h->count + missing;
+    if (total == 0)
         return 0;
-    uint64_t want = (uint64_t)(q * (double)x->lat_count);
-    if (want >= x->lat_count)
-        want = x->lat_count - 1;
+    uint64_t want = (uint64_t)(q * (double)total);
+    if (want >= total)
+        want = total - 1;
+    if (want >= h->count)
+        return LAT_CAP_NS;
     uint64_t seen = 0;
     for (int i = 0; i < HIST_BUCKETS; i++) {
-        seen += x->hist[i];
+        seen += h->b[i];
         if (seen > want) {
             uint64_t hi = hist_lower(i + 1) - 1;
-            return hi < x->lat_max ? hi : x->lat_max;
+            return hi < h->max ? hi : h->max;
         }
     }
-    return x->lat_max;
+    return h->max;
 }
 
-/* A complete data message: check it is the next echo, time it, send another. */
-static void on_message(struct ctx *x, struct conn *c, const unsigned char *p, size_t len,
-                       uint64_t now)
+static double q_us(const struct hist *h, double q)
 {
-    if (x->o.idle || c->state != CS_OPEN)
-        return;
+    return (double)hist_quantile(h, q, 0) / 1e3;
+}
+
+/* ---------- receiving ---------- */
+
+/* An echo: check it is the next one expected on c, time it, send more (closed loop). */
+static void on_echo(struct ctx *x, struct conn *c, const unsigned char *p, size_t len, uint64_t now)
+{
     if (c->recv_seq == c->sent_seq) { /* nothing in flight: unexpected message */
         x->mismatches++;
         return;
@@ -533,11 +706,59 @@ static void on_message(struct ctx *x, struct conn *c, const unsigned char *p, si
     }
     uint64_t sent = c->sent_ns[c->recv_seq % (uint64_t)x->o.depth];
     c->recv_seq++;
-    if (x->phase == PH_MEASURE) {
+    if (x->phase == PH_MEASURE)
         x->msgs++;
-        hist_add(x, now - sent);
+    if (x->o.rate > 0) { /* by send time: what was sent in the window, even if answered late */
+        if (sent >= x->t_measure && x->phase >= PH_MEASURE && (!x->t_end || sent < x->t_end)) {
+            hist_add(&x->lat, now - sent);
+            uint64_t sec = (sent - x->t_measure) / NS_PER_S;
+            if (sec < (uint64_t)x->nsecs)
+                hist_add(&x->timeline[sec], now - sent);
+        }
+        return;
     }
+    if (x->phase == PH_MEASURE)
+        hist_add(&x->lat, now - sent);
     conn_refill(x, c, now);
+}
+
+/* A broadcast delivery: verify it, check the order, time it against its stamp. */
+static void on_broadcast(struct ctx *x, struct conn *c, const unsigned char *p, size_t len,
+                         uint64_t now)
+{
+    uint64_t stamp, step, seq;
+    if (c->publisher || bc_parse(x, p, len, &stamp, &step, &seq) < 0) {
+        if (x->mismatches < 5)
+            fprintf(stderr, "wsload: conn %u: unexpected message (%zu bytes)%s\n", c->id, len,
+                    c->publisher ? " on the publisher" : "");
+        x->mismatches++;
+        return;
+    }
+    if (seq != c->recv_seq) { /* skipped or repeated broadcasts */
+        if (x->mismatches < 5)
+            fprintf(stderr, "wsload: conn %u: broadcast %llu, expected %llu\n", c->id,
+                    (unsigned long long)seq, (unsigned long long)c->recv_seq);
+        x->mismatches++;
+        if (seq > c->recv_seq)
+            x->gaps += seq - c->recv_seq;
+    }
+    c->recv_seq = seq + 1;
+    struct step *s = &x->steps[step];
+    s->delivered++;
+    if (step > 0 && !s->done)
+        hist_add(&s->lat, now > stamp ? now - stamp : 0);
+}
+
+/* A complete data message. */
+static void on_message(struct ctx *x, struct conn *c, const unsigned char *p, size_t len,
+                       uint64_t now)
+{
+    if (x->o.mode == MODE_IDLE || c->state != CS_OPEN)
+        return;
+    if (x->o.mode == MODE_BROADCAST)
+        on_broadcast(x, c, p, len, now);
+    else
+        on_echo(x, c, p, len, now);
 }
 
 /* One whole frame.  Returns 0, or -1 when the connection was released. */
@@ -546,6 +767,8 @@ static int on_frame(struct ctx *x, struct conn *c, int fin, int op, const unsign
 {
     switch (op) {
     case 9: /* ping */
+        if (c->pings++ == 0)
+            x->pinged++;
         frame_append(x, &c->out, 10, p, len);
         return 0;
     case 10: /* pong */
@@ -667,8 +890,10 @@ static int parse_handshake(struct ctx *x, struct conn *c)
     c->state = CS_OPEN;
     x->pending--;
     x->connected++;
-    c->sent_ns = x->o.idle ? NULL : calloc((size_t)x->o.depth, sizeof(uint64_t));
-    if (!x->o.idle && !c->sent_ns) {
+    if (x->o.mode != MODE_ECHO)
+        return 0;
+    c->sent_ns = calloc((size_t)x->o.depth, sizeof(uint64_t));
+    if (!c->sent_ns) {
         fprintf(stderr, "wsload: out of memory\n");
         exit(2);
     }
@@ -737,7 +962,7 @@ static void fail_unopened(struct ctx *x)
     for (int i = 0; i < x->o.conns; i++) {
         struct conn *c = &x->conns[i];
         if (c->state == CS_CONNECTING || c->state == CS_HANDSHAKE)
-            conn_fail(x, c, "not open within 10 s");
+            conn_fail(x, c, "not open within the connect timeout");
         else if (c->state == CS_NEW) {
             x->failed++;
             x->started++;
@@ -746,10 +971,40 @@ static void fail_unopened(struct ctx *x)
     }
 }
 
-static void begin_closing(struct ctx *x, uint64_t now)
+/* --status FILE: replaced atomically with one word, for scripts that wait on a phase. */
+static void write_status(struct ctx *x, int level, const char *word)
+{
+    if (!x->o.status || x->status_written >= level)
+        return;
+    x->status_written = level;
+    char tmp[4200];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", x->o.status);
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return;
+    fprintf(f, "%s\n", word);
+    fclose(f);
+    rename(tmp, x->o.status);
+}
+
+static void begin_window(struct ctx *x, uint64_t now)
+{
+    x->phase = PH_MEASURE;
+    getrusage(RUSAGE_SELF, &x->ru0);
+    x->t_measure = now;
+    x->t_deadline = now + (uint64_t)(x->o.seconds * NS_PER_S);
+}
+
+static void end_window(struct ctx *x, uint64_t now)
 {
     getrusage(RUSAGE_SELF, &x->ru1);
     x->t_end = now;
+}
+
+static void begin_closing(struct ctx *x, uint64_t now)
+{
+    if (!x->t_end)
+        end_window(x, now);
     x->phase = PH_CLOSING;
     x->t_deadline = now + GRACE_NS;
     static const unsigned char bye[2] = {0x03, 0xE8}; /* 1000 */
@@ -763,26 +1018,163 @@ static void begin_closing(struct ctx *x, uint64_t now)
     }
 }
 
-static void tick(struct ctx *x, uint64_t now)
+/* --signal-at: SIGHUP to --signal-pid once, that far into the measured window. */
+static void maybe_signal(struct ctx *x, uint64_t now)
 {
-    switch (x->phase) {
-    case PH_CONNECT:
-        if (now - x->t_begin >= CONNECT_PHASE_NS)
-            fail_unopened(x);
-        else
-            start_connects(x);
-        if (x->started < x->o.conns || x->pending > 0)
-            return;
-        x->t_connected = now;
-        if (x->o.idle) {
-            x->phase = PH_HOLD;
-            getrusage(RUSAGE_SELF, &x->ru0);
-            x->t_measure = now;
-            x->t_deadline = now + (uint64_t)(x->o.seconds * NS_PER_S);
-            return;
-        }
+    if (x->o.signal_pid <= 0 || x->t_signal ||
+        now < x->t_measure + (uint64_t)(x->o.signal_at * NS_PER_S))
+        return;
+    x->t_signal = now;
+    if (kill(x->o.signal_pid, SIGHUP) < 0)
+        fprintf(stderr, "wsload: kill -HUP %d: %s\n", (int)x->o.signal_pid, strerror(errno));
+}
+
+static double ru_cpu_s(const struct rusage *a, const struct rusage *b)
+{
+    return (double)(b->ru_utime.tv_sec - a->ru_utime.tv_sec + b->ru_stime.tv_sec -
+                    a->ru_stime.tv_sec) +
+           (double)(b->ru_utime.tv_usec - a->ru_utime.tv_usec + b->ru_stime.tv_usec -
+                    a->ru_stime.tv_usec) /
+               1e6;
+}
+
+/* --broadcast: step 0 is the warm-up at the first rate, steps 1..n are measured. */
+static void start_step(struct ctx *x, int i, uint64_t now)
+{
+    struct step *s = &x->steps[i];
+    s->rate = x->o.rates[i > 0 ? i - 1 : 0];
+    s->t0 = now;
+    x->step = i;
+    getrusage(RUSAGE_SELF, &x->ru_step);
+    if (i == 0) {
         x->phase = PH_WARMUP;
         x->t_deadline = now + (uint64_t)(x->o.warmup * NS_PER_S);
+        return;
+    }
+    if (i == 1)
+        begin_window(x, now);
+    x->phase = PH_MEASURE;
+    x->t_deadline = now + (uint64_t)(x->o.seconds * NS_PER_S);
+}
+
+static uint64_t step_p99(const struct step *s)
+{
+    return hist_quantile(&s->lat, 0.99, s->lost);
+}
+
+/* The step's drain is over: deliveries missing now count as lost (and as slower than
+ * anything in its percentiles). */
+static void finish_step(struct ctx *x)
+{
+    struct step *s = &x->steps[x->step];
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    s->expected = s->sent * (uint64_t)x->subs;
+    s->lost = s->expected > s->delivered ? s->expected - s->delivered : 0;
+    s->cpu_s = ru_cpu_s(&x->ru_step, &ru);
+    s->done = 1;
+}
+
+static void tick_broadcast(struct ctx *x, uint64_t now)
+{
+    struct step *s = &x->steps[x->step];
+    switch (x->phase) {
+    case PH_WARMUP:
+        bc_pump(x, now);
+        if (now >= x->t_deadline)
+            start_step(x, 1, now);
+        return;
+    case PH_MEASURE:
+        bc_pump(x, now);
+        if (now < x->t_deadline)
+            return;
+        s->t1 = now;
+        x->phase = PH_DRAIN;
+        x->t_deadline = now + STEP_DRAIN_NS;
+        return;
+    case PH_DRAIN:
+        if (s->delivered < s->sent * (uint64_t)x->subs && now < x->t_deadline && x->live > 0)
+            return;
+        finish_step(x);
+        if (s->sent > 0 && step_p99(s) <= (uint64_t)(x->o.p99_limit_ms * 1e6) &&
+            x->step < x->o.nrates && x->live > 0)
+            start_step(x, x->step + 1, now);
+        else
+            begin_closing(x, now);
+        return;
+    default:
+        return;
+    }
+}
+
+static uint64_t in_flight(const struct ctx *x)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < x->o.conns; i++)
+        n += x->conns[i].sent_seq - x->conns[i].recv_seq;
+    return n;
+}
+
+/* Echo, closed loop or --rate. */
+static void tick_echo(struct ctx *x, uint64_t now)
+{
+    int open_loop = x->o.rate > 0;
+    switch (x->phase) {
+    case PH_WARMUP:
+        if (open_loop)
+            rate_pump(x, now);
+        if (now >= x->t_deadline || x->live == 0)
+            begin_window(x, now);
+        return;
+    case PH_MEASURE:
+        if (open_loop)
+            rate_pump(x, now);
+        maybe_signal(x, now);
+        if (now < x->t_deadline && x->live > 0)
+            return;
+        if (!open_loop) {
+            begin_closing(x, now);
+            return;
+        }
+        end_window(x, now); /* open loop: wait for the echoes still in flight */
+        x->phase = PH_DRAIN;
+        x->t_deadline = now + GRACE_NS;
+        return;
+    case PH_DRAIN:
+        if (now < x->t_deadline && x->live > 0 && in_flight(x) > 0)
+            return;
+        x->lost = in_flight(x);
+        begin_closing(x, now);
+        return;
+    default:
+        return;
+    }
+}
+
+static void on_all_connected(struct ctx *x, uint64_t now)
+{
+    x->t_connected = now;
+    switch (x->o.mode) {
+    case MODE_IDLE:
+        x->phase = PH_HOLD;
+        getrusage(RUSAGE_SELF, &x->ru0);
+        x->t_measure = now;
+        x->t_deadline = now + (uint64_t)(x->o.seconds * NS_PER_S);
+        write_status(x, 1, "connected");
+        return;
+    case MODE_BROADCAST:
+        if (x->conns[0].state != CS_OPEN) {
+            fprintf(stderr, "wsload: the publisher did not connect\n");
+            begin_closing(x, now);
+            return;
+        }
+        x->subs = x->connected - 1;
+        start_step(x, 0, now);
+        return;
+    case MODE_ECHO:
+        x->phase = PH_WARMUP;
+        x->t_deadline = now + (uint64_t)(x->o.warmup * NS_PER_S);
+        x->t_sched0 = now;
         for (int i = 0; i < x->o.conns; i++) {
             if (x->conns[i].state == CS_OPEN) {
                 conn_refill(x, &x->conns[i], now);
@@ -790,17 +1182,30 @@ static void tick(struct ctx *x, uint64_t now)
             }
         }
         return;
-    case PH_WARMUP:
-        if (now < x->t_deadline && x->live > 0)
-            return;
-        x->phase = PH_MEASURE;
-        getrusage(RUSAGE_SELF, &x->ru0);
-        x->t_measure = now;
-        x->t_deadline = now + (uint64_t)(x->o.seconds * NS_PER_S);
+    }
+}
+
+static void tick(struct ctx *x, uint64_t now)
+{
+    if (stop_requested && x->phase < PH_CLOSING) {
+        if (x->phase == PH_CONNECT)
+            fail_unopened(x);
+        begin_closing(x, now);
         return;
-    case PH_MEASURE:
+    }
+    switch (x->phase) {
+    case PH_CONNECT:
+        if (now - x->t_begin >= (uint64_t)(x->o.connect_timeout * NS_PER_S))
+            fail_unopened(x);
+        else
+            start_connects(x);
+        if (x->started == x->o.conns && x->pending == 0)
+            on_all_connected(x, now);
+        return;
     case PH_HOLD:
-        if (now >= x->t_deadline || x->live == 0) /* nothing left to measure */
+        if (x->connected > 0 && (uint64_t)x->pinged + x->closed >= (uint64_t)x->connected)
+            write_status(x, 2, "pinged");
+        if (now >= x->t_deadline || x->live == 0)
             begin_closing(x, now);
         return;
     case PH_CLOSING:
@@ -809,20 +1214,52 @@ static void tick(struct ctx *x, uint64_t now)
         return;
     case PH_DONE:
         return;
+    default:
+        if (x->o.mode == MODE_BROADCAST)
+            tick_broadcast(x, now);
+        else
+            tick_echo(x, now);
+        return;
     }
+}
+
+/* epoll_wait timeout: until the next scheduled send (rounded up to 1 ms), at most 10 ms. */
+static int wait_ms(const struct ctx *x, uint64_t now)
+{
+    uint64_t due;
+    if (x->phase != PH_WARMUP && x->phase != PH_MEASURE)
+        return 10;
+    if (x->o.mode == MODE_BROADCAST)
+        due = bc_due_ns(x);
+    else if (x->o.rate > 0)
+        due = rate_due_ns(x, x->next_send);
+    else
+        return 10;
+    if (due <= now)
+        return 0;
+    uint64_t ms = (due - now + 999999) / 1000000;
+    return ms < 10 ? (int)ms : 10;
 }
 
 static void run(struct ctx *x)
 {
     struct epoll_event evs[MAX_EVENTS];
     x->t_begin = now_ns();
-    /* the hard stop: connect phase + warm-up + measured + grace, plus a second of slack */
-    uint64_t hard_stop = x->t_begin + CONNECT_PHASE_NS +
-                         (uint64_t)((x->o.warmup + x->o.seconds) * NS_PER_S) + GRACE_NS + NS_PER_S;
+    getrusage(RUSAGE_SELF, &x->ru0);
+    /* the hard stop: every phase's budget, plus a second of slack */
+    int windows = x->o.mode == MODE_BROADCAST ? x->o.nrates : 1;
+    double drains = x->o.mode == MODE_BROADCAST ? (double)x->o.nrates * STEP_DRAIN_NS / 1e9
+                    : x->o.rate > 0             ? (double)GRACE_NS / 1e9
+                                                : 0;
+    uint64_t hard_stop =
+        x->t_begin +
+        (uint64_t)((x->o.connect_timeout + x->o.warmup + x->o.seconds * windows + drains + 1) *
+                   NS_PER_S) +
+        GRACE_NS;
     uint64_t now = x->t_begin;
     while (x->phase != PH_DONE && now < hard_stop) {
         tick(x, now);
-        int n = epoll_wait(x->ep, evs, MAX_EVENTS, 10);
+        int n = epoll_wait(x->ep, evs, MAX_EVENTS, wait_ms(x, now));
         for (int i = 0; i < n; i++)
             conn_event(x, evs[i].data.ptr, evs[i].events);
         now = now_ns();
@@ -841,50 +1278,205 @@ static double tv_s(struct timeval a, struct timeval b)
     return (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_usec - a.tv_usec) / 1e6;
 }
 
-static int report(struct ctx *x)
+static double secs_between(uint64_t a, uint64_t b)
+{
+    return b > a ? (double)(b - a) / 1e9 : 0;
+}
+
+static int report_idle(struct ctx *x)
 {
     double user = tv_s(x->ru0.ru_utime, x->ru1.ru_utime);
     double sys = tv_s(x->ru0.ru_stime, x->ru1.ru_stime);
-    if (x->o.idle) {
-        double cs = (double)(x->t_connected - x->t_begin) / 1e9;
-        double rate = cs > 0 ? x->connected / cs : 0;
-        if (x->o.json)
-            printf("{\"connected\":%d,\"failed\":%d,\"connect_s\":%.3f,\"conns_per_s\":%.0f,"
-                   "\"errors\":%llu,\"cpu_user_s\":%.2f,\"cpu_sys_s\":%.2f}\n",
-                   x->connected, x->failed, cs, rate, (unsigned long long)x->errors, user, sys);
-        else
-            printf("connected=%d failed=%d connect_s=%.3f conns/s=%.0f errors=%llu "
-                   "cpu_user_s=%.2f cpu_sys_s=%.2f\n",
-                   x->connected, x->failed, cs, rate, (unsigned long long)x->errors, user, sys);
-        return x->failed == 0 && x->errors == 0 ? 0 : 1;
-    }
-    double secs = x->t_end > x->t_measure ? (double)(x->t_end - x->t_measure) / 1e9 : 0;
-    double rate = secs > 0 ? (double)x->msgs / secs : 0;
-    unsigned long long errors = x->errors + (unsigned long long)x->failed;
-    double p50 = hist_quantile(x, 0.50) / 1e3, p99 = hist_quantile(x, 0.99) / 1e3;
-    double p999 = hist_quantile(x, 0.999) / 1e3, mx = x->lat_max / 1e3;
+    double cs = secs_between(x->t_begin, x->t_connected);
+    double rate = cs > 0 ? x->connected / cs : 0;
     if (x->o.json)
-        printf("{\"msgs_per_s\":%.0f,\"conns\":%d,\"depth\":%d,\"size\":%zu,\"p50_us\":%.1f,"
-               "\"p99_us\":%.1f,\"p999_us\":%.1f,\"max_us\":%.1f,\"mismatches\":%llu,"
-               "\"errors\":%llu,\"cpu_user_s\":%.2f,\"cpu_sys_s\":%.2f}\n",
-               rate, x->o.conns, x->o.depth, x->o.size, p50, p99, p999, mx,
-               (unsigned long long)x->mismatches, errors, user, sys);
+        printf("{\"connected\":%d,\"failed\":%d,\"connect_s\":%.3f,\"conns_per_s\":%.0f,"
+               "\"errors\":%llu,\"closed\":%llu,\"pinged\":%d,\"t_begin_ns\":%llu,"
+               "\"t_connected_ns\":%llu,\"cpu_user_s\":%.2f,\"cpu_sys_s\":%.2f}\n",
+               x->connected, x->failed, cs, rate, (unsigned long long)x->closed,
+               (unsigned long long)x->closed, x->pinged, (unsigned long long)x->t_begin,
+               (unsigned long long)x->t_connected, user, sys);
     else
-        printf("msgs/s=%.0f conns=%d depth=%d size=%zu p50_us=%.1f p99_us=%.1f p999_us=%.1f "
-               "max_us=%.1f mismatches=%llu errors=%llu cpu_user_s=%.2f cpu_sys_s=%.2f\n",
-               rate, x->o.conns, x->o.depth, x->o.size, p50, p99, p999, mx,
-               (unsigned long long)x->mismatches, errors, user, sys);
-    return x->mismatches == 0 && errors == 0 && x->msgs > 0 ? 0 : 1;
+        printf("connected=%d failed=%d connect_s=%.3f conns/s=%.0f errors=%llu pinged=%d "
+               "cpu_user_s=%.2f cpu_sys_s=%.2f\n",
+               x->connected, x->failed, cs, rate, (unsigned long long)x->closed, x->pinged, user,
+               sys);
+    return x->failed == 0 && x->closed == 0 ? 0 : 1;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double u = *(const double *)a, v = *(const double *)b;
+    return (u > v) - (u < v);
+}
+
+/* --rate: the second the signal went out, and the p99 of the other seconds (max, median). */
+static void timeline_summary(const struct ctx *x, int *sig_sec, double *other_max,
+                             double *other_median)
+{
+    double p99s[MAX_TIMELINE];
+    int n = 0;
+    *sig_sec = x->t_signal ? (int)((x->t_signal - x->t_measure) / NS_PER_S) : -1;
+    *other_max = *other_median = 0;
+    for (int i = 0; i < x->nsecs; i++) {
+        if (i == *sig_sec || x->timeline[i].count == 0)
+            continue;
+        p99s[n++] = q_us(&x->timeline[i], 0.99);
+        if (p99s[n - 1] > *other_max)
+            *other_max = p99s[n - 1];
+    }
+    if (n > 0) {
+        qsort(p99s, (size_t)n, sizeof(p99s[0]), cmp_double);
+        *other_median = p99s[n / 2];
+    }
+}
+
+static void report_timeline(const struct ctx *x)
+{
+    int sig;
+    double omax, omed;
+    timeline_summary(x, &sig, &omax, &omed);
+    double sig_p99 = sig >= 0 && sig < x->nsecs ? q_us(&x->timeline[sig], 0.99) : 0;
+    if (!x->o.json) {
+        for (int i = 0; i < x->nsecs; i++)
+            printf("second=%d sent_then=%llu p50_us=%.1f p99_us=%.1f max_us=%.1f%s\n", i,
+                   (unsigned long long)x->timeline[i].count, q_us(&x->timeline[i], 0.5),
+                   q_us(&x->timeline[i], 0.99), (double)x->timeline[i].max / 1e3,
+                   i == sig ? " signal" : "");
+        printf("signal_second=%d signal_p99_us=%.1f other_p99_max_us=%.1f "
+               "other_p99_median_us=%.1f\n",
+               sig, sig_p99, omax, omed);
+        return;
+    }
+    printf(",\"rate\":%g,\"lost\":%llu,\"skipped\":%llu,\"signal_second\":%d,"
+           "\"signal_p99_us\":%.1f,\"other_p99_max_us\":%.1f,\"other_p99_median_us\":%.1f,"
+           "\"timeline\":[",
+           x->o.rate, (unsigned long long)x->lost, (unsigned long long)x->skipped, sig, sig_p99,
+           omax, omed);
+    for (int i = 0; i < x->nsecs; i++)
+        printf("%s{\"s\":%d,\"n\":%llu,\"p50_us\":%.1f,\"p99_us\":%.1f,\"max_us\":%.1f}",
+               i ? "," : "", i, (unsigned long long)x->timeline[i].count,
+               q_us(&x->timeline[i], 0.5), q_us(&x->timeline[i], 0.99),
+               (double)x->timeline[i].max / 1e3);
+    printf("]");
+}
+
+static int report_echo(struct ctx *x)
+{
+    double user = tv_s(x->ru0.ru_utime, x->ru1.ru_utime);
+    double sys = tv_s(x->ru0.ru_stime, x->ru1.ru_stime);
+    double secs = secs_between(x->t_measure, x->t_end);
+    double rate = secs > 0 ? (double)x->msgs / secs : 0;
+    unsigned long long errors = x->closed + (unsigned long long)x->failed;
+    const struct hist *h = &x->lat;
+    printf(x->o.json ? "{\"msgs_per_s\":%.0f,\"conns\":%d,\"depth\":%d,\"size\":%zu,"
+                       "\"p50_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,\"max_us\":%.1f,"
+                       "\"mismatches\":%llu,\"errors\":%llu,\"closed\":%llu,\"cpu_user_s\":%.2f,"
+                       "\"cpu_sys_s\":%.2f"
+                     : "msgs/s=%.0f conns=%d depth=%d size=%zu p50_us=%.1f p99_us=%.1f "
+                       "p999_us=%.1f max_us=%.1f mismatches=%llu errors=%llu closed=%llu "
+                       "cpu_user_s=%.2f cpu_sys_s=%.2f",
+           rate, x->o.conns, x->o.depth, x->o.size, q_us(h, 0.5), q_us(h, 0.99), q_us(h, 0.999),
+           (double)h->max / 1e3, (unsigned long long)x->mismatches, errors,
+           (unsigned long long)x->closed, user, sys);
+    if (x->o.rate > 0 && !x->o.json)
+        printf(" rate=%g lost=%llu skipped=%llu\n", x->o.rate, (unsigned long long)x->lost,
+               (unsigned long long)x->skipped);
+    if (x->o.rate > 0)
+        report_timeline(x);
+    printf(x->o.json ? "}\n" : x->o.rate > 0 ? "" : "\n");
+    return x->mismatches == 0 && errors == 0 && x->msgs > 0 && x->lost == 0 && x->skipped == 0 ? 0
+                                                                                               : 1;
+}
+
+/* The highest rate of the ramp whose p99 stayed within --p99-limit (0 if none did);
+ * *capped = every step passed, so the real limit is higher. */
+static double max_rate_ok(const struct ctx *x, int *capped)
+{
+    double best = 0;
+    *capped = 0;
+    for (int i = 1; i <= x->o.nrates && x->steps[i].done; i++) {
+        if (x->steps[i].sent == 0 || step_p99(&x->steps[i]) > (uint64_t)(x->o.p99_limit_ms * 1e6))
+            return best;
+        best = x->steps[i].rate;
+        *capped = i == x->o.nrates;
+    }
+    return best;
+}
+
+static void report_step(const struct ctx *x, const struct step *s)
+{
+    double q[4] = {hist_quantile(&s->lat, 0.5, s->lost) / 1e3, step_p99(s) / 1e3,
+                   hist_quantile(&s->lat, 0.999, s->lost) / 1e3, (double)s->lat.max / 1e3};
+    double secs = secs_between(s->t0, s->t1);
+    printf(x->o.json ? "{\"rate\":%g,\"secs\":%.2f,\"sent\":%llu,\"expected\":%llu,"
+                       "\"delivered\":%llu,\"lost\":%llu,\"deliveries_per_s\":%.0f,"
+                       "\"p50_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,\"max_us\":%.1f,"
+                       "\"cpu_s\":%.2f}"
+                     : "step rate=%g secs=%.2f sent=%llu expected=%llu delivered=%llu lost=%llu "
+                       "deliveries/s=%.0f p50_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f "
+                       "cpu_s=%.2f\n",
+           s->rate, secs, (unsigned long long)s->sent, (unsigned long long)s->expected,
+           (unsigned long long)s->delivered, (unsigned long long)s->lost,
+           secs > 0 ? (double)(s->delivered > s->expected ? s->expected : s->delivered) / secs : 0,
+           q[0], q[1], q[2], q[3], s->cpu_s);
+}
+
+static int report_broadcast(struct ctx *x)
+{
+    int capped;
+    double best = max_rate_ok(x, &capped);
+    const struct step *s1 = &x->steps[1];
+    unsigned long long errors = x->closed + (unsigned long long)x->failed;
+    printf(x->o.json ? "{\"mode\":\"broadcast\",\"subscribers\":%d,\"size\":%zu,"
+                       "\"p99_limit_ms\":%g,\"rate\":%g,\"p50_us\":%.1f,\"p99_us\":%.1f,"
+                       "\"p999_us\":%.1f,\"max_us\":%.1f,\"lost\":%llu,\"max_rate_ok\":%g,"
+                       "\"ramp_capped\":%s,\"mismatches\":%llu,\"gaps\":%llu,\"errors\":%llu,"
+                       "\"closed\":%llu,\"steps\":["
+                     : "broadcast subscribers=%d size=%zu p99_limit_ms=%g rate=%g p50_us=%.1f "
+                       "p99_us=%.1f p999_us=%.1f max_us=%.1f lost=%llu max_rate_ok=%g "
+                       "ramp_capped=%s mismatches=%llu gaps=%llu errors=%llu closed=%llu\n",
+           x->subs, x->o.size, x->o.p99_limit_ms, x->o.rates[0],
+           hist_quantile(&s1->lat, 0.5, s1->lost) / 1e3, step_p99(s1) / 1e3,
+           hist_quantile(&s1->lat, 0.999, s1->lost) / 1e3, (double)s1->lat.max / 1e3,
+           (unsigned long long)s1->lost, best, capped ? "true" : "false",
+           (unsigned long long)x->mismatches, (unsigned long long)x->gaps, errors,
+           (unsigned long long)x->closed);
+    for (int i = 1; i <= x->o.nrates && x->steps[i].done; i++) {
+        if (x->o.json && i > 1)
+            printf(",");
+        report_step(x, &x->steps[i]);
+    }
+    if (x->o.json)
+        printf("]}\n");
+    return x->mismatches == 0 && errors == 0 && s1->done && s1->delivered > 0 && s1->lost == 0 ? 0
+                                                                                               : 1;
+}
+
+static int report(struct ctx *x)
+{
+    switch (x->o.mode) {
+    case MODE_IDLE:
+        return report_idle(x);
+    case MODE_BROADCAST:
+        return report_broadcast(x);
+    default:
+        return report_echo(x);
+    }
 }
 
 /* ---------- command line ---------- */
 
 static void usage(void)
 {
-    fprintf(stderr,
-            "usage: wsload -u ws://127.0.0.1:PORT/path -c CONNS -d DEPTH -s SIZE -t SECONDS\n"
-            "              [-w WARMUP_SECONDS] [--src 127.0.0.2,127.0.0.3,...] [--idle] "
-            "[--json]\n");
+    fprintf(
+        stderr,
+        "usage: wsload -u ws://127.0.0.1:PORT/path [-c CONNS] [-d DEPTH] [-s SIZE] [-t SECONDS]\n"
+        "              [-w WARMUP_SECONDS] [--src 127.0.0.2,127.0.0.3,...] [--json]\n"
+        "              [--connect-timeout SECONDS]\n"
+        "              [--rate MSGS_PER_S [--signal-at SECONDS --signal-pid PID]]\n"
+        "              [--broadcast RATE[,RATE...] [--p99-limit MS]]\n"
+        "              [--idle [--status FILE]]\n");
     exit(2);
 }
 
@@ -899,6 +1491,8 @@ static int parse_url(struct opts *o, const char *url)
     memcpy(o->host, h, hlen);
     o->host[hlen] = '\0';
     snprintf(o->path, sizeof(o->path), "%s", slash ? slash : "/");
+    snprintf(o->sub_path, sizeof(o->sub_path), "%s%s", o->path,
+             strchr(o->path, '?') ? "&sub" : "?sub");
     char ip[64];
     snprintf(ip, sizeof(ip), "%s", o->host);
     char *colon = strchr(ip, ':');
@@ -927,11 +1521,67 @@ static int parse_src(struct opts *o, const char *list)
     return o->nsrc > 0 ? 0 : -1;
 }
 
+static int parse_rates(struct opts *o, const char *list)
+{
+    char tmp[1024];
+    snprintf(tmp, sizeof(tmp), "%s", list);
+    char *save = NULL;
+    for (char *t = strtok_r(tmp, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        double r = atof(t);
+        if (o->nrates >= MAX_STEPS || !(r > 0 && r <= 100000))
+            return -1;
+        o->rates[o->nrates++] = r;
+    }
+    return o->nrates > 0 ? 0 : -1;
+}
+
+static void bad(const char *what)
+{
+    fprintf(stderr, "wsload: %s\n", what);
+    exit(2);
+}
+
+/* Checks the combination of options once all are read. */
+static void check_opts(struct opts *o)
+{
+    if (o->conns < 1 || o->depth < 1 || o->depth > MAX_DEPTH || o->size < 1 || o->size > MAX_SIZE ||
+        !(o->seconds > 0 && o->seconds <= 86400) || !(o->warmup >= 0 && o->warmup <= 3600) ||
+        !(o->connect_timeout > 0 && o->connect_timeout <= 3600) ||
+        !(o->p99_limit_ms > 0 && o->p99_limit_ms <= 10000))
+        usage();
+    if (o->mode == MODE_BROADCAST && (o->conns < 2 || o->size < BC_HEAD || o->rate > 0))
+        bad("--broadcast needs -c ≥ 2 (a publisher and subscribers), -s ≥ 32, no --rate");
+    if (o->mode == MODE_IDLE && o->rate > 0)
+        bad("--idle and --rate do not mix");
+    if (o->rate > 0 && !o->depth_set)
+        o->depth = RATE_DEPTH;
+    if (o->rate > 0 && (o->seconds > MAX_TIMELINE || o->rate > 1e6))
+        bad("--rate: at most 1e6 messages/s per connection and -t 600");
+    if ((o->signal_pid > 0) != (o->signal_at >= 0) ||
+        (o->signal_pid > 0 && (o->rate <= 0 || o->signal_at >= o->seconds)))
+        bad("--signal-at S and --signal-pid PID go together, with --rate, S < -t");
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && (rlim_t)o->conns + 16 > rl.rlim_cur) {
+        fprintf(stderr,
+                "wsload: -c %d needs more than the %llu open files allowed; "
+                "run several wsload processes\n",
+                o->conns, (unsigned long long)rl.rlim_cur);
+        exit(2);
+    }
+}
+
 static void parse_args(struct opts *o, int argc, char **argv)
 {
     static const struct option longs[] = {{"src", required_argument, NULL, 'S'},
                                           {"idle", no_argument, NULL, 'I'},
                                           {"json", no_argument, NULL, 'J'},
+                                          {"rate", required_argument, NULL, 'R'},
+                                          {"broadcast", required_argument, NULL, 'B'},
+                                          {"p99-limit", required_argument, NULL, 'P'},
+                                          {"connect-timeout", required_argument, NULL, 'C'},
+                                          {"status", required_argument, NULL, 'F'},
+                                          {"signal-at", required_argument, NULL, 'A'},
+                                          {"signal-pid", required_argument, NULL, 'K'},
                                           {"help", no_argument, NULL, 'h'},
                                           {NULL, 0, NULL, 0}};
     int have_url = 0, opt;
@@ -940,13 +1590,14 @@ static void parse_args(struct opts *o, int argc, char **argv)
     o->size = 32;
     o->seconds = 5;
     o->warmup = 1;
+    o->connect_timeout = 10;
+    o->p99_limit_ms = 100;
+    o->signal_at = -1;
     while ((opt = getopt_long(argc, argv, "u:c:d:s:t:w:h", longs, NULL)) != -1) {
         switch (opt) {
         case 'u':
-            if (parse_url(o, optarg) < 0) {
-                fprintf(stderr, "wsload: bad url (want ws://IPv4:PORT/path): %s\n", optarg);
-                exit(2);
-            }
+            if (parse_url(o, optarg) < 0)
+                bad("bad url (want ws://IPv4:PORT/path)");
             have_url = 1;
             break;
         case 'c':
@@ -954,6 +1605,7 @@ static void parse_args(struct opts *o, int argc, char **argv)
             break;
         case 'd':
             o->depth = atoi(optarg);
+            o->depth_set = 1;
             break;
         case 's':
             o->size = (size_t)strtoul(optarg, NULL, 10);
@@ -965,33 +1617,55 @@ static void parse_args(struct opts *o, int argc, char **argv)
             o->warmup = atof(optarg);
             break;
         case 'S':
-            if (parse_src(o, optarg) < 0) {
-                fprintf(stderr, "wsload: bad --src (at most %d IPv4 addresses)\n", MAX_SRC);
-                exit(2);
-            }
+            if (parse_src(o, optarg) < 0)
+                bad("bad --src (at most 64 IPv4 addresses)");
             break;
         case 'I':
-            o->idle = 1;
+            if (o->mode == MODE_BROADCAST)
+                bad("--idle or --broadcast, not both");
+            o->mode = MODE_IDLE;
             break;
         case 'J':
             o->json = 1;
+            break;
+        case 'R':
+            o->rate = atof(optarg);
+            if (!(o->rate > 0))
+                bad("--rate wants a positive number of messages/s per connection");
+            break;
+        case 'B':
+            if (o->mode == MODE_IDLE || parse_rates(o, optarg) < 0)
+                bad("bad --broadcast (1..16 rates in (0, 100000] messages/s; not with --idle)");
+            o->mode = MODE_BROADCAST;
+            break;
+        case 'P':
+            o->p99_limit_ms = atof(optarg);
+            break;
+        case 'C':
+            o->connect_timeout = atof(optarg);
+            break;
+        case 'F':
+            o->status = optarg;
+            break;
+        case 'A':
+            o->signal_at = atof(optarg);
+            break;
+        case 'K':
+            o->signal_pid = (pid_t)atoi(optarg);
             break;
         default:
             usage();
         }
     }
-    if (!have_url || optind != argc || o->conns < 1 || o->depth < 1 || o->depth > MAX_DEPTH ||
-        o->size < 1 || o->size > MAX_SIZE || !(o->seconds > 0 && o->seconds <= 86400) ||
-        !(o->warmup >= 0 && o->warmup <= 3600))
+    if (!have_url || optind != argc)
         usage();
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && (rlim_t)o->conns + 16 > rl.rlim_cur) {
-        fprintf(stderr,
-                "wsload: -c %d needs more than the %llu open files allowed; "
-                "run several wsload processes\n",
-                o->conns, (unsigned long long)rl.rlim_cur);
-        exit(2);
-    }
+    check_opts(o);
+}
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
 }
 
 int main(int argc, char **argv)
@@ -999,12 +1673,20 @@ int main(int argc, char **argv)
     static struct ctx x;
     parse_args(&x.o, argc, argv);
     signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa = {.sa_handler = on_stop_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     if (getrandom(&x.rng, sizeof(x.rng), 0) != sizeof(x.rng) || x.rng == 0)
         x.rng = now_ns() | 1;
     x.ep = epoll_create1(EPOLL_CLOEXEC);
     x.conns = calloc((size_t)x.o.conns, sizeof(*x.conns));
     x.pattern = malloc(x.o.size + 26);
-    if (x.ep < 0 || !x.conns || !x.pattern) {
+    if (x.o.rate > 0) {
+        x.nsecs = (int)x.o.seconds + (x.o.seconds > (int)x.o.seconds);
+        x.timeline = calloc((size_t)x.nsecs, sizeof(*x.timeline));
+    }
+    if (x.ep < 0 || !x.conns || !x.pattern || (x.o.rate > 0 && !x.timeline)) {
         fprintf(stderr, "wsload: start-up failed\n");
         return 2;
     }
@@ -1014,10 +1696,12 @@ int main(int argc, char **argv)
         x.conns[i].fd = -1;
         x.conns[i].id = (uint32_t)i;
     }
+    x.conns[0].publisher = x.o.mode == MODE_BROADCAST;
     run(&x);
     int rc = report(&x);
     free(x.conns);
     free(x.pattern);
+    free(x.timeline);
     close(x.ep);
     return rc;
 }

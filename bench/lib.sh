@@ -1,0 +1,138 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034  # STOP_STATUS, LOAD_CPU, ... are read by the scripts that source this
+# bench/lib.sh — shell functions shared by bench/run.sh and bench/reload.sh (sourced).
+#
+# Servers are started pinned to cpu 0 on a free loopback port, waited for with a
+# connect probe, and stopped by the PID we started (SIGTERM, then SIGKILL after
+# 10 s).  Every wait is bounded.  Needs ROOT (the repository) and LOGDIR set.
+
+PY=/usr/bin/python3
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+SERVER_PID=
+SERVER_PORT=
+STOP_STATUS=
+SRC_N=${SRC_N:-0}
+
+log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# A port in 20000–32767 (below the ephemeral range) that nothing is bound to.
+free_port() {
+    "$PY" - <<'EOF'
+import random, socket, sys
+for _ in range(200):
+    port = random.randint(20000, 32000)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    sys.exit(0)
+sys.exit("no free port")
+EOF
+}
+
+# The next unused loopback source address (127.0.X.Y, never 127.0.0.1), so that
+# successive runs never reuse a (source, port) pair still in TIME_WAIT.
+next_src() {
+    SRC_N=$((SRC_N + 1))
+    echo "127.0.$((1 + SRC_N / 250)).$((2 + SRC_N % 250))"
+}
+
+# The command line that starts server $1 (moongate | bun | lws | node) on port $2 for
+# workload $3: moongate runs bench/scripts/broadcast.lua for broadcast, echo.lua else;
+# the lws peer turns its (costly) validity pings on for the idle workload only.
+server_cmd() {
+    local script=echo ping=
+    [[ $3 == broadcast ]] && script=broadcast
+    [[ $3 == idle ]] && ping=ping
+    case "$1" in
+    moongate)
+        echo "$ROOT/build/moongate -c $ROOT/bench/conf/bench.yaml --listen 127.0.0.1:$2" \
+            "--script $ROOT/bench/scripts/$script.lua"
+        ;;
+    bun) echo "$ROOT/bench/peers/node_modules/.bin/bun $ROOT/bench/peers/bun-server.js $2" ;;
+    node) echo "node $ROOT/bench/peers/node-ws-server.js $2" ;;
+    lws) echo "$ROOT/bench/peers/lws-echo $2 $ping" ;;
+    *) return 1 ;;
+    esac
+}
+
+# Waits (≤ 15 s) until something accepts on 127.0.0.1:$1 while PID $2 lives.
+wait_port() {
+    local i
+    for ((i = 0; i < 150; i++)); do
+        kill -0 "$2" 2>/dev/null || return 1
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# start_server NAME WORKLOAD TAG: sets SERVER_PID and SERVER_PORT; its output goes to
+# $LOGDIR/TAG.server.log.
+start_server() {
+    local cmd
+    SERVER_PORT=$(free_port)
+    cmd=$(server_cmd "$1" "$SERVER_PORT" "$2")
+    # shellcheck disable=SC2086  # the command is split on purpose
+    taskset -c "$SERVER_CPU" $cmd >"$LOGDIR/$3.server.log" 2>&1 &
+    SERVER_PID=$!
+    if ! wait_port "$SERVER_PORT" "$SERVER_PID"; then
+        log "$1 did not start (see $LOGDIR/$3.server.log)"
+        stop_server
+        return 1
+    fi
+}
+
+# Stops the server we started; sets STOP_STATUS to how it ended: "exit N", or
+# "died N" when it had exited before we asked (a crash), or "killed" when it was still
+# there 10 s after SIGTERM.  Not to be called in a subshell (it waits for the PID).
+stop_server() {
+    local pid=$SERVER_PID i rc=0
+    SERVER_PID=
+    STOP_STATUS="not started"
+    [[ -n $pid ]] || return 0
+    if ! kill -0 "$pid" 2>/dev/null; then
+        wait "$pid" || rc=$?
+        STOP_STATUS="died $rc"
+        return 0
+    fi
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        STOP_STATUS="killed"
+        return 0
+    fi
+    wait "$pid" || rc=$?
+    STOP_STATUS="exit $rc"
+}
+
+# VmRSS of PID $1 in kB, or 0.
+rss_kb() {
+    awk '/^VmRSS:/ { print $2; found = 1 } END { if (!found) print 0 }' "/proc/$1/status" \
+        2>/dev/null || echo 0
+}
+
+# Runs wsload pinned to the load cpu.
+wsload() {
+    taskset -c "$LOAD_CPU" "$ROOT/bench/wsload" "$@"
+}
+
+# The kernel's count of connections dropped because a listen queue was full
+# (TcpExt ListenOverflows, whole machine): a connect storm's SYNs then wait for
+# retransmission (1 s, 3 s, ...).
+listen_overflows() {
+    awk '/^TcpExt:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "ListenOverflows") c = i; h = 1 }
+                      else print $c }' /proc/net/netstat
+}
