@@ -32,6 +32,7 @@
 #include "http.h"
 #include "log.h"
 #include "script.h"
+#include "sul.h"
 #include "utf8.h"
 
 #define SERVER_BUF (64 * 1024)
@@ -465,6 +466,8 @@ int server_start(mg_gw *gw, int signal_fd, char *err, size_t errlen)
         snprintf(err, errlen, "cannot create the libwebsockets context");
         return -1;
     }
+    if (!sul_check(gw->lws))
+        log_warn("libwebsockets' timer list insertion is not ours: connect storms will be slow");
     gw->scratch_cap = SERVER_BUF;
     gw->scratch = malloc(gw->scratch_cap);
     gw->vhosts = calloc(gw->cfg->nlisteners, sizeof(*gw->vhosts));
