@@ -1,8 +1,9 @@
 /* gw.h — the gateway context: the one struct that holds all runtime state.
  *
  * Every module takes an mg_gw *; nothing else is global except the log sink
- * (log.c) and the hook-budget watchdog that a signal handler must reach
- * (budget.c).  Ownership: config (current mg_config), server (lws context
+ * (log.c), the hook-budget watchdog that a signal handler must reach
+ * (budget.c), and the state of lws's allocator hook, which gets no context
+ * (lwsmem.c).  Ownership: config (current mg_config), server (lws context
  * and vhosts), conns (client table), topics (pubsub), store (gw.store),
  * script (the live Lua state), metrics. */
 #ifndef MG_GW_H

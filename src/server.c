@@ -15,7 +15,12 @@
  *    (conn_close); the peer's answer ends the connection, and lws's timeout
  *    ends it if no answer comes.  (Returning -1 from WRITEABLE after
  *    lws_close_reason makes 4.1.6 drop the socket without waiting.)
- *  - lws's validity pings are off: heartbeat.c owns liveness. */
+ *  - lws's validity pings are off: heartbeat.c owns liveness;
+ *  - each connection's 64 KiB receive buffer lives in lwsmem's arena and
+ *    is emptied in RECEIVE_PONG.  lws 4.1.6 hands data payloads to the
+ *    callback straight from its read buffer; only control frames (ping,
+ *    pong, close) are collected in the connection's own buffer, and at a
+ *    pong callback it holds that pong and nothing else. */
 #include "server.h"
 
 #include <stdlib.h>
@@ -31,6 +36,7 @@
 #include "heartbeat.h"
 #include "http.h"
 #include "log.h"
+#include "lwsmem.h"
 #include "script.h"
 #include "sul.h"
 #include "utf8.h"
@@ -183,6 +189,17 @@ static int server_receive(mg_gw *gw, mg_conn *c, struct lws *wsi, const unsigned
     return 0;
 }
 
+static int server_pong(mg_gw *gw, mg_conn *c, const void *in)
+{
+    if (!c)
+        return 0;
+    c->last_rx_ms = gw->now_ms = gw_clock_ms();
+    /* The receive buffer holds only this pong, and lws is done with it:
+     * an idle connection's buffer is back to no resident page. */
+    lwsmem_rx_release(in);
+    return 0;
+}
+
 /* ---- writing ---- */
 
 /* One raw write of whole queued frames. */
@@ -330,9 +347,7 @@ static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
     case LWS_CALLBACK_RECEIVE:
         return server_receive(gw, *pc, wsi, in, len);
     case LWS_CALLBACK_RECEIVE_PONG:
-        if (*pc)
-            (*pc)->last_rx_ms = gw->now_ms = gw_clock_ms();
-        return 0;
+        return server_pong(gw, *pc, in);
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return server_writeable(gw, *pc, wsi);
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
@@ -461,6 +476,7 @@ int server_start(mg_gw *gw, int signal_fd, char *err, size_t errlen)
     info.user = gw;
     info.pt_serv_buf_size = SERVER_BUF;
     info.timeout_secs = (unsigned int)((gw->cfg->handshake_timeout_ms + 999) / 1000);
+    lwsmem_install();
     gw->lws = lws_create_context(&info);
     if (!gw->lws) {
         snprintf(err, errlen, "cannot create the libwebsockets context");
@@ -550,8 +566,10 @@ void server_drain(mg_gw *gw)
 
 void server_stop(mg_gw *gw)
 {
-    if (gw->lws)
+    if (gw->lws) {
         lws_context_destroy(gw->lws);
+        lwsmem_shutdown();
+    }
     gw->lws = NULL;
     if (gw->drain_pipe_w > 0)
         close(gw->drain_pipe_w);
