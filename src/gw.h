@@ -40,6 +40,7 @@ typedef struct mg_gw {
     struct lws *signal_wsi;           /* signalfd adopted into the loop */
     lws_sorted_usec_list_t hb_sul;    /* heartbeat sweep */
     lws_sorted_usec_list_t drain_sul; /* drain deadline */
+    struct mg_buf *ping_frame;        /* the heartbeat ping, one block every queue shares */
 
     /* Client table (conn.c). */
     dict conns_by_id;   /* uint64 id -> mg_conn */
