@@ -60,8 +60,10 @@ static const lws_retry_bo_t server_no_validity = {.secs_since_valid_ping = 0,
 static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                            size_t len);
 
+/* No per-session data: a connection's mg_conn is the wsi's opaque user
+ * data, which saves lws a 32-byte allocation per connection. */
 static const struct lws_protocols server_protocols[] = {
-    {"moongate", server_callback, sizeof(mg_conn *), 0, 0, NULL, 0},
+    {"moongate", server_callback, 0, 0, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -77,13 +79,13 @@ static const char *server_ws_path(struct lws *wsi)
     return sl ? sl->path : "/";
 }
 
-static int server_established(mg_gw *gw, struct lws *wsi, mg_conn **pc)
+static int server_established(mg_gw *gw, struct lws *wsi)
 {
     gw->now_ms = gw_clock_ms(); /* its liveness and ping clocks start now */
     mg_conn *c = handshake_accept(gw, wsi);
     if (!c)
         return -1;
-    *pc = c;
+    lws_set_opaque_user_data(wsi, c);
     lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
     heartbeat_track(gw, c);
     script_on_connect(gw, c);
@@ -278,13 +280,11 @@ static int server_peer_close(mg_gw *gw, mg_conn *c, unsigned char *in, size_t le
     }
     if (c->state == MG_CONN_OPEN) {
         conn_leave_open(gw, c, MG_CONN_PEER_CLOSED);
-        c->close_code = code;
-        snprintf(c->close_reason, sizeof(c->close_reason), "%.*s", len > 2 ? (int)(len - 2) : 0,
-                 (const char *)in + 2);
+        conn_set_close(c, code, len > 2 ? (const char *)in + 2 : "", len > 2 ? len - 2 : 0);
         /* on_disconnect may still send a last message: it goes out before
          * lws's close reply. */
         c->final_window = 1;
-        script_on_disconnect(gw, c, c->close_code, c->close_reason);
+        script_on_disconnect(gw, c, c->close_code, conn_close_reason(c));
         c->final_window = 0;
     }
     while (c->q.count)
@@ -293,24 +293,23 @@ static int server_peer_close(mg_gw *gw, mg_conn *c, unsigned char *in, size_t le
     return 0;
 }
 
-static void server_closed(mg_gw *gw, mg_conn **pc)
+static void server_closed(mg_gw *gw, struct lws *wsi)
 {
-    mg_conn *c = *pc;
+    mg_conn *c = lws_get_opaque_user_data(wsi);
     if (!c)
         return;
     c->wsi = NULL; /* the socket is gone: sends from on_disconnect fail cleanly */
     if (!c->closed_hook) {
         if (c->state == MG_CONN_OPEN) {
-            c->close_code = 1006;
-            snprintf(c->close_reason, sizeof(c->close_reason), "abnormal closure");
+            conn_set_close(c, 1006, "abnormal closure", 16);
             conn_leave_open(gw, c, MG_CONN_CLOSING);
         }
-        script_on_disconnect(gw, c, c->close_code, c->close_reason);
+        script_on_disconnect(gw, c, c->close_code, conn_close_reason(c));
     }
-    log_conn(MG_LOG_DEBUG, c->id, "closed: %d %s", c->close_code, c->close_reason);
+    log_conn(MG_LOG_DEBUG, c->id, "closed: %d %s", c->close_code, conn_close_reason(c));
     script_forget_conn(gw, c);
     conn_destroy(gw, c);
-    *pc = NULL;
+    lws_set_opaque_user_data(wsi, NULL);
     if (gw->draining && gw->metrics.connections == 0)
         gw->stopping = 1;
 }
@@ -330,7 +329,7 @@ static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
                            size_t len)
 {
     mg_gw *gw = lws_context_user(lws_get_context(wsi));
-    mg_conn **pc = user;
+    mg_conn *c = lws_get_opaque_user_data(wsi); /* NULL until ESTABLISHED */
 
     switch (reason) {
     case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
@@ -343,17 +342,17 @@ static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
     case LWS_CALLBACK_HTTP:
         return server_http(wsi, in);
     case LWS_CALLBACK_ESTABLISHED:
-        return server_established(gw, wsi, pc);
+        return server_established(gw, wsi);
     case LWS_CALLBACK_RECEIVE:
-        return server_receive(gw, *pc, wsi, in, len);
+        return server_receive(gw, c, wsi, in, len);
     case LWS_CALLBACK_RECEIVE_PONG:
-        return server_pong(gw, *pc, in);
+        return server_pong(gw, c, in);
     case LWS_CALLBACK_SERVER_WRITEABLE:
-        return server_writeable(gw, *pc, wsi);
+        return server_writeable(gw, c, wsi);
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
-        return server_peer_close(gw, *pc, in, len);
+        return server_peer_close(gw, c, in, len);
     case LWS_CALLBACK_CLOSED:
-        server_closed(gw, pc);
+        server_closed(gw, wsi);
         return 0;
     case LWS_CALLBACK_RAW_RX_FILE:
         gwctl_on_signal(gw, lws_get_socket_fd(wsi));
