@@ -29,10 +29,8 @@ void conn_table_free(mg_gw *gw)
     dict_free(&gw->conns_by_name);
 }
 
-static char *conn_strdup(const char *s)
-{
-    return strdup(s ? s : "");
-}
+/* Room for the longest reason a close frame can carry. */
+#define CONN_REASON_MAX 123
 
 mg_conn *conn_create(mg_gw *gw, struct lws *wsi, const char *path, const char *query,
                      const char *remote, const char *headers, size_t headers_len)
@@ -42,14 +40,17 @@ mg_conn *conn_create(mg_gw *gw, struct lws *wsi, const char *path, const char *q
         return NULL;
     c->id = gw->next_conn_id++;
     c->wsi = wsi;
-    c->path = conn_strdup(path);
-    c->query = conn_strdup(query);
-    c->remote = conn_strdup(remote);
-    c->headers = malloc(headers_len ? headers_len : 1);
-    if (!c->path || !c->query || !c->remote || !c->headers)
+    /* One block for the request's strings: a malloc header, not four. */
+    size_t pl = strlen(path ? path : "") + 1, ql = strlen(query ? query : "") + 1;
+    size_t rl = strlen(remote ? remote : "") + 1;
+    c->headers = malloc(headers_len + pl + ql + rl);
+    if (!c->headers)
         goto oom;
     memcpy(c->headers, headers, headers_len);
     c->headers_len = headers_len;
+    c->path = memcpy(c->headers + headers_len, path ? path : "", pl);
+    c->query = memcpy(c->path + pl, query ? query : "", ql);
+    c->remote = memcpy(c->query + ql, remote ? remote : "", rl);
     sendq_init(&c->q);
     c->lua_ref = -1;
     c->last_rx_ms = gw->now_ms;
@@ -69,9 +70,6 @@ mg_conn *conn_create(mg_gw *gw, struct lws *wsi, const char *path, const char *q
     gw->conns_open++;
     return c;
 oom:
-    free(c->path);
-    free(c->query);
-    free(c->remote);
     free(c->headers);
     free(c);
     return NULL;
@@ -100,11 +98,9 @@ void conn_destroy(mg_gw *gw, mg_conn *c)
     free(c->attrs);
     sendq_clear(&c->q);
     free(c->rx);
-    free(c->path);
-    free(c->query);
-    free(c->remote);
-    free(c->headers);
+    free(c->headers); /* and path, query, remote */
     free(c->name);
+    free(c->close_reason);
     free(c);
 }
 
@@ -282,6 +278,24 @@ const char *conn_send_error(int rc)
     }
 }
 
+void conn_set_close(mg_conn *c, int code, const char *reason, size_t len)
+{
+    c->close_code = code;
+    free(c->close_reason);
+    if (len > CONN_REASON_MAX)
+        len = CONN_REASON_MAX;
+    c->close_reason = malloc(len + 1); /* NULL on OOM reads as "" */
+    if (c->close_reason) {
+        memcpy(c->close_reason, reason, len);
+        c->close_reason[len] = '\0';
+    }
+}
+
+const char *conn_close_reason(const mg_conn *c)
+{
+    return c->close_reason ? c->close_reason : "";
+}
+
 void conn_leave_open(mg_gw *gw, mg_conn *c, mg_conn_state state)
 {
     if (c->state == MG_CONN_OPEN)
@@ -294,18 +308,18 @@ void conn_close(mg_gw *gw, mg_conn *c, int code, const char *reason, int discard
     if (!c->wsi || c->state != MG_CONN_OPEN)
         return;
     conn_leave_open(gw, c, MG_CONN_CLOSING);
-    c->close_code = code;
-    snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason ? reason : "");
+    conn_set_close(c, code, reason ? reason : "", reason ? strlen(reason) : 0);
     if (discard) {
         sendq_clear(&c->q);
     }
     /* The close frame goes through the queue, after everything queued
      * before it; the peer's answer ends the connection (server.c). */
-    unsigned char body[2 + sizeof(c->close_reason)];
-    size_t rlen = strlen(c->close_reason);
+    unsigned char body[2 + CONN_REASON_MAX];
+    const char *why = conn_close_reason(c);
+    size_t rlen = strlen(why);
     body[0] = (unsigned char)(code >> 8);
     body[1] = (unsigned char)code;
-    memcpy(body + 2, c->close_reason, rlen);
+    memcpy(body + 2, why, rlen);
     sendq_push_frame(&c->q, MG_OP_CLOSE, body, 2 + rlen);
     /* However the peer behaves, the close completes within close_timeout. */
     lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK,

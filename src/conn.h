@@ -28,19 +28,24 @@ typedef struct mg_attr {
 
 typedef struct mg_topic mg_topic;
 
+/* Kept small (240 bytes, one 256-byte malloc chunk): every open connection
+ * has one.  4-byte fields are paired so no padding creeps in. */
 struct mg_conn {
     uint64_t id;
     struct lws *wsi;
     mg_conn_state state;
+    int close_code; /* why it closes (server reason, or the peer's code) */
 
+    /* One allocation (conn_create): headers, then path, query, remote. */
     char *path, *query, *remote;
     char *headers; /* "name\0value\0" pairs, names lower-case */
     size_t headers_len;
-    char *name; /* registered logical name, or NULL */
+    char *name;         /* registered logical name, or NULL */
+    char *close_reason; /* NULL until it closes (conn_set_close) */
 
     mg_attr *attrs;
-    uint32_t nattrs;
     mg_topic **topics; /* subscriptions (pubsub.c) */
+    uint32_t nattrs;
     uint32_t ntopics;
 
     mg_sendq q;
@@ -53,17 +58,13 @@ struct mg_conn {
     unsigned rx_paused : 1;    /* rx flow control off while lws holds a partial write */
     unsigned closed_hook : 1;  /* on_disconnect has run */
     unsigned final_window : 1; /* sends allowed: on_disconnect of a peer close */
+    int lua_ref;               /* cached Lua handle in the registry ... */
+    uint64_t lua_ref_gen;      /* ... of this script generation */
 
     int64_t last_rx_ms;   /* last frame of any kind from the client */
     int64_t next_ping_ms; /* when the heartbeat pings it next */
     double tokens;        /* message-rate bucket */
     int64_t tokens_ms;
-
-    int close_code; /* why it closes (server reason, or the peer's code) */
-    char close_reason[124];
-
-    int lua_ref;          /* cached Lua handle in the registry ... */
-    uint64_t lua_ref_gen; /* ... of this script generation */
 
     mg_conn *prev, *next; /* gw->conn_list */
 };
@@ -103,6 +104,12 @@ int conn_attr_set(mg_conn *c, const char *key, const mg_value *v); /* nil delete
 int conn_send(mg_gw *gw, mg_conn *c, int opcode, const void *data, size_t len);
 int conn_send_shared(mg_gw *gw, mg_conn *c, mg_buf *b);
 const char *conn_send_error(int rc);
+
+/* Record why it closes: code and reason (at most 123 bytes of it, what a
+ * close frame can carry; copied). */
+void conn_set_close(mg_conn *c, int code, const char *reason, size_t len);
+/* The recorded close reason, "" if none. */
+const char *conn_close_reason(const mg_conn *c);
 
 /* Leave MG_CONN_OPEN for state (closing, or closed by the peer). */
 void conn_leave_open(mg_gw *gw, mg_conn *c, mg_conn_state state);

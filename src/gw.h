@@ -1,8 +1,9 @@
 /* gw.h — the gateway context: the one struct that holds all runtime state.
  *
  * Every module takes an mg_gw *; nothing else is global except the log sink
- * (log.c) and the hook-budget watchdog that a signal handler must reach
- * (budget.c).  Ownership: config (current mg_config), server (lws context
+ * (log.c), the hook-budget watchdog that a signal handler must reach
+ * (budget.c), and the state of lws's allocator hook, which gets no context
+ * (lwsmem.c).  Ownership: config (current mg_config), server (lws context
  * and vhosts), conns (client table), topics (pubsub), store (gw.store),
  * script (the live Lua state), broker (the RabbitMQ bridge), metrics. */
 #ifndef MG_GW_H
@@ -40,6 +41,7 @@ typedef struct mg_gw {
     struct lws *signal_wsi;           /* signalfd adopted into the loop */
     lws_sorted_usec_list_t hb_sul;    /* heartbeat sweep */
     lws_sorted_usec_list_t drain_sul; /* drain deadline */
+    struct mg_buf *ping_frame;        /* the heartbeat ping, one block every queue shares */
 
     /* Client table (conn.c). */
     dict conns_by_id;   /* uint64 id -> mg_conn */

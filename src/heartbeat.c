@@ -17,11 +17,17 @@ static int64_t heartbeat_tick_ms(const mg_config *cfg)
     return tick;
 }
 
-static void heartbeat_ping(mg_conn *c)
+/* Not empty: lws 4.1.6 does not report an empty pong to the protocol. */
+#define HEARTBEAT_PAYLOAD "mg"
+
+static void heartbeat_ping(mg_gw *gw, mg_conn *c)
 {
     int was_empty = c->q.count == 0;
-    /* Not empty: lws 4.1.6 does not report an empty pong to the protocol. */
-    if (sendq_push_frame(&c->q, MG_OP_PING, "mg", 2) == 0 && was_empty)
+    /* The shared frame: a ping costs a queue item, not a block of its own
+     * (thousands fall due in the same sweep). */
+    int rc = gw->ping_frame ? sendq_push_shared(&c->q, gw->ping_frame)
+                            : sendq_push_frame(&c->q, MG_OP_PING, HEARTBEAT_PAYLOAD, 2);
+    if (rc == 0 && was_empty)
         lws_callback_on_writable(c->wsi);
 }
 
@@ -43,7 +49,7 @@ static void heartbeat_sweep(lws_sorted_usec_list_t *sul)
             continue;
         }
         if (cfg->ping_interval_ms && now >= c->next_ping_ms) {
-            heartbeat_ping(c);
+            heartbeat_ping(gw, c);
             c->next_ping_ms = now + cfg->ping_interval_ms;
         }
     }
@@ -54,6 +60,11 @@ static void heartbeat_sweep(lws_sorted_usec_list_t *sul)
 
 void heartbeat_start(mg_gw *gw)
 {
+    if (!gw->ping_frame) {
+        gw->ping_frame = sendq_frame_new(MG_OP_PING, HEARTBEAT_PAYLOAD, 2);
+        if (gw->ping_frame)
+            gw->ping_frame->refs = 1; /* ours: never freed by a queue */
+    }
     if (gw->cfg->ping_interval_ms || gw->cfg->ping_timeout_ms)
         lws_sul_schedule(gw->lws, 0, &gw->hb_sul, heartbeat_sweep,
                          heartbeat_tick_ms(gw->cfg) * LWS_US_PER_MS);
@@ -67,6 +78,15 @@ void heartbeat_reconfigure(mg_gw *gw)
             c->next_ping_ms = due;
     lws_sul_cancel(&gw->hb_sul);
     heartbeat_start(gw);
+}
+
+void heartbeat_stop(mg_gw *gw)
+{
+    if (gw->ping_frame) {
+        gw->ping_frame->refs--;
+        sendq_buf_release(gw->ping_frame); /* frees it unless a queue still holds it */
+        gw->ping_frame = NULL;
+    }
 }
 
 void heartbeat_track(mg_gw *gw, mg_conn *c)

@@ -16,6 +16,8 @@
 void heartbeat_start(mg_gw *gw);
 /* After a reload: reschedule the sweep and pull in due pings. */
 void heartbeat_reconfigure(mg_gw *gw);
+/* At exit, after the connections are gone. */
+void heartbeat_stop(mg_gw *gw);
 /* A new connection: schedule its first ping. */
 void heartbeat_track(mg_gw *gw, mg_conn *c);
 

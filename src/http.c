@@ -8,6 +8,7 @@
 #include "conn.h"
 #include "gwctl.h"
 #include "log.h"
+#include "lwsmem.h"
 #include "pubsub.h"
 
 #define ADMIN_BODY_MAX (1024 * 1024)
@@ -132,7 +133,10 @@ static int admin_get(mg_gw *gw, struct lws *wsi, const char *uri)
     }
     if (strcmp(uri, "/metrics") == 0) {
         char body[8192];
-        size_t n = metrics_render(&gw->metrics, gw->generation, body, sizeof(body) - 1);
+        lwsmem_stats st;
+        lwsmem_get_stats(&st);
+        mg_mem_metrics mem = {metrics_resident_bytes(), st.heap_bytes, st.rx_slots, st.rx_releases};
+        size_t n = metrics_render(&gw->metrics, gw->generation, &mem, body, sizeof(body) - 1);
         body[n] = '\0';
         return admin_reply(wsi, 200, "text/plain; version=0.0.4", body);
     }

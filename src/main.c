@@ -17,6 +17,7 @@
 #include "budget.h"
 #include "conn.h"
 #include "gwctl.h"
+#include "heartbeat.h"
 #include "log.h"
 #include "lua_api.h"
 #include "pubsub.h"
@@ -116,6 +117,7 @@ static void main_cleanup(mg_gw *gw)
     script_free(gw->script);
     gw->script = NULL;
     conn_table_free(gw);
+    heartbeat_stop(gw);
     pubsub_free(gw);
     dict_entry *e;
     for (size_t i = 0; (e = dict_next(&gw->store, &i));) {

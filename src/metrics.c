@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <unistd.h>
 
 static const char *const evict_names[MG_EVICT_COUNT] = {
     "heartbeat", "slow_consumer", "replaced", "too_big", "bad_utf8", "rate", "protocol", "shutdown",
@@ -11,6 +12,18 @@ static const char *const evict_names[MG_EVICT_COUNT] = {
 const char *metrics_evict_name(mg_evict_reason r)
 {
     return evict_names[r];
+}
+
+uint64_t metrics_resident_bytes(void)
+{
+    unsigned long long size = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f)
+        return 0;
+    if (fscanf(f, "%llu %llu", &size, &resident) != 2)
+        resident = 0;
+    fclose(f);
+    return resident * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
 typedef struct {
@@ -60,7 +73,8 @@ static void metrics_broker(metrics_out *o, const mg_metrics *m)
                 m->broker_unsettled);
 }
 
-size_t metrics_render(const mg_metrics *m, uint64_t generation, char *buf, size_t len)
+size_t metrics_render(const mg_metrics *m, uint64_t generation, const mg_mem_metrics *mem,
+                      char *buf, size_t len)
 {
     metrics_out o = {buf, len, 0};
 
@@ -99,5 +113,17 @@ size_t metrics_render(const mg_metrics *m, uint64_t generation, char *buf, size_
     metrics_one(&o, "moongate_sendq_drops_total", "counter",
                 "Messages dropped because a send queue was full.", m->sendq_drops);
     metrics_broker(&o, m);
+    metrics_one(&o, "moongate_resident_bytes", "gauge", "Resident memory of the process.",
+                mem->resident_bytes);
+    metrics_one(&o, "moongate_lws_heap_bytes", "gauge",
+                "Heap memory held by libwebsockets (receive buffers not included).",
+                mem->lws_heap_bytes);
+    metrics_one(&o, "moongate_rx_buffers", "gauge",
+                "WebSocket receive buffers (64 KiB of address space each; a page resident "
+                "from a control frame until the next pong).",
+                mem->rx_buffers);
+    metrics_one(&o, "moongate_rx_buffer_releases_total", "counter",
+                "Times a receive buffer's pages were handed back to the kernel (at a pong).",
+                mem->rx_releases);
     return o.n;
 }

@@ -43,10 +43,22 @@ typedef struct mg_metrics {
     uint64_t broker_unsettled; /* gauge */
 } mg_metrics;
 
+/* Memory gauges, read when /metrics is asked for (http.c). */
+typedef struct mg_mem_metrics {
+    uint64_t resident_bytes; /* the process's RSS */
+    uint64_t lws_heap_bytes; /* libwebsockets' malloc'd memory (lwsmem.c) */
+    uint64_t rx_buffers;     /* WebSocket receive buffers (one per connection) */
+    uint64_t rx_releases;    /* times one was emptied */
+} mg_mem_metrics;
+
 const char *metrics_evict_name(mg_evict_reason r);
+
+/* The process's resident memory in bytes (0 if unknown). */
+uint64_t metrics_resident_bytes(void);
 
 /* Format as Prometheus text exposition into buf; returns bytes written
  * (truncated to len). */
-size_t metrics_render(const mg_metrics *m, uint64_t generation, char *buf, size_t len);
+size_t metrics_render(const mg_metrics *m, uint64_t generation, const mg_mem_metrics *mem,
+                      char *buf, size_t len);
 
 #endif

@@ -88,7 +88,8 @@ static int sendq_reserve(mg_sendq *q)
 {
     if (q->count < q->cap)
         return 0;
-    uint32_t ncap = q->cap ? q->cap * 2 : 4;
+    /* Two to start: what an idle connection needs (a ping, a close). */
+    uint32_t ncap = q->cap ? q->cap * 2 : 2;
     mg_sendq_item *ni = malloc(ncap * sizeof(*ni));
     if (!ni)
         return -1;

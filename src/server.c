@@ -15,7 +15,12 @@
  *    (conn_close); the peer's answer ends the connection, and lws's timeout
  *    ends it if no answer comes.  (Returning -1 from WRITEABLE after
  *    lws_close_reason makes 4.1.6 drop the socket without waiting.)
- *  - lws's validity pings are off: heartbeat.c owns liveness. */
+ *  - lws's validity pings are off: heartbeat.c owns liveness;
+ *  - each connection's 64 KiB receive buffer lives in lwsmem's arena and
+ *    is emptied in RECEIVE_PONG.  lws 4.1.6 hands data payloads to the
+ *    callback straight from its read buffer; only control frames (ping,
+ *    pong, close) are collected in the connection's own buffer, and at a
+ *    pong callback it holds that pong and nothing else. */
 #include "server.h"
 
 #include <stdlib.h>
@@ -32,7 +37,9 @@
 #include "heartbeat.h"
 #include "http.h"
 #include "log.h"
+#include "lwsmem.h"
 #include "script.h"
+#include "sul.h"
 #include "utf8.h"
 
 #define SERVER_BUF (64 * 1024)
@@ -54,8 +61,10 @@ static const lws_retry_bo_t server_no_validity = {.secs_since_valid_ping = 0,
 static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                            size_t len);
 
+/* No per-session data: a connection's mg_conn is the wsi's opaque user
+ * data, which saves lws a 32-byte allocation per connection. */
 static const struct lws_protocols server_protocols[] = {
-    {"moongate", server_callback, sizeof(mg_conn *), 0, 0, NULL, 0},
+    {"moongate", server_callback, 0, 0, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -71,13 +80,13 @@ static const char *server_ws_path(struct lws *wsi)
     return sl ? sl->path : "/";
 }
 
-static int server_established(mg_gw *gw, struct lws *wsi, mg_conn **pc)
+static int server_established(mg_gw *gw, struct lws *wsi)
 {
     gw->now_ms = gw_clock_ms(); /* its liveness and ping clocks start now */
     mg_conn *c = handshake_accept(gw, wsi);
     if (!c)
         return -1;
-    *pc = c;
+    lws_set_opaque_user_data(wsi, c);
     lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
     heartbeat_track(gw, c);
     script_on_connect(gw, c);
@@ -182,6 +191,17 @@ static int server_receive(mg_gw *gw, mg_conn *c, struct lws *wsi, const unsigned
     return 0;
 }
 
+static int server_pong(mg_gw *gw, mg_conn *c, const void *in)
+{
+    if (!c)
+        return 0;
+    c->last_rx_ms = gw_now(gw);
+    /* The receive buffer holds only this pong, and lws is done with it:
+     * an idle connection's buffer is back to no resident page. */
+    lwsmem_rx_release(in);
+    return 0;
+}
+
 /* ---- writing ---- */
 
 /* One raw write of whole queued frames. */
@@ -260,13 +280,11 @@ static int server_peer_close(mg_gw *gw, mg_conn *c, unsigned char *in, size_t le
     }
     if (c->state == MG_CONN_OPEN) {
         conn_leave_open(gw, c, MG_CONN_PEER_CLOSED);
-        c->close_code = code;
-        snprintf(c->close_reason, sizeof(c->close_reason), "%.*s", len > 2 ? (int)(len - 2) : 0,
-                 (const char *)in + 2);
+        conn_set_close(c, code, len > 2 ? (const char *)in + 2 : "", len > 2 ? len - 2 : 0);
         /* on_disconnect may still send a last message: it goes out before
          * lws's close reply. */
         c->final_window = 1;
-        script_on_disconnect(gw, c, c->close_code, c->close_reason);
+        script_on_disconnect(gw, c, c->close_code, conn_close_reason(c));
         c->final_window = 0;
     }
     while (c->q.count)
@@ -275,25 +293,24 @@ static int server_peer_close(mg_gw *gw, mg_conn *c, unsigned char *in, size_t le
     return 0;
 }
 
-static void server_closed(mg_gw *gw, mg_conn **pc)
+static void server_closed(mg_gw *gw, struct lws *wsi)
 {
-    mg_conn *c = *pc;
+    mg_conn *c = lws_get_opaque_user_data(wsi);
     if (!c)
         return;
     c->wsi = NULL; /* the socket is gone: sends from on_disconnect fail cleanly */
     if (!c->closed_hook) {
         if (c->state == MG_CONN_OPEN) {
-            c->close_code = 1006;
-            snprintf(c->close_reason, sizeof(c->close_reason), "abnormal closure");
+            conn_set_close(c, 1006, "abnormal closure", 16);
             conn_leave_open(gw, c, MG_CONN_CLOSING);
         }
-        script_on_disconnect(gw, c, c->close_code, c->close_reason);
+        script_on_disconnect(gw, c, c->close_code, conn_close_reason(c));
     }
-    log_conn(MG_LOG_DEBUG, c->id, "closed: %d %s", c->close_code, c->close_reason);
+    log_conn(MG_LOG_DEBUG, c->id, "closed: %d %s", c->close_code, conn_close_reason(c));
     broker_conn_closed(gw, c->id);
     script_forget_conn(gw, c);
     conn_destroy(gw, c);
-    *pc = NULL;
+    lws_set_opaque_user_data(wsi, NULL);
     if (gw->draining && gw->metrics.connections == 0)
         gw->stopping = 1;
 }
@@ -313,7 +330,7 @@ static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
                            size_t len)
 {
     mg_gw *gw = lws_context_user(lws_get_context(wsi));
-    mg_conn **pc = user;
+    mg_conn *c = lws_get_opaque_user_data(wsi); /* NULL until ESTABLISHED */
 
     switch (reason) {
     case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
@@ -326,19 +343,17 @@ static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
     case LWS_CALLBACK_HTTP:
         return server_http(wsi, in);
     case LWS_CALLBACK_ESTABLISHED:
-        return server_established(gw, wsi, pc);
+        return server_established(gw, wsi);
     case LWS_CALLBACK_RECEIVE:
-        return server_receive(gw, *pc, wsi, in, len);
+        return server_receive(gw, c, wsi, in, len);
     case LWS_CALLBACK_RECEIVE_PONG:
-        if (*pc)
-            (*pc)->last_rx_ms = gw_now(gw);
-        return 0;
+        return server_pong(gw, c, in);
     case LWS_CALLBACK_SERVER_WRITEABLE:
-        return server_writeable(gw, *pc, wsi);
+        return server_writeable(gw, c, wsi);
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
-        return server_peer_close(gw, *pc, in, len);
+        return server_peer_close(gw, c, in, len);
     case LWS_CALLBACK_CLOSED:
-        server_closed(gw, pc);
+        server_closed(gw, wsi);
         return 0;
     case LWS_CALLBACK_RAW_RX_FILE:
         if (wsi == gw->signal_wsi)
@@ -464,11 +479,14 @@ int server_start(mg_gw *gw, int signal_fd, char *err, size_t errlen)
     info.user = gw;
     info.pt_serv_buf_size = SERVER_BUF;
     info.timeout_secs = (unsigned int)((gw->cfg->handshake_timeout_ms + 999) / 1000);
+    lwsmem_install();
     gw->lws = lws_create_context(&info);
     if (!gw->lws) {
         snprintf(err, errlen, "cannot create the libwebsockets context");
         return -1;
     }
+    if (!sul_check(gw->lws))
+        log_warn("libwebsockets' timer list insertion is not ours: connect storms will be slow");
     gw->scratch_cap = SERVER_BUF;
     gw->scratch = malloc(gw->scratch_cap);
     gw->vhosts = calloc(gw->cfg->nlisteners, sizeof(*gw->vhosts));
@@ -551,8 +569,10 @@ void server_drain(mg_gw *gw)
 
 void server_stop(mg_gw *gw)
 {
-    if (gw->lws)
+    if (gw->lws) {
         lws_context_destroy(gw->lws);
+        lwsmem_shutdown();
+    }
     gw->lws = NULL;
     if (gw->drain_pipe_w > 0)
         close(gw->drain_pipe_w);
