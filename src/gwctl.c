@@ -72,6 +72,7 @@ int gwctl_reload(mg_gw *gw)
         snprintf(gw->last_reload_error, sizeof(gw->last_reload_error), "shutting down");
         return -1;
     }
+    int64_t t0 = gw_clock_ms();
     mg_config *nc = gwctl_build_config(&gw->over, err, sizeof(err));
     if (!nc || script_reload(gw, nc, err, sizeof(err)) != 0) {
         config_free(nc);
@@ -94,7 +95,8 @@ int gwctl_reload(mg_gw *gw)
     broker_after_reload(gw);
     gw->metrics.reloads++;
     gw->last_reload_error[0] = '\0';
-    log_info("reload ok (generation %llu)", (unsigned long long)gw->generation);
+    log_info("reload ok (generation %llu, %lld ms)", (unsigned long long)gw->generation,
+             (long long)(gw_clock_ms() - t0));
     return 0;
 }
 
