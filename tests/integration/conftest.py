@@ -376,7 +376,7 @@ class Gateway:
         """SIGHUP and wait for the outcome: ('ok', generation) or ('failed', reason)."""
         since = self.mark()
         self.send_signal(signal.SIGHUP)
-        m = self.wait_log(r"reload (?:ok \(generation (\d+)\)|failed: (.*))", timeout, since)
+        m = self.wait_log(r"reload (?:ok \(generation (\d+), \d+ ms\)|failed: (.*))", timeout, since)
         if m.group(1) is not None:
             return ("ok", int(m.group(1)))
         return ("failed", m.group(2))
