@@ -338,7 +338,28 @@ static void test_grid_four(void)
     CHECK(valid > 1000);
 }
 
-TEST_MAIN("utf8", T(test_empty), T(test_ascii), T(test_valid_multibyte), T(test_boundaries),
-          T(test_overlongs), T(test_surrogates), T(test_above_max), T(test_stray_and_never_bytes),
-          T(test_truncated), T(test_fast_path_bad_byte), T(test_fast_path_valid_char),
-          T(test_exhaustive_short), T(test_grid_four))
+/* The word-at-a-time ASCII paths hand over to the byte checks at every
+ * offset: a multi-byte sequence after 0..80 ASCII bytes, and ASCII after it. */
+static void test_ascii_runs_then_multibyte(void)
+{
+    unsigned char buf[160];
+    for (size_t n = 0; n <= 80; n++) {
+        memset(buf, 'A', n);
+        memcpy(buf + n, "\xC3\xA9", 2);
+        CHECK(utf8_valid(buf, n + 2));
+        CHECK(!utf8_valid(buf, n + 1)); /* truncated */
+        memcpy(buf + n, "\xED\xA0\x80", 3);
+        CHECK(!utf8_valid(buf, n + 3)); /* surrogate */
+        memcpy(buf + n, "\xE2\x82\xAC", 3);
+        memset(buf + n + 3, 'B', 40);
+        CHECK(utf8_valid(buf, n + 43));
+        buf[n + 3 + 39] = 0xFF;
+        CHECK(!utf8_valid(buf, n + 43)); /* bad byte at the end of a run */
+    }
+}
+
+TEST_MAIN("utf8", T(test_ascii_runs_then_multibyte), T(test_empty), T(test_ascii),
+          T(test_valid_multibyte), T(test_boundaries), T(test_overlongs), T(test_surrogates),
+          T(test_above_max), T(test_stray_and_never_bytes), T(test_truncated),
+          T(test_fast_path_bad_byte), T(test_fast_path_valid_char), T(test_exhaustive_short),
+          T(test_grid_four))
