@@ -18,7 +18,8 @@
 static struct {
     mg_log_level level;
     mg_log_format format;
-} log_state = {MG_LOG_INFO, MG_LOG_TEXT};
+    int lws_mask; /* lws LLL_* levels passed on */
+} log_state = {MG_LOG_INFO, MG_LOG_TEXT, LLL_ERR | LLL_WARN};
 
 static const char *const log_names[] = {"debug", "info", "warn", "error"};
 static const char *const log_tags[] = {"DEBUG", "INFO ", "WARN ", "ERROR"};
@@ -135,5 +136,22 @@ static void log_from_lws(int level, const char *line)
 void log_hook_lws(void)
 {
     const char *mask = getenv("MOONGATE_LWS_LOG");
-    lws_set_log_level(mask ? atoi(mask) : (LLL_ERR | LLL_WARN), log_from_lws);
+    log_state.lws_mask = mask ? atoi(mask) : (LLL_ERR | LLL_WARN);
+    lws_set_log_level(log_state.lws_mask, log_from_lws);
+}
+
+/* libwebsockets calls _lws_log for every lwsl_*() line, the debug lines of
+ * its per-frame path included, and Debian's build compiles them all in; its
+ * own _lws_log sets up a va_list before it looks at the level (5% of an
+ * echo's instructions).  lws reaches it through its PLT, so this definition
+ * in the executable wins: levels nobody asked for return at once, the rest
+ * go to lws's own formatter and from there to log_from_lws. */
+void _lws_log(int filter, const char *format, ...)
+{
+    if (!(log_state.lws_mask & filter))
+        return;
+    va_list ap;
+    va_start(ap, format);
+    _lws_logv(filter, format, ap);
+    va_end(ap);
 }
