@@ -151,11 +151,11 @@ static void lconn_push_str_or_nil(lua_State *L, const char *s)
 /* __index: methods first (upvalue 2), then fields. */
 static int lconn_index(lua_State *L)
 {
-    lconn *h = luaL_checkudata(L, 1, CONN_MT);
     lua_pushvalue(L, 2);
     lua_rawget(L, lua_upvalueindex(2));
-    if (!lua_isnil(L, -1))
+    if (!lua_isnil(L, -1)) /* a method: the common case, no type check needed */
         return 1;
+    lconn *h = luaL_checkudata(L, 1, CONN_MT);
     const char *key = lua_tostring(L, 2);
     if (!key)
         return 1;

@@ -18,6 +18,25 @@
 
 /* ---- building a state ---- */
 
+static const char *const script_hook_names[SCRIPT_HOOKS] = {
+    "on_handshake", "on_connect", "on_message", "on_disconnect",
+    "on_reload",    "on_task",    "on_broker",
+};
+
+/* Interned once per state: the hook names and the two message kinds, so a
+ * call does not hash them again. */
+static void script_intern(mg_script *s)
+{
+    for (int i = 0; i < SCRIPT_HOOKS; i++) {
+        lua_pushstring(s->L, script_hook_names[i]);
+        s->hook_ref[i] = luaL_ref(s->L, LUA_REGISTRYINDEX);
+    }
+    lua_pushliteral(s->L, "text");
+    s->kind_ref[0] = luaL_ref(s->L, LUA_REGISTRYINDEX);
+    lua_pushliteral(s->L, "binary");
+    s->kind_ref[1] = luaL_ref(s->L, LUA_REGISTRYINDEX);
+}
+
 static int script_jit_refused(lua_State *L)
 {
     return luaL_error(L, "the JIT stays off in moongate scripts (hook budgets depend on it)");
@@ -154,6 +173,7 @@ mg_script *script_load(mg_gw *gw, const mg_config *cfg, uint64_t gen, char *err,
     script_open_libs(L, cfg);
     lua_pushcfunction(L, script_traceback); /* one closure, not one per call */
     s->traceback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    script_intern(s);
     lua_conn_open(s);
     lua_gw_open(s, cfg);
     lua_setglobal(L, "gw");
@@ -198,10 +218,14 @@ int script_check(const char *path, char *err, size_t errlen)
     return rc ? -1 : 0;
 }
 
-/* Push global hook NAME; 0 if the script does not define it. */
-static int script_hook(mg_script *s, const char *name)
+/* Push the hook if the script defines it as a global function; else push
+ * nothing and return 0.  A raw lookup: a script that guards _G with an
+ * __index metamethod ("strict" mode) must not raise here, outside a
+ * protected call. */
+static int script_hook(mg_script *s, script_hook_id id)
 {
-    lua_getglobal(s->L, name);
+    lua_rawgeti(s->L, LUA_REGISTRYINDEX, s->hook_ref[id]);
+    lua_rawget(s->L, LUA_GLOBALSINDEX);
     if (lua_isfunction(s->L, -1))
         return 1;
     lua_pop(s->L, 1);
@@ -213,7 +237,7 @@ int script_reload(mg_gw *gw, const mg_config *cfg, char *err, size_t errlen)
     mg_script *ns = script_load(gw, cfg, gw->generation + 1, err, errlen);
     if (!ns)
         return -1;
-    if (script_hook(ns, "on_reload")) {
+    if (script_hook(ns, HOOK_ON_RELOAD)) {
         int rc = script_pcall(ns, 0, 0);
         if (rc) {
             snprintf(err, errlen, "on_reload %s: %s", rc == 2 ? "aborted" : "failed",
@@ -281,7 +305,7 @@ int script_on_handshake(mg_gw *gw, const mg_request *req, int *status, char *bod
 {
     mg_script *s = gw->script;
     lua_State *L = s->L;
-    if (!script_hook(s, "on_handshake"))
+    if (!script_hook(s, HOOK_ON_HANDSHAKE))
         return 1;
     script_push_request(s, req);
     s->live_req = req;
@@ -308,7 +332,7 @@ int script_on_handshake(mg_gw *gw, const mg_request *req, int *status, char *bod
 void script_on_connect(mg_gw *gw, mg_conn *c)
 {
     mg_script *s = gw->script;
-    if (!script_hook(s, "on_connect"))
+    if (!script_hook(s, HOOK_ON_CONNECT))
         return;
     lua_conn_push(s, c);
     script_call(s, "on_connect", c->id, 1);
@@ -317,11 +341,11 @@ void script_on_connect(mg_gw *gw, mg_conn *c)
 void script_on_message(mg_gw *gw, mg_conn *c, const void *data, size_t len, int binary)
 {
     mg_script *s = gw->script;
-    if (!script_hook(s, "on_message"))
+    if (!script_hook(s, HOOK_ON_MESSAGE))
         return;
     lua_conn_push(s, c);
     lua_pushlstring(s->L, data, len);
-    lua_pushstring(s->L, binary ? "binary" : "text");
+    lua_rawgeti(s->L, LUA_REGISTRYINDEX, s->kind_ref[binary != 0]);
     script_call(s, "on_message", c->id, 3);
 }
 
@@ -329,7 +353,7 @@ void script_on_disconnect(mg_gw *gw, mg_conn *c, int code, const char *reason)
 {
     mg_script *s = gw->script;
     c->closed_hook = 1;
-    if (!s || !script_hook(s, "on_disconnect"))
+    if (!s || !script_hook(s, HOOK_ON_DISCONNECT))
         return;
     lua_conn_push(s, c);
     lua_pushinteger(s->L, code);
@@ -340,7 +364,7 @@ void script_on_disconnect(mg_gw *gw, mg_conn *c, int code, const char *reason)
 int script_on_task(mg_gw *gw, struct mg_delivery *d)
 {
     mg_script *s = gw->script;
-    if (!s || !script_hook(s, "on_task"))
+    if (!s || !script_hook(s, HOOK_ON_TASK))
         return -1;
     lua_msg_push(s, d);
     return script_call(s, "on_task", 0, 1) == 0 ? 0 : 1;
@@ -349,7 +373,7 @@ int script_on_task(mg_gw *gw, struct mg_delivery *d)
 void script_on_broker(mg_gw *gw, const char *state, const char *detail)
 {
     mg_script *s = gw->script;
-    if (!s || !script_hook(s, "on_broker"))
+    if (!s || !script_hook(s, HOOK_ON_BROKER))
         return;
     lua_pushstring(s->L, state);
     lua_pushstring(s->L, detail);

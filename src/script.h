@@ -18,6 +18,17 @@
 #include "gw.h"
 #include "lalloc.h"
 
+typedef enum {
+    HOOK_ON_HANDSHAKE,
+    HOOK_ON_CONNECT,
+    HOOK_ON_MESSAGE,
+    HOOK_ON_DISCONNECT,
+    HOOK_ON_RELOAD,
+    HOOK_ON_TASK,
+    HOOK_ON_BROKER,
+    SCRIPT_HOOKS
+} script_hook_id;
+
 struct mg_script {
     mg_gw *gw;
     lua_State *L;
@@ -26,6 +37,8 @@ struct mg_script {
     dict timers;  /* timer id -> mg_timer (lua_timer.c) */
     uint64_t next_timer_id;
     int traceback_ref;                 /* registry: the error handler of every call */
+    int hook_ref[SCRIPT_HOOKS];        /* registry: the hook names, interned */
+    int kind_ref[2];                   /* registry: "text", "binary" */
     uint64_t cur_conn;                 /* connection of the hook running now, for gw.log */
     const struct mg_request *live_req; /* request of the on_handshake running now */
 };

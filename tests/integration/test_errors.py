@@ -181,3 +181,23 @@ def test_memory_bomb_errors_cleanly(gateway, raw):
         echo(c, "after bomb %d" % i, timeout=10)
         echo(other, "other %d" % i)
     assert g.alive()
+
+
+STRICT = lua("""
+    -- "strict" globals: reading an undefined global raises.  The gateway
+    -- looks hooks up raw, so the missing ones (on_connect, on_disconnect...)
+    -- do not raise outside a protected call.
+    setmetatable(_G, {__index = function(_, k) error("undefined global " .. k, 2) end})
+    function on_message(conn, data) conn:send("echo:" .. data) end
+""")
+
+
+def test_strict_globals_and_missing_hooks(gateway, raw):
+    g = gateway(STRICT)
+    c = raw(g.port)
+    echo(c, "one")
+    c.close()
+    c2 = raw(g.port)
+    echo(c2, "two")
+    assert g.alive()
+    assert not any("lua error" in l for l in g.log_lines)
