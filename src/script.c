@@ -112,6 +112,8 @@ static int script_pcall(mg_script *s, int nargs, int nresults)
     int rc = lua_pcall(L, nargs, nresults, base);
     s->alloc.capped--;
     int aborted = budget_leave();
+    if (rc == LUA_ERRMEM) /* free what the failed call left, before the next one */
+        script_collect(s);
     int64_t dc = script_coarse_ns() - c0, dt = timed ? script_clock_ns() - t0 : 0;
     if (dc == 0)
         m->hook_ns += (uint64_t)dt * SCRIPT_TIME_EVERY;
