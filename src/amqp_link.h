@@ -62,7 +62,6 @@ typedef struct link_cmd {
     amqp_pool_t pool;
     /* Thread-private. */
     uint64_t seq; /* publish sequence number on the channel */
-    uint64_t sent_epoch;
     int returned; /* the broker returned it: no queue to route to */
     struct link_cmd *next;
 } link_cmd;

@@ -509,19 +509,29 @@ static int parse_string(load_ctx *lc, const yaml_node_t *val, const char *where,
     return 0;
 }
 
+/* A YAML sequence at val: its length, or -1 after load_fail(). */
+static long seq_len(load_ctx *lc, const yaml_node_t *val, const char *where, const char *what)
+{
+    char buf[64];
+    if (val->type != YAML_SEQUENCE_NODE)
+        return load_fail(lc, val->start_mark, "%s: expected a list of %s, got %s", where, what,
+                         node_describe(val, buf, sizeof buf));
+    return (long)(val->data.sequence.items.top - val->data.sequence.items.start);
+}
+
 /* handshake.headers: a list of header names, stored lower-case. */
 static int parse_header_list(load_ctx *lc, const yaml_node_t *val, const char *where,
                              const key_spec *ks, void *base)
 {
     mg_config *cfg = base;
-    char buf[64], sub[WHERE_MAX];
+    char sub[WHERE_MAX];
     (void)ks;
 
-    if (val->type != YAML_SEQUENCE_NODE)
-        return load_fail(lc, val->start_mark, "%s: expected a list of header names, got %s", where,
-                         node_describe(val, buf, sizeof buf));
+    long count = seq_len(lc, val, where, "header names");
+    if (count < 0)
+        return -1;
     yaml_node_item_t *items = val->data.sequence.items.start;
-    size_t n = (size_t)(val->data.sequence.items.top - items);
+    size_t n = (size_t)count;
     if (n > 64)
         return load_fail(lc, val->start_mark, "%s: at most 64 headers", where);
     cfg->keep_headers = xcalloc(n ? n : 1, sizeof(char *));
@@ -1002,15 +1012,14 @@ static int parse_listen(load_ctx *lc, const yaml_node_t *val, const char *where,
                         void *base)
 {
     mg_config *cfg = base;
-    char buf[64], sub[WHERE_MAX];
+    char sub[WHERE_MAX];
     (void)ks;
 
-    if (val->type != YAML_SEQUENCE_NODE)
-        return load_fail(lc, val->start_mark,
-                         "%s: expected a list of listeners (\"- port: 8080\"), got %s", where,
-                         node_describe(val, buf, sizeof buf));
+    long count = seq_len(lc, val, where, "listeners (\"- port: 8080\")");
+    if (count < 0)
+        return -1;
     yaml_node_item_t *items = val->data.sequence.items.start;
-    size_t n = (size_t)(val->data.sequence.items.top - items);
+    size_t n = (size_t)count;
     if (n == 0)
         return load_fail(lc, val->start_mark, "%s: needs at least one listener", where);
 
@@ -1106,16 +1115,6 @@ static const key_spec broker_queue_keys[] = {
      .min = 1,
      .max = DURATION_MAX_MS},
     {0}};
-
-/* A YAML sequence at val: its length, or -1 after load_fail(). */
-static long seq_len(load_ctx *lc, const yaml_node_t *val, const char *where, const char *what)
-{
-    char buf[64];
-    if (val->type != YAML_SEQUENCE_NODE)
-        return load_fail(lc, val->start_mark, "%s: expected a list of %s, got %s", where, what,
-                         node_describe(val, buf, sizeof buf));
-    return (long)(val->data.sequence.items.top - val->data.sequence.items.start);
-}
 
 static int parse_broker_queues(load_ctx *lc, const yaml_node_t *val, const char *where,
                                const key_spec *ks, void *base)

@@ -36,6 +36,12 @@ int lua_msg_alive(mg_script *s, uint64_t id);
 void lua_timer_open(mg_script *s);
 void lua_timer_cancel_all(mg_script *s);
 
+/* A handle type: metatable NAME whose __index is index, called with s as
+ * upvalue 1 and the methods table as upvalue 2, plus the metamethods in
+ * meta (closures over s); __metatable hides it from scripts. */
+void lua_api_newclass(mg_script *s, const char *name, const luaL_Reg *methods, lua_CFunction index,
+                      const luaL_Reg *meta);
+
 /* Register fns as closures with s as upvalue 1 into the table at the top. */
 void lua_api_setfuncs(mg_script *s, const luaL_Reg *fns);
 static inline mg_script *lua_api_script(lua_State *L)

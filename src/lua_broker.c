@@ -648,23 +648,14 @@ void lua_broker_open(mg_script *s)
         {"state", lbroker_state},
         {NULL, NULL},
     };
+    static const luaL_Reg meta[] = {
+        {"__tostring", lmsg_tostring},
+        {"__gc", lmsg_gc},
+        {NULL, NULL},
+    };
     lua_State *L = s->L;
 
-    luaL_newmetatable(L, MSG_MT);
-    lua_pushlightuserdata(L, s);
-    lua_newtable(L);
-    lua_api_setfuncs(s, methods);
-    lua_pushcclosure(L, lmsg_index, 2);
-    lua_setfield(L, -2, "__index");
-    lua_pushlightuserdata(L, s);
-    lua_pushcclosure(L, lmsg_tostring, 1);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushlightuserdata(L, s);
-    lua_pushcclosure(L, lmsg_gc, 1);
-    lua_setfield(L, -2, "__gc");
-    lua_pushliteral(L, MSG_MT);
-    lua_setfield(L, -2, "__metatable");
-    lua_pop(L, 1);
+    lua_api_newclass(s, MSG_MT, methods, lmsg_index, meta);
 
     lua_newtable(L);
     lua_createtable(L, 0, 1);

@@ -195,21 +195,12 @@ void lua_conn_open(mg_script *s)
         {"subscribe", lconn_subscribe}, {"unsubscribe", lconn_unsubscribe},
         {"is_open", lconn_is_open},     {NULL, NULL},
     };
-    lua_State *L = s->L;
-    luaL_newmetatable(L, CONN_MT);
-    lua_pushlightuserdata(L, s);
-    lua_newtable(L);
-    lua_api_setfuncs(s, methods);
-    lua_pushcclosure(L, lconn_index, 2);
-    lua_setfield(L, -2, "__index");
-    lua_pushlightuserdata(L, s);
-    lua_pushcclosure(L, lconn_tostring, 1);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushcfunction(L, lconn_eq);
-    lua_setfield(L, -2, "__eq");
-    lua_pushliteral(L, "moongate.conn");
-    lua_setfield(L, -2, "__metatable");
-    lua_pop(L, 1);
+    static const luaL_Reg meta[] = {
+        {"__tostring", lconn_tostring},
+        {"__eq", lconn_eq},
+        {NULL, NULL},
+    };
+    lua_api_newclass(s, CONN_MT, methods, lconn_index, meta);
 }
 
 void lua_conn_push(mg_script *s, mg_conn *c)

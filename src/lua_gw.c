@@ -21,6 +21,22 @@ void lua_api_setfuncs(mg_script *s, const luaL_Reg *fns)
     }
 }
 
+void lua_api_newclass(mg_script *s, const char *name, const luaL_Reg *methods, lua_CFunction index,
+                      const luaL_Reg *meta)
+{
+    lua_State *L = s->L;
+    luaL_newmetatable(L, name);
+    lua_pushlightuserdata(L, s);
+    lua_newtable(L);
+    lua_api_setfuncs(s, methods);
+    lua_pushcclosure(L, index, 2);
+    lua_setfield(L, -2, "__index");
+    lua_api_setfuncs(s, meta);
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+}
+
 int lua_api_fail(lua_State *L, const char *msg)
 {
     lua_pushnil(L);

@@ -77,17 +77,10 @@ static int script_traceback(lua_State *L)
     return 1;
 }
 
-static int64_t script_coarse_ns(void)
+static int64_t script_ns(clockid_t clock)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static int64_t script_clock_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(clock, &ts);
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
@@ -106,7 +99,7 @@ static int script_pcall(mg_script *s, int nargs, int nresults)
      * spans a tick is counted as measured; the short ones are estimated
      * from one call in SCRIPT_TIME_EVERY, timed precisely. */
     int timed = (m->hook_calls++ % SCRIPT_TIME_EVERY) == 0;
-    int64_t c0 = script_coarse_ns(), t0 = timed ? script_clock_ns() : 0;
+    int64_t c0 = script_ns(CLOCK_MONOTONIC_COARSE), t0 = timed ? script_ns(CLOCK_MONOTONIC) : 0;
     budget_enter(L);
     s->alloc.capped++;
     int rc = lua_pcall(L, nargs, nresults, base);
@@ -114,7 +107,8 @@ static int script_pcall(mg_script *s, int nargs, int nresults)
     int aborted = budget_leave();
     if (rc == LUA_ERRMEM) /* free what the failed call left, before the next one */
         script_collect(s);
-    int64_t dc = script_coarse_ns() - c0, dt = timed ? script_clock_ns() - t0 : 0;
+    int64_t dc = script_ns(CLOCK_MONOTONIC_COARSE) - c0,
+            dt = timed ? script_ns(CLOCK_MONOTONIC) - t0 : 0;
     if (dc == 0)
         m->hook_ns += (uint64_t)dt * SCRIPT_TIME_EVERY;
     else
