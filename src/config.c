@@ -915,13 +915,15 @@ static int parse_app(load_ctx *lc, const yaml_node_t *val, const char *where, co
 #define CFG(field) offsetof(mg_config, field)
 #define LST(field) offsetof(mg_listener, field)
 
+static const char *const reader_names[] = {"moongate", "libwebsockets", NULL};
 static const char *const slow_names[] = {"close", "drop", NULL};
 static const char *const dup_names[] = {"replace", "reject", NULL};
 static const char *const level_names[] = {"debug", "info", "warn", "error", NULL};
 static const char *const format_names[] = {"text", "json", NULL};
 
-_Static_assert(sizeof(mg_slow_action) == sizeof(int) && sizeof(mg_dup_policy) == sizeof(int) &&
-                   sizeof(mg_log_level) == sizeof(int) && sizeof(mg_log_format) == sizeof(int),
+_Static_assert(sizeof(mg_reader) == sizeof(int) && sizeof(mg_slow_action) == sizeof(int) &&
+                   sizeof(mg_dup_policy) == sizeof(int) && sizeof(mg_log_level) == sizeof(int) &&
+                   sizeof(mg_log_format) == sizeof(int),
                "parse_enum stores enums as int");
 
 /* clang-format off */
@@ -931,10 +933,11 @@ static const key_spec tls_keys[] = {
     {0}};
 
 static const key_spec listener_keys[] = {
-    {.name = "host", .parse = parse_string,  .offset = LST(host)},
-    {.name = "port", .parse = parse_port,    .offset = LST(port), .required = 1, .min = 1, .max = 65535},
-    {.name = "path", .parse = parse_ws_path, .offset = LST(path)},
-    {.name = "tls",  .parse = parse_section, .keys = tls_keys},
+    {.name = "host",   .parse = parse_string,  .offset = LST(host)},
+    {.name = "port",   .parse = parse_port,    .offset = LST(port), .required = 1, .min = 1, .max = 65535},
+    {.name = "path",   .parse = parse_ws_path, .offset = LST(path)},
+    {.name = "tls",    .parse = parse_section, .keys = tls_keys},
+    {.name = "reader", .parse = parse_enum,    .offset = LST(reader), .choices = reader_names},
     {0}};
 
 static const key_spec lua_keys[] = {

@@ -12,6 +12,7 @@
 
 #include "log.h"
 #include "pubsub.h"
+#include "wsrx.h"
 
 void conn_table_init(mg_gw *gw)
 {
@@ -98,6 +99,7 @@ void conn_destroy(mg_gw *gw, mg_conn *c)
     free(c->attrs);
     sendq_clear(&c->q);
     free(c->rx);
+    wsrx_free(&c->wsrx);
     free(c->headers); /* and path, query, remote */
     free(c->name);
     free(c->close_reason);
@@ -226,12 +228,19 @@ static int conn_over_limit(mg_gw *gw, mg_conn *c, size_t add)
     return MG_SEND_EVICTED;
 }
 
+/* A queue became non-empty: ask for a writable callback, unless the
+ * connection is being read right now (fastrx writes after the read). */
+static void conn_wake(mg_gw *gw, mg_conn *c, int was_empty)
+{
+    if (was_empty && gw->cork != c)
+        lws_callback_on_writable(c->wsi);
+}
+
 static void conn_queued(mg_gw *gw, mg_conn *c, size_t payload, int was_empty)
 {
     gw->metrics.messages_out++;
     gw->metrics.bytes_out += payload;
-    if (was_empty)
-        lws_callback_on_writable(c->wsi);
+    conn_wake(gw, c, was_empty);
 }
 
 int conn_send(mg_gw *gw, mg_conn *c, int opcode, const void *data, size_t len)
@@ -259,6 +268,20 @@ int conn_send_shared(mg_gw *gw, mg_conn *c, mg_buf *b)
     if (sendq_push_shared(&c->q, b) != 0)
         return MG_SEND_NOMEM;
     conn_queued(gw, c, b->len, was_empty);
+    return MG_SEND_OK;
+}
+
+int conn_send_control(mg_gw *gw, mg_conn *c, int opcode, const void *data, size_t len)
+{
+    if (!c->wsi)
+        return MG_SEND_CLOSED;
+    int rc = opcode == MG_OP_CLOSE ? MG_SEND_OK : conn_over_limit(gw, c, len);
+    if (rc != MG_SEND_OK)
+        return rc;
+    int was_empty = c->q.count == 0;
+    if (sendq_push_frame(&c->q, opcode, data, len) != 0)
+        return MG_SEND_NOMEM;
+    conn_wake(gw, c, was_empty);
     return MG_SEND_OK;
 }
 

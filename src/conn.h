@@ -50,16 +50,21 @@ struct mg_conn {
 
     mg_sendq q;
 
-    /* Reassembly of fragmented messages. */
+    /* Reassembly of fragmented messages (lws's reader)... */
     unsigned char *rx;
     size_t rx_len, rx_cap;
-    unsigned rx_active : 1;    /* inside a message */
-    unsigned rx_binary : 1;    /* its kind */
-    unsigned rx_paused : 1;    /* rx flow control off while lws holds a partial write */
-    unsigned closed_hook : 1;  /* on_disconnect has run */
-    unsigned final_window : 1; /* sends allowed: on_disconnect of a peer close */
-    int lua_ref;               /* cached Lua handle in the registry ... */
-    uint64_t lua_ref_gen;      /* ... of this script generation */
+    unsigned rx_active : 1;         /* inside a message */
+    unsigned rx_binary : 1;         /* its kind */
+    unsigned rx_paused : 1;         /* rx flow control off while lws holds a partial write */
+    unsigned closed_hook : 1;       /* on_disconnect has run */
+    unsigned fast : 1;              /* read by fastrx.c, not lws */
+    unsigned rx_dead : 1;           /* fastrx: nothing more is read (failed, or closed) */
+    unsigned close_after_flush : 1; /* hang up once the queue is written */
+    unsigned wr_shut : 1;           /* fastrx: write side shut after a protocol error */
+    unsigned final_window : 1;      /* sends allowed: on_disconnect of a peer close */
+    struct wsrx *wsrx;              /* ... and fastrx's partial frames (wsrx.c) */
+    int lua_ref;                    /* cached Lua handle in the registry ... */
+    uint64_t lua_ref_gen;           /* ... of this script generation */
 
     int64_t last_rx_ms;   /* last frame of any kind from the client */
     int64_t next_ping_ms; /* when the heartbeat pings it next */
@@ -103,6 +108,9 @@ int conn_attr_set(mg_conn *c, const char *key, const mg_value *v); /* nil delete
 /* Queue a frame (copied) or a shared frame; applies the send-queue limit. */
 int conn_send(mg_gw *gw, mg_conn *c, int opcode, const void *data, size_t len);
 int conn_send_shared(mg_gw *gw, mg_conn *c, mg_buf *b);
+/* Queue a pong or close frame: not a message (not counted), and allowed
+ * in any state while the socket is up. */
+int conn_send_control(mg_gw *gw, mg_conn *c, int opcode, const void *data, size_t len);
 const char *conn_send_error(int rc);
 
 /* Record why it closes: code and reason (at most 123 bytes of it, what a

@@ -66,6 +66,15 @@ typedef struct mg_gw {
     unsigned char *scratch; /* gathering buffer for coalesced writes */
     size_t scratch_cap;
 
+    /* moongate's own reader (fastrx.c). */
+    mg_conn **fastrx_conns;    /* socket fd -> connection it reads */
+    int fastrx_cap;            /* entries in fastrx_conns */
+    int fastrx_seen;           /* lws's service calls reach fastrx.c */
+    int fastrx_warned;         /* ... and if not, that was logged */
+    void *fastrx_real;         /* lws's lws_service_fd_tsi */
+    unsigned char *fastrx_buf; /* where each read lands */
+    mg_conn *cork;             /* being read: its replies wait for the read's end */
+
     int draining;     /* SIGTERM seen: closing everyone */
     int drain_pipe_w; /* see server_stop_listening() */
     int stopping;     /* leave the loop */

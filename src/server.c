@@ -2,6 +2,9 @@
  *
  * Data path: socket -> RECEIVE (reassembly, limits, UTF-8) -> script hook
  * -> conn send queue -> SERVER_WRITEABLE (one raw write of whole frames).
+ * On plain listeners fastrx.c reads instead of lws once the upgrade is
+ * done and calls server_rx_* (same limits, UTF-8 and hooks), then
+ * server_flush writes the replies in the same loop turn.
  * libwebsockets 4.1.6 rules this file keeps (shared/NOTES.md):
  *  - upgrades are checked in HTTP_CONFIRM_UPGRADE (handshake.c), before
  *    lws's own checks that would drop a bad request without an answer;
@@ -32,6 +35,7 @@
 
 #include "broker.h"
 #include "conn.h"
+#include "fastrx.h"
 #include "gwctl.h"
 #include "handshake.h"
 #include "heartbeat.h"
@@ -49,6 +53,7 @@
  * fixed at start (a changed listen section needs a restart). */
 struct mg_slot {
     size_t idx;
+    int fast; /* moongate reads its connections (fastrx.c) */
     char name[32];
     char *path, *root, *index;
     struct lws_http_mount mounts[2];
@@ -88,6 +93,9 @@ static int server_established(mg_gw *gw, struct lws *wsi)
         return -1;
     lws_set_opaque_user_data(wsi, c);
     lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+    mg_slot *sl = lws_vhost_user(lws_get_vhost(wsi));
+    if (sl && sl->fast)
+        fastrx_attach(gw, c);
     heartbeat_track(gw, c);
     script_on_connect(gw, c);
     return 0;
@@ -121,10 +129,9 @@ static int server_rate_ok(mg_gw *gw, mg_conn *c)
     return 1;
 }
 
-static void server_message(mg_gw *gw, mg_conn *c, const unsigned char *data, size_t len)
+static void server_message(mg_gw *gw, mg_conn *c, const unsigned char *data, size_t len, int binary)
 {
     const mg_config *cfg = gw->cfg;
-    int binary = c->rx_binary;
 
     gw->metrics.messages_in++;
     gw->metrics.bytes_in += len;
@@ -150,6 +157,12 @@ static int server_receive(mg_gw *gw, mg_conn *c, struct lws *wsi, const unsigned
     if (!c || c->state != MG_CONN_OPEN)
         return 0;
     c->last_rx_ms = gw_now(gw);
+    if (c->fast && (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi))) {
+        /* lws parsed this from the bytes that came with the handshake; it
+         * cannot hand the rest of the frame over to fastrx. */
+        server_rx_error(gw, c, 1002, "frame sent before the handshake completed");
+        return 0;
+    }
     if (!c->rx_active) {
         c->rx_active = 1;
         c->rx_binary = lws_frame_is_binary(wsi) != 0;
@@ -163,7 +176,7 @@ static int server_receive(mg_gw *gw, mg_conn *c, struct lws *wsi, const unsigned
     }
     if (final && c->rx_len == 0) { /* whole message in one piece: no copy */
         c->rx_active = 0;
-        server_message(gw, c, in, len);
+        server_message(gw, c, in, len, c->rx_binary);
         return 0;
     }
     if (c->rx_len + len > c->rx_cap) {
@@ -180,7 +193,7 @@ static int server_receive(mg_gw *gw, mg_conn *c, struct lws *wsi, const unsigned
     c->rx_len += len;
     if (final) {
         c->rx_active = 0;
-        server_message(gw, c, c->rx, c->rx_len);
+        server_message(gw, c, c->rx, c->rx_len, c->rx_binary);
         c->rx_len = 0;
         if (c->rx_cap > 65536) { /* don't keep a big buffer on an idle connection */
             free(c->rx);
@@ -202,6 +215,73 @@ static int server_pong(mg_gw *gw, mg_conn *c, const void *in)
     return 0;
 }
 
+/* ---- reading: fastrx's sink (a connection moongate reads itself) ---- */
+
+int server_rx_message(mg_gw *gw, mg_conn *c, const unsigned char *data, size_t len, int binary)
+{
+    if (c->state == MG_CONN_OPEN) /* after our close frame, only the answer counts */
+        server_message(gw, c, data, len, binary);
+    return 0;
+}
+
+static int server_close_valid(const unsigned char *in, size_t len, int *code);
+
+/* The peer's close frame: answer it (unless it answers ours), then hang up
+ * once the queue is out. */
+static int server_rx_close(mg_gw *gw, mg_conn *c, const unsigned char *in, size_t len)
+{
+    int code = 0;
+    c->rx_dead = 1; /* nothing after a close frame counts */
+    c->close_after_flush = 1;
+    if (c->state == MG_CONN_CLOSING) /* the answer to our close frame: done */
+        return 1;
+    if (!server_close_valid(in, len, &code)) {
+        log_conn(MG_LOG_INFO, c->id, "invalid close frame (%zu bytes)", len);
+        gw->metrics.evictions[MG_EVICT_PROTOCOL]++;
+        conn_close(gw, c, 1002, "invalid close frame", 1);
+        return 1;
+    }
+    if (c->state == MG_CONN_OPEN) {
+        conn_leave_open(gw, c, MG_CONN_PEER_CLOSED);
+        conn_set_close(c, code, len > 2 ? (const char *)in + 2 : "", len > 2 ? len - 2 : 0);
+        c->final_window = 1; /* on_disconnect may still send a last message */
+        script_on_disconnect(gw, c, c->close_code, conn_close_reason(c));
+        c->final_window = 0;
+    }
+    conn_send_control(gw, c, MG_OP_CLOSE, in, len); /* the echo, after that last message */
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK,
+                    (int)((gw->cfg->close_timeout_ms + 999) / 1000));
+    return 1;
+}
+
+int server_rx_control(mg_gw *gw, mg_conn *c, int opcode, const unsigned char *data, size_t len)
+{
+    switch (opcode) {
+    case MG_OP_PING:
+        if (c->state == MG_CONN_OPEN)
+            conn_send_control(gw, c, MG_OP_PONG, data, len);
+        return 0;
+    case MG_OP_CLOSE:
+        return server_rx_close(gw, c, data, len);
+    default: /* a pong: the read already counted as a sign of life */
+        return 0;
+    }
+}
+
+/* A frame broke the protocol (or a message the size limit): the close
+ * frame goes out, nothing more is read, and the connection ends when the
+ * client hangs up or close_timeout passes. */
+void server_rx_error(mg_gw *gw, mg_conn *c, int code, const char *reason)
+{
+    c->rx_dead = 1;
+    if (c->state != MG_CONN_OPEN) {
+        c->close_after_flush = 1;
+        lws_callback_on_writable(c->wsi);
+        return;
+    }
+    server_fail(gw, c, code, reason, code == 1009 ? MG_EVICT_TOO_BIG : MG_EVICT_PROTOCOL);
+}
+
 /* ---- writing ---- */
 
 /* One raw write of whole queued frames. */
@@ -217,6 +297,35 @@ static int server_write_once(mg_gw *gw, mg_conn *c)
     return 0;
 }
 
+/* Everything queued is out: 1 if the connection should end now.  After a
+ * protocol error (rx_dead without close_after_flush) the write side is
+ * shut instead, so the client reads the close frame, then EOF, and its
+ * own hang-up (or close_timeout) ends the connection: closing at once
+ * with its data unread would reset the connection and could destroy the
+ * close frame before the client reads it. */
+static int server_flushed(mg_conn *c, struct lws *wsi)
+{
+    if (c->close_after_flush)
+        return 1;
+    if (c->rx_dead && !c->wr_shut) {
+        shutdown(lws_get_socket_fd(wsi), SHUT_WR);
+        c->wr_shut = 1;
+    }
+    return 0;
+}
+
+void server_flush(mg_gw *gw, mg_conn *c)
+{
+    if (!c->wsi)
+        return;
+    if (c->q.count && !c->rx_paused && !lws_partial_buffered(c->wsi) &&
+        server_write_once(gw, c) != 0)
+        c->close_after_flush = 1; /* the socket failed: WRITEABLE ends it */
+    if (c->q.count || c->close_after_flush || (c->rx_dead && !c->wr_shut) ||
+        lws_partial_buffered(c->wsi))
+        lws_callback_on_writable(c->wsi);
+}
+
 static int server_writeable(mg_gw *gw, mg_conn *c, struct lws *wsi)
 {
     if (!c)
@@ -226,6 +335,8 @@ static int server_writeable(mg_gw *gw, mg_conn *c, struct lws *wsi)
         c->rx_paused = 0;
     }
     if (server_write_once(gw, c) != 0)
+        return -1;
+    if (!c->q.count && !lws_partial_buffered(wsi) && server_flushed(c, wsi))
         return -1;
     if (lws_partial_buffered(wsi)) {
         /* A peer close now would be a hard close: stop reading until the
@@ -298,6 +409,7 @@ static void server_closed(mg_gw *gw, struct lws *wsi)
     mg_conn *c = lws_get_opaque_user_data(wsi);
     if (!c)
         return;
+    fastrx_detach(gw, c);
     c->wsi = NULL; /* the socket is gone: sends from on_disconnect fail cleanly */
     if (!c->closed_hook) {
         if (c->state == MG_CONN_OPEN) {
@@ -393,6 +505,7 @@ static const struct lws_http_mount *server_mounts(mg_slot *sl)
 static int server_slot_init(mg_slot *sl, const mg_config *cfg, size_t i)
 {
     sl->idx = i;
+    sl->fast = cfg->listeners[i].reader == MG_READER_MOONGATE && !cfg->listeners[i].tls_cert;
     snprintf(sl->name, sizeof(sl->name), "listener%zu", i);
     sl->path = strdup(cfg->listeners[i].path);
     sl->root = cfg->static_root ? strdup(cfg->static_root) : NULL;
@@ -487,6 +600,8 @@ int server_start(mg_gw *gw, int signal_fd, char *err, size_t errlen)
     }
     if (!sul_check(gw->lws))
         log_warn("libwebsockets' timer list insertion is not ours: connect storms will be slow");
+    if (fastrx_start(gw) != 0)
+        log_warn("out of memory for moongate's frame reader: libwebsockets parses frames");
     gw->scratch_cap = SERVER_BUF;
     gw->scratch = malloc(gw->scratch_cap);
     gw->vhosts = calloc(gw->cfg->nlisteners, sizeof(*gw->vhosts));
@@ -579,6 +694,7 @@ void server_stop(mg_gw *gw)
     for (size_t i = 0; gw->slots && i < gw->nslots; i++)
         server_slot_free(&gw->slots[i]);
     free(gw->slots);
+    fastrx_stop(gw);
     free(gw->scratch);
     free(gw->vhosts);
     gw->slots = NULL;

@@ -34,6 +34,10 @@ import websockets
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.environ.get("MOONGATE_ROOT") or os.path.dirname(os.path.dirname(HERE))
 BIN = os.environ.get("MOONGATE_BIN") or os.path.join(ROOT, "build", "moongate")
+# Who parses frames on the tests' plain listeners: moongate's own reader (the
+# default) or libwebsockets' (MOONGATE_TEST_READER=libwebsockets; ctest runs
+# the frame-level files both ways).
+READER = os.environ.get("MOONGATE_TEST_READER") or "moongate"
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -217,8 +221,9 @@ class Gateway:
     """
 
     def __init__(self, folder, script, config=None, admin=False, admin_token=None,
-                 path="/", conf_text=None):
+                 path="/", conf_text=None, reader=None):
         self.dir = str(folder)
+        self.reader = reader or READER
         os.makedirs(self.dir, exist_ok=True)
         self.port = free_port()
         self.path = path
@@ -249,7 +254,8 @@ class Gateway:
     # ---- files ----
     def default_config(self):
         return {
-            "listen": [{"host": "127.0.0.1", "port": self.port, "path": self.path}],
+            "listen": [{"host": "127.0.0.1", "port": self.port, "path": self.path,
+                        "reader": self.reader}],
             "script": "app.lua",
             "limits": {"close_timeout": "1s"},
             "shutdown": {"drain_timeout": "3s"},

@@ -2,14 +2,16 @@
 every pong, and messages around a release arrive intact — whole, in
 fragments with a pong between them, or a frame half sent before a pause.
 The gauges on /metrics say how many buffers exist and how often one was
-emptied."""
+emptied.  Only libwebsockets' reader uses that buffer (on a listener with
+`reader: libwebsockets`, and on TLS listeners); with moongate's reader
+(fastrx.c) lws never reads, and the buffer's pages are never touched."""
 
 import os
 import time
 
 import pytest
 
-from conftest import OP_BINARY, OP_CONT, OP_PONG, OP_TEXT, encode_frame
+from conftest import OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT, encode_frame
 
 SCRIPT = """
 function on_message(conn, data, kind)
@@ -22,7 +24,8 @@ NO_HEARTBEAT = {"heartbeat": {"interval": 0, "timeout": 0}}
 
 @pytest.fixture
 def gw(gateway):
-    return gateway(SCRIPT, {"heartbeat": {"interval": "300ms", "timeout": "5s"}}, admin=True)
+    return gateway(SCRIPT, {"heartbeat": {"interval": "300ms", "timeout": "5s"}}, admin=True,
+                   reader="libwebsockets")
 
 
 def releases(gw):
@@ -71,7 +74,7 @@ def test_heartbeat_pong_releases_and_messages_stay_intact(gw, raw):
 
 
 def test_pong_between_fragments(gateway, raw):
-    gw = gateway(SCRIPT, NO_HEARTBEAT, admin=True)
+    gw = gateway(SCRIPT, NO_HEARTBEAT, admin=True, reader="libwebsockets")
     c = raw(gw.port)
     before = releases(gw)
     c.send_frame(OP_TEXT, b"part one, ", fin=False)
@@ -81,6 +84,34 @@ def test_pong_between_fragments(gateway, raw):
     c.send_frame(OP_CONT, b"part three", fin=True)
     assert c.recv_message(5) == ("text", "part one, part two, part three")
     assert releases(gw) == before + 1
+
+
+def test_moongate_reader_leaves_the_buffer_untouched(gateway, raw):
+    """Heartbeat pongs, client pings and messages on moongate's reader: lws's
+    receive buffer is never used, so it never needs emptying."""
+    gw = gateway(SCRIPT, {"heartbeat": {"interval": "200ms", "timeout": "5s"}}, admin=True,
+                 reader="moongate")
+    c = raw(gw.port)
+    c.send_text("first")
+    assert c.recv_message(5) == ("text", "first")
+    pongs = 0
+    for _ in range(100):  # the heartbeat pings; RawWS answers each with a pong
+        f = c.recv_frame(5)
+        if f.opcode == OP_PING:
+            c.send_pong(f.payload)
+            pongs += 1
+            if pongs == 3:
+                break
+    assert pongs == 3
+    c.send_ping(b"client ping")
+    for _ in range(100):
+        f = c.recv_frame(5)
+        if f.opcode == OP_PONG and f.payload == b"client ping":
+            break
+    c.send_text("after")
+    assert c.recv_message(5) == ("text", "after")
+    assert releases(gw) == 0
+    assert gw.metrics()["moongate_rx_buffers"] == 1
 
 
 def test_half_sent_frame_then_pause(gateway, raw):

@@ -1,0 +1,160 @@
+/* fastrx.c — moongate reads plain ws:// connections itself (fastrx.h). */
+#include "fastrx.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+
+#include "conn.h"
+#include "log.h"
+#include "server.h"
+#include "wsrx.h"
+
+/* One read: the biggest batch of frames handled per connection per turn
+ * (a 16 KiB message and its header fit in one), after what the previous
+ * read left unfinished. */
+#define FASTRX_READ (64 * 1024)
+
+typedef int (*fastrx_service_fn)(struct lws_context *, struct lws_pollfd *, int);
+
+typedef struct fastrx_ctx {
+    mg_gw *gw;
+    mg_conn *c;
+} fastrx_ctx;
+
+static int fastrx_message(void *arg, const unsigned char *data, size_t len, int binary)
+{
+    fastrx_ctx *x = arg;
+    return server_rx_message(x->gw, x->c, data, len, binary);
+}
+
+static int fastrx_control(void *arg, int opcode, const unsigned char *data, size_t len)
+{
+    fastrx_ctx *x = arg;
+    return server_rx_control(x->gw, x->c, opcode, data, len);
+}
+
+static const wsrx_sink fastrx_sink = {fastrx_message, fastrx_control};
+
+/* lws's own lws_service_fd_tsi, found past ours. */
+static fastrx_service_fn fastrx_real(mg_gw *gw)
+{
+    if (gw && gw->fastrx_real)
+        return (fastrx_service_fn)gw->fastrx_real;
+    return (fastrx_service_fn)dlsym(RTLD_NEXT, "lws_service_fd_tsi");
+}
+
+/* The gateway whose context this is, or NULL (a context of a unit test). */
+static mg_gw *fastrx_gw(struct lws_context *ctx)
+{
+    mg_gw *gw = lws_context_user(ctx);
+    return gw && gw->lws == ctx ? gw : NULL;
+}
+
+/* Read once from c and process what came.  0 when done with POLLIN, -1
+ * when lws must see it (EOF or an error: lws reads it again and closes). */
+static int fastrx_read(mg_gw *gw, mg_conn *c, int fd)
+{
+    unsigned char *buf = gw->fastrx_buf;
+    size_t kept = c->rx_dead ? 0 : wsrx_unread(c->wsrx, buf);
+    ssize_t n = recv(fd, buf + kept, FASTRX_READ, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return 0;
+    if (n <= 0)
+        return -1;
+    if (c->rx_dead) /* failed or closed: nothing more is read from it */
+        return 0;
+    c->last_rx_ms = gw_now(gw);
+
+    fastrx_ctx x = {gw, c};
+    int code = 0;
+    const char *reason = NULL;
+    gw->cork = c; /* its replies are written below, not on POLLOUT */
+    int rc = wsrx_feed(&c->wsrx, buf, kept + (size_t)n, gw->cfg->max_message_size, &fastrx_sink, &x,
+                       &code, &reason);
+    gw->cork = NULL;
+    if (rc == WSRX_ERROR)
+        server_rx_error(gw, c, code, reason);
+    server_flush(gw, c);
+    return 0;
+}
+
+/* Every ready descriptor of lws's loop passes here first. */
+int lws_service_fd_tsi(struct lws_context *ctx, struct lws_pollfd *pfd, int tsi)
+{
+    mg_gw *gw = fastrx_gw(ctx);
+    if (gw) {
+        gw->fastrx_seen = 1;
+        mg_conn *c;
+        if ((pfd->revents & POLLIN) && pfd->fd >= 0 && pfd->fd < gw->fastrx_cap &&
+            (c = gw->fastrx_conns[pfd->fd]) && !c->rx_paused) {
+            if (fastrx_read(gw, c, pfd->fd) == 0)
+                pfd->revents &= (short)~POLLIN;
+            if (!pfd->revents)
+                return 0;
+        }
+    }
+    return fastrx_real(gw)(ctx, pfd, tsi);
+}
+
+int fastrx_start(mg_gw *gw)
+{
+    struct rlimit rl;
+    int cap = 65536;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur < (rlim_t)cap)
+        cap = (int)rl.rlim_cur;
+    gw->fastrx_real = (void *)dlsym(RTLD_NEXT, "lws_service_fd_tsi");
+    gw->fastrx_conns = calloc((size_t)cap, sizeof(*gw->fastrx_conns));
+    gw->fastrx_buf = malloc(WSRX_CARRY_MAX + FASTRX_READ);
+    if (!gw->fastrx_real || !gw->fastrx_conns || !gw->fastrx_buf) {
+        fastrx_stop(gw);
+        return -1;
+    }
+    gw->fastrx_cap = cap;
+    return 0;
+}
+
+void fastrx_stop(mg_gw *gw)
+{
+    free(gw->fastrx_conns);
+    free(gw->fastrx_buf);
+    gw->fastrx_conns = NULL;
+    gw->fastrx_buf = NULL;
+    gw->fastrx_cap = 0;
+}
+
+int fastrx_attach(mg_gw *gw, mg_conn *c)
+{
+    /* Until lws's loop has called through here once, it may not: then
+     * every connection keeps lws's reader.  (The listener's first accept
+     * comes through here, before any upgrade can complete.) */
+    if (!gw->fastrx_seen) {
+        if (gw->fastrx_cap && !gw->fastrx_warned) {
+            log_warn("libwebsockets' service calls do not reach moongate: frames are parsed by "
+                     "libwebsockets (slower)");
+            gw->fastrx_warned = 1;
+        }
+        return 0;
+    }
+    if (lws_is_ssl(c->wsi))
+        return 0;
+    int fd = lws_get_socket_fd(c->wsi);
+    if (fd < 0 || fd >= gw->fastrx_cap)
+        return 0;
+    gw->fastrx_conns[fd] = c;
+    c->fast = 1;
+    return 1;
+}
+
+void fastrx_detach(mg_gw *gw, mg_conn *c)
+{
+    if (!c->fast || !c->wsi)
+        return;
+    int fd = lws_get_socket_fd(c->wsi);
+    if (fd >= 0 && fd < gw->fastrx_cap && gw->fastrx_conns[fd] == c)
+        gw->fastrx_conns[fd] = NULL;
+    c->fast = 0;
+}

@@ -1,0 +1,34 @@
+/* fastrx.h — moongate reads plain ws:// connections itself.
+ *
+ * libwebsockets 4.1.6 parses incoming frames a byte at a time, with a
+ * callback per frame: for small messages that was a third of the
+ * gateway's CPU.  Once a plain (not TLS) connection's handshake is done,
+ * its reads are taken over here: lws calls lws_service_fd_tsi() through
+ * its PLT for every ready descriptor, so the executable's definition
+ * (fastrx.c) sees each one first.  For a connection in the table it does
+ * the recv() itself into one gateway-wide buffer, hands the bytes to
+ * wsrx (frames, unmasked in place, no copy for whole messages) and passes
+ * only the rest of the events (POLLOUT, POLLHUP) on to lws.  EOF and read
+ * errors are passed on with POLLIN, so lws reads them again and closes
+ * the connection its usual way.  Replies queued while the read is
+ * processed are written right after it, in the same loop turn.
+ *
+ * TLS connections keep lws's reader (their bytes exist only inside lws's
+ * TLS layer).  Writes, timeouts and closing stay lws's for everyone. */
+#ifndef MG_FASTRX_H
+#define MG_FASTRX_H
+
+#include "gw.h"
+
+/* Set up the descriptor table; 1 if lws's service calls reach fastrx.c
+ * (checked once, like sul_check), 0 if reads must stay with lws. */
+int fastrx_start(mg_gw *gw);
+void fastrx_stop(mg_gw *gw);
+
+/* Take over reading c (called when its upgrade completes); 0 if it stays
+ * on lws's reader (TLS, or fastrx off). */
+int fastrx_attach(mg_gw *gw, mg_conn *c);
+/* Forget c's descriptor (its socket is closing). */
+void fastrx_detach(mg_gw *gw, mg_conn *c);
+
+#endif

@@ -1,0 +1,271 @@
+/* wsrx.c — reading client WebSocket frames from a byte stream (wsrx.h). */
+#include "wsrx.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define OP_CONT 0x0
+#define OP_TEXT 0x1
+#define OP_BINARY 0x2
+#define OP_CLOSE 0x8
+#define OP_PING 0x9
+#define OP_PONG 0xA
+
+struct wsrx {
+    uint64_t left;      /* payload bytes of the current data frame still to come */
+    uint8_t mask[4];    /* its masking key ... */
+    uint8_t moff;       /* ... and the key index of its next byte */
+    uint8_t in_frame;   /* 1: inside that frame's payload */
+    uint8_t fin;        /* that frame ends its message */
+    uint8_t msg_active; /* a message has begun and not ended */
+    uint8_t msg_binary; /* its kind */
+    uint8_t carry_len;  /* bytes in carry */
+    unsigned char *msg; /* the message so far, unmasked */
+    size_t msg_len, msg_cap;
+    unsigned char carry[WSRX_CARRY_MAX]; /* an incomplete header or control frame */
+};
+
+/* Unmask n bytes in place; off is the key index of p[0]. */
+static void wsrx_unmask(unsigned char *p, size_t n, const uint8_t mask[4], unsigned off)
+{
+    uint8_t k[8];
+    for (int i = 0; i < 8; i++)
+        k[i] = mask[(off + (unsigned)i) & 3];
+    uint64_t k8;
+    memcpy(&k8, k, 8);
+    for (; n >= 8; p += 8, n -= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        v ^= k8;
+        memcpy(p, &v, 8);
+    }
+    for (size_t i = 0; i < n; i++)
+        p[i] ^= k[i];
+}
+
+static wsrx *wsrx_get(wsrx **st)
+{
+    if (!*st)
+        *st = calloc(1, sizeof(**st));
+    return *st;
+}
+
+static int wsrx_append(wsrx *s, const unsigned char *p, size_t n)
+{
+    if (s->msg_len + n > s->msg_cap) {
+        size_t cap = s->msg_cap ? s->msg_cap : 4096;
+        while (cap < s->msg_len + n)
+            cap *= 2;
+        unsigned char *m = realloc(s->msg, cap);
+        if (!m)
+            return -1;
+        s->msg = m;
+        s->msg_cap = cap;
+    }
+    memcpy(s->msg + s->msg_len, p, n);
+    s->msg_len += n;
+    return 0;
+}
+
+/* The reassembled message is complete: hand it over and start afresh. */
+static int wsrx_deliver(wsrx *s, const wsrx_sink *sink, void *arg)
+{
+    s->msg_active = 0;
+    int rc =
+        sink->message(arg, s->msg ? s->msg : (const unsigned char *)"", s->msg_len, s->msg_binary);
+    s->msg_len = 0;
+    return rc;
+}
+
+/* Checks that need only the first two bytes of a header; NULL if fine. */
+static const char *wsrx_check(unsigned b0, unsigned b1, int msg_active)
+{
+    unsigned op = b0 & 0x0f;
+    if (b0 & 0x70)
+        return "reserved bits set";
+    if (!(b1 & 0x80))
+        return "unmasked frame";
+    if (op & 0x8) {
+        if (op != OP_CLOSE && op != OP_PING && op != OP_PONG)
+            return "unknown opcode";
+        if (!(b0 & 0x80))
+            return "fragmented control frame";
+        if ((b1 & 0x7f) > 125)
+            return "control frame too long";
+        return NULL;
+    }
+    if (op > OP_BINARY)
+        return "unknown opcode";
+    if (op == OP_CONT && !msg_active)
+        return "continuation frame without a message";
+    if (op != OP_CONT && msg_active)
+        return "new message inside a fragmented one";
+    return NULL;
+}
+
+/* Header length for the 7-bit length field, mask included. */
+static size_t wsrx_header_len(unsigned b1)
+{
+    unsigned l7 = b1 & 0x7f;
+    return 2 + (l7 == 126 ? 2 : l7 == 127 ? 8 : 0) + 4;
+}
+
+static uint64_t wsrx_payload_len(const unsigned char *p)
+{
+    unsigned l7 = p[1] & 0x7f;
+    if (l7 < 126)
+        return l7;
+    if (l7 == 126)
+        return ((uint64_t)p[2] << 8) | p[3];
+    uint64_t n = 0;
+    for (int i = 2; i < 10; i++)
+        n = (n << 8) | p[i];
+    return n;
+}
+
+/* Continue a data frame whose payload began in an earlier read.  Returns
+ * the bytes consumed, or -1 (OOM) / -2 (sink stop). */
+static long wsrx_resume(wsrx *s, unsigned char *p, size_t avail, const wsrx_sink *sink, void *arg)
+{
+    size_t n = avail < s->left ? avail : (size_t)s->left;
+    wsrx_unmask(p, n, s->mask, s->moff);
+    if (wsrx_append(s, p, n) != 0)
+        return -1;
+    s->moff = (uint8_t)((s->moff + n) & 3);
+    s->left -= n;
+    if (s->left == 0) {
+        s->in_frame = 0;
+        if (s->fin && wsrx_deliver(s, sink, arg))
+            return -2;
+    }
+    return (long)n;
+}
+
+static int wsrx_fail(int *code, const char **reason, int c, const char *r)
+{
+    *code = c;
+    *reason = r;
+    return WSRX_ERROR;
+}
+
+/* Free the state when nothing is carried over. */
+static void wsrx_settle(wsrx **st)
+{
+    wsrx *s = *st;
+    if (s && !s->in_frame && !s->msg_active && !s->carry_len)
+        wsrx_free(st);
+}
+
+int wsrx_feed(wsrx **st, unsigned char *buf, size_t len, uint64_t max_message,
+              const wsrx_sink *sink, void *arg, int *code, const char **reason)
+{
+    unsigned char *p = buf, *end = buf + len;
+    int rc = WSRX_OK;
+
+    if (*st)
+        (*st)->carry_len = 0; /* buf starts with it (wsrx_unread) */
+    if (*st && (*st)->in_frame) {
+        long n = wsrx_resume(*st, p, len, sink, arg);
+        if (n == -1)
+            return wsrx_fail(code, reason, 1011, "out of memory");
+        if (n == -2)
+            return WSRX_STOPPED;
+        p += n;
+    }
+    while (p < end) {
+        size_t avail = (size_t)(end - p);
+        int active = *st ? (*st)->msg_active : 0;
+        if (avail < 2)
+            goto carry;
+        const char *bad = wsrx_check(p[0], p[1], active);
+        if (bad)
+            return wsrx_fail(code, reason, 1002, bad);
+        size_t hl = wsrx_header_len(p[1]);
+        if (avail < hl)
+            goto carry;
+        uint64_t plen = wsrx_payload_len(p);
+        if (plen >> 63)
+            return wsrx_fail(code, reason, 1002, "invalid frame length");
+        unsigned op = p[0] & 0x0f, fin = p[0] >> 7;
+        unsigned char *mask = p + hl - 4, *pay = p + hl;
+        size_t have = avail - hl;
+
+        if (op & 0x8) { /* control: whole, or carried until it is */
+            if (have < plen)
+                goto carry;
+            wsrx_unmask(pay, (size_t)plen, mask, 0);
+            p = pay + plen;
+            if (sink->control(arg, (int)op, pay, (size_t)plen)) {
+                rc = WSRX_STOPPED;
+                break;
+            }
+            continue;
+        }
+        uint64_t before = active ? (*st)->msg_len : 0;
+        if (plen > max_message || before + plen > max_message)
+            return wsrx_fail(code, reason, 1009, "message too big");
+        if (have >= plen && fin && !active) { /* the common case: no copy */
+            wsrx_unmask(pay, (size_t)plen, mask, 0);
+            p = pay + plen;
+            if (sink->message(arg, pay, (size_t)plen, op == OP_BINARY)) {
+                rc = WSRX_STOPPED;
+                break;
+            }
+            continue;
+        }
+        wsrx *s = wsrx_get(st);
+        if (!s)
+            return wsrx_fail(code, reason, 1011, "out of memory");
+        if (!active) {
+            s->msg_active = 1;
+            s->msg_binary = op == OP_BINARY;
+            s->msg_len = 0;
+        }
+        memcpy(s->mask, mask, 4);
+        s->moff = 0;
+        s->left = plen;
+        s->fin = (uint8_t)fin;
+        s->in_frame = 1;
+        long n = wsrx_resume(s, pay, have, sink, arg);
+        if (n == -1)
+            return wsrx_fail(code, reason, 1011, "out of memory");
+        if (n == -2) {
+            rc = WSRX_STOPPED;
+            break;
+        }
+        p = pay + n;
+        continue;
+    carry : {
+        wsrx *cs = wsrx_get(st);
+        if (!cs)
+            return wsrx_fail(code, reason, 1011, "out of memory");
+        memcpy(cs->carry, p, avail); /* avail < header + 125 here */
+        cs->carry_len = (uint8_t)avail;
+        return WSRX_OK;
+    }
+    }
+    wsrx_settle(st);
+    return rc;
+}
+
+size_t wsrx_unread(wsrx *st, unsigned char *buf)
+{
+    if (!st || !st->carry_len)
+        return 0;
+    memcpy(buf, st->carry, st->carry_len);
+    return st->carry_len;
+}
+
+int wsrx_busy(const wsrx *st)
+{
+    return st && (st->in_frame || st->msg_active || st->carry_len);
+}
+
+void wsrx_free(wsrx **st)
+{
+    if (*st) {
+        free((*st)->msg);
+        free(*st);
+        *st = NULL;
+    }
+}

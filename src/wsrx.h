@@ -1,0 +1,65 @@
+/* wsrx.h — reading client WebSocket frames (RFC 6455 section 5) from a
+ * byte stream, as recv() returns it.
+ *
+ * The caller reads into a buffer of its own and feeds it here; frames are
+ * unmasked in place, and a message that sits whole in the buffer reaches
+ * the sink straight from it, with no copy.  Only what crosses the end of a
+ * read is kept between calls: an incomplete header or control frame (at
+ * most 139 bytes, put back in front of the next read by wsrx_unread), the
+ * unmasking position of a data frame whose payload is still coming, and
+ * the message being reassembled.  That state is allocated when a read
+ * ends inside a frame or message and freed once a read ends on a message
+ * boundary, so an idle connection costs no memory here.
+ *
+ * Framing is checked as the RFC asks of a server with no extension
+ * negotiated: reserved bits, unknown opcodes, unmasked frames, fragmented
+ * or long control frames, stray continuations, a data frame inside a
+ * fragmented message and a 64-bit length with its top bit set are
+ * protocol errors (1002); a message longer than max_message is 1009,
+ * found as soon as the header that makes it too long arrives.  UTF-8 and
+ * close-frame bodies are the sink's to judge. */
+#ifndef MG_WSRX_H
+#define MG_WSRX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Longest piece kept between reads: a full header and a control payload. */
+#define WSRX_CARRY_MAX (14 + 125)
+
+typedef struct wsrx wsrx;
+
+/* Where frames go.  Each returns 0 to go on reading, non-zero to stop
+ * (wsrx_feed then returns WSRX_STOPPED and forgets the rest of the buffer). */
+typedef struct wsrx_sink {
+    /* A complete data message; data is valid during the call only. */
+    int (*message)(void *arg, const unsigned char *data, size_t len, int binary);
+    /* A ping, pong or close frame (opcode 0x9, 0xA, 0x8), payload <= 125. */
+    int (*control)(void *arg, int opcode, const unsigned char *data, size_t len);
+} wsrx_sink;
+
+enum {
+    WSRX_OK = 0,      /* everything consumed; feed more later */
+    WSRX_STOPPED = 1, /* a sink callback asked to stop */
+    WSRX_ERROR = 2    /* protocol error: *code and *reason say which */
+};
+
+/* Consume len bytes at buf (modified: unmasked in place).  *st is the
+ * connection's state (NULL to start); it is allocated and freed here.  On
+ * WSRX_ERROR, *code is 1002, 1009 or 1011 (out of memory) and *reason a
+ * static string; the stream cannot be resumed after an error. */
+int wsrx_feed(wsrx **st, unsigned char *buf, size_t len, uint64_t max_message,
+              const wsrx_sink *sink, void *arg, int *code, const char **reason);
+
+/* Copy the bytes kept from the previous read (an incomplete header or
+ * control frame) to buf, which has room for WSRX_CARRY_MAX; returns how
+ * many.  The next wsrx_feed must start with them (if no wsrx_feed
+ * follows, they stay kept). */
+size_t wsrx_unread(wsrx *st, unsigned char *buf);
+
+/* 1 if a message is being reassembled or a frame is incomplete. */
+int wsrx_busy(const wsrx *st);
+
+void wsrx_free(wsrx **st);
+
+#endif
