@@ -14,6 +14,8 @@
 #include "pubsub.h"
 #include "wsrx.h"
 
+static void conn_flush_unlink(mg_gw *gw, mg_conn *c);
+
 void conn_table_init(mg_gw *gw)
 {
     dict_init(&gw->conns_by_id);
@@ -78,6 +80,8 @@ oom:
 
 void conn_destroy(mg_gw *gw, mg_conn *c)
 {
+    if (c->in_flush)
+        conn_flush_unlink(gw, c);
     pubsub_unsubscribe_all(gw, c);
     if (c->name && dict_get(&gw->conns_by_name, c->name, strlen(c->name)) == c)
         dict_del(&gw->conns_by_name, c->name, strlen(c->name));
@@ -228,19 +232,50 @@ static int conn_over_limit(mg_gw *gw, mg_conn *c, size_t add)
     return MG_SEND_EVICTED;
 }
 
-/* A queue became non-empty: ask for a writable callback, unless the
- * connection is being read right now (fastrx writes after the read). */
-static void conn_wake(mg_gw *gw, mg_conn *c, int was_empty)
+/* While lws handles a ready socket (gw->dispatching: a read, a hook, a
+ * broadcast, an admin request, the broker's wake-up), a connection whose
+ * queue becomes non-empty joins the flush list, and server_run writes it
+ * as soon as that loop turn's events are handled: one write per socket
+ * per turn, without a poll() for POLLOUT in between.  Outside of that (a
+ * timer, which lws runs before its poll) lws is asked for a writable
+ * callback instead: a list flushed after the poll would wait for it. */
+void conn_wake(mg_gw *gw, mg_conn *c)
 {
-    if (was_empty && gw->cork != c)
+    if (!gw->dispatching) {
         lws_callback_on_writable(c->wsi);
+    } else if (!c->in_flush) {
+        c->in_flush = 1;
+        c->flush_next = gw->flush_list;
+        gw->flush_list = c;
+    }
+}
+
+mg_conn *conn_flush_pop(mg_gw *gw)
+{
+    mg_conn *c = gw->flush_list;
+    if (c) {
+        gw->flush_list = c->flush_next;
+        c->in_flush = 0;
+    }
+    return c;
+}
+
+static void conn_flush_unlink(mg_gw *gw, mg_conn *c)
+{
+    for (mg_conn **p = &gw->flush_list; *p; p = &(*p)->flush_next)
+        if (*p == c) {
+            *p = c->flush_next;
+            c->in_flush = 0;
+            return;
+        }
 }
 
 static void conn_queued(mg_gw *gw, mg_conn *c, size_t payload, int was_empty)
 {
     gw->metrics.messages_out++;
     gw->metrics.bytes_out += payload;
-    conn_wake(gw, c, was_empty);
+    if (was_empty)
+        conn_wake(gw, c);
 }
 
 int conn_send(mg_gw *gw, mg_conn *c, int opcode, const void *data, size_t len)
@@ -281,7 +316,8 @@ int conn_send_control(mg_gw *gw, mg_conn *c, int opcode, const void *data, size_
     int was_empty = c->q.count == 0;
     if (sendq_push_frame(&c->q, opcode, data, len) != 0)
         return MG_SEND_NOMEM;
-    conn_wake(gw, c, was_empty);
+    if (was_empty)
+        conn_wake(gw, c);
     return MG_SEND_OK;
 }
 
@@ -347,5 +383,5 @@ void conn_close(mg_gw *gw, mg_conn *c, int code, const char *reason, int discard
     /* However the peer behaves, the close completes within close_timeout. */
     lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK,
                     (int)((gw->cfg->close_timeout_ms + 999) / 1000));
-    lws_callback_on_writable(c->wsi);
+    conn_wake(gw, c);
 }

@@ -28,7 +28,7 @@ typedef struct mg_attr {
 
 typedef struct mg_topic mg_topic;
 
-/* Kept small (240 bytes, one 256-byte malloc chunk): every open connection
+/* Kept small (248 bytes, one 256-byte malloc chunk): every open connection
  * has one.  4-byte fields are paired so no padding creeps in. */
 struct mg_conn {
     uint64_t id;
@@ -61,6 +61,7 @@ struct mg_conn {
     unsigned rx_dead : 1;           /* fastrx: nothing more is read (failed, or closed) */
     unsigned close_after_flush : 1; /* hang up once the queue is written */
     unsigned wr_shut : 1;           /* fastrx: write side shut after a protocol error */
+    unsigned in_flush : 1;          /* on gw->flush_list */
     unsigned final_window : 1;      /* sends allowed: on_disconnect of a peer close */
     struct wsrx *wsrx;              /* ... and fastrx's partial frames (wsrx.c) */
     int lua_ref;                    /* cached Lua handle in the registry ... */
@@ -72,6 +73,7 @@ struct mg_conn {
     int64_t tokens_ms;
 
     mg_conn *prev, *next; /* gw->conn_list */
+    mg_conn *flush_next;  /* gw->flush_list, while in_flush */
 };
 
 /* Send results. */
@@ -108,6 +110,11 @@ int conn_attr_set(mg_conn *c, const char *key, const mg_value *v); /* nil delete
 /* Queue a frame (copied) or a shared frame; applies the send-queue limit. */
 int conn_send(mg_gw *gw, mg_conn *c, int opcode, const void *data, size_t len);
 int conn_send_shared(mg_gw *gw, mg_conn *c, mg_buf *b);
+/* c's queue just became non-empty: get it written (conn.c says how). */
+void conn_wake(mg_gw *gw, mg_conn *c);
+/* The next connection on the flush list, taken off it; NULL when empty. */
+mg_conn *conn_flush_pop(mg_gw *gw);
+
 /* Queue a pong or close frame: not a message (not counted), and allowed
  * in any state while the socket is up. */
 int conn_send_control(mg_gw *gw, mg_conn *c, int opcode, const void *data, size_t len);

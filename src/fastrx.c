@@ -71,10 +71,8 @@ static int fastrx_read(mg_gw *gw, mg_conn *c, int fd)
     fastrx_ctx x = {gw, c};
     int code = 0;
     const char *reason = NULL;
-    gw->cork = c; /* its replies are written below, not on POLLOUT */
     int rc = wsrx_feed(&c->wsrx, buf, kept + (size_t)n, gw->cfg->max_message_size, &fastrx_sink, &x,
                        &code, &reason);
-    gw->cork = NULL;
     if (rc == WSRX_ERROR)
         server_rx_error(gw, c, code, reason);
     server_flush(gw, c);
@@ -85,18 +83,19 @@ static int fastrx_read(mg_gw *gw, mg_conn *c, int fd)
 int lws_service_fd_tsi(struct lws_context *ctx, struct lws_pollfd *pfd, int tsi)
 {
     mg_gw *gw = fastrx_gw(ctx);
-    if (gw) {
-        gw->fastrx_seen = 1;
-        mg_conn *c;
-        if ((pfd->revents & POLLIN) && pfd->fd >= 0 && pfd->fd < gw->fastrx_cap &&
-            (c = gw->fastrx_conns[pfd->fd]) && !c->rx_paused) {
-            if (fastrx_read(gw, c, pfd->fd) == 0)
-                pfd->revents &= (short)~POLLIN;
-            if (!pfd->revents)
-                return 0;
-        }
-    }
-    return fastrx_real(gw)(ctx, pfd, tsi);
+    if (!gw)
+        return fastrx_real(gw)(ctx, pfd, tsi);
+    gw->fastrx_seen = 1;
+    gw->dispatching++; /* sends from here on are flushed after the turn (conn_wake) */
+    mg_conn *c;
+    int rc = 0;
+    if ((pfd->revents & POLLIN) && pfd->fd >= 0 && pfd->fd < gw->fastrx_cap &&
+        (c = gw->fastrx_conns[pfd->fd]) && !c->rx_paused && fastrx_read(gw, c, pfd->fd) == 0)
+        pfd->revents &= (short)~POLLIN;
+    if (pfd->revents)
+        rc = fastrx_real(gw)(ctx, pfd, tsi);
+    gw->dispatching--;
+    return rc;
 }
 
 int fastrx_start(mg_gw *gw)

@@ -73,7 +73,10 @@ typedef struct mg_gw {
     int fastrx_warned;         /* ... and if not, that was logged */
     void *fastrx_real;         /* lws's lws_service_fd_tsi */
     unsigned char *fastrx_buf; /* where each read lands */
-    mg_conn *cork;             /* being read: its replies wait for the read's end */
+
+    /* Writes without waiting for POLLOUT (conn.c, server.c). */
+    int dispatching;     /* inside lws's handling of a ready socket */
+    mg_conn *flush_list; /* queues that became non-empty meanwhile */
 
     int draining;     /* SIGTERM seen: closing everyone */
     int drain_pipe_w; /* see server_stop_listening() */

@@ -28,7 +28,7 @@ static void heartbeat_ping(mg_gw *gw, mg_conn *c)
     int rc = gw->ping_frame ? sendq_push_shared(&c->q, gw->ping_frame)
                             : sendq_push_frame(&c->q, MG_OP_PING, HEARTBEAT_PAYLOAD, 2);
     if (rc == 0 && was_empty)
-        lws_callback_on_writable(c->wsi);
+        conn_wake(gw, c);
 }
 
 static void heartbeat_sweep(lws_sorted_usec_list_t *sul)

@@ -276,7 +276,7 @@ void server_rx_error(mg_gw *gw, mg_conn *c, int code, const char *reason)
     c->rx_dead = 1;
     if (c->state != MG_CONN_OPEN) {
         c->close_after_flush = 1;
-        lws_callback_on_writable(c->wsi);
+        conn_wake(gw, c);
         return;
     }
     server_fail(gw, c, code, reason, code == 1009 ? MG_EVICT_TOO_BIG : MG_EVICT_PROTOCOL);
@@ -314,16 +314,41 @@ static int server_flushed(mg_conn *c, struct lws *wsi)
     return 0;
 }
 
+/* After a write: if the kernel took only part of it, lws keeps the rest
+ * and asks for POLLOUT itself; until it is out, reading stops (a peer
+ * close read now would be a hard close under lws's reader, and a client
+ * that does not read has no business being read).  Else, what is still
+ * to do waits for a writable callback. */
+static void server_after_write(mg_conn *c, struct lws *wsi)
+{
+    if (lws_partial_buffered(wsi)) {
+        lws_rx_flow_control(wsi, 0);
+        c->rx_paused = 1;
+        lws_callback_on_writable(wsi);
+    } else if (c->q.count || c->close_after_flush || (c->rx_dead && !c->wr_shut)) {
+        lws_callback_on_writable(wsi);
+    }
+}
+
 void server_flush(mg_gw *gw, mg_conn *c)
 {
-    if (!c->wsi)
-        return;
-    if (c->q.count && !c->rx_paused && !lws_partial_buffered(c->wsi) &&
-        server_write_once(gw, c) != 0)
+    struct lws *wsi = c->wsi;
+    if (!wsi || c->rx_paused || lws_partial_buffered(wsi))
+        return; /* a writable callback is already due */
+    if (c->q.count && server_write_once(gw, c) != 0) {
         c->close_after_flush = 1; /* the socket failed: WRITEABLE ends it */
-    if (c->q.count || c->close_after_flush || (c->rx_dead && !c->wr_shut) ||
-        lws_partial_buffered(c->wsi))
-        lws_callback_on_writable(c->wsi);
+        lws_callback_on_writable(wsi);
+        return;
+    }
+    server_after_write(c, wsi);
+}
+
+/* Write every connection whose queue filled during the loop turn. */
+static void server_flush_all(mg_gw *gw)
+{
+    mg_conn *c;
+    while ((c = conn_flush_pop(gw)))
+        server_flush(gw, c);
 }
 
 static int server_writeable(mg_gw *gw, mg_conn *c, struct lws *wsi)
@@ -338,16 +363,7 @@ static int server_writeable(mg_gw *gw, mg_conn *c, struct lws *wsi)
         return -1;
     if (!c->q.count && !lws_partial_buffered(wsi) && server_flushed(c, wsi))
         return -1;
-    if (lws_partial_buffered(wsi)) {
-        /* A peer close now would be a hard close: stop reading until the
-         * kernel has taken the rest. */
-        lws_rx_flow_control(wsi, 0);
-        c->rx_paused = 1;
-        lws_callback_on_writable(wsi);
-        return 0;
-    }
-    if (c->q.count)
-        lws_callback_on_writable(wsi);
+    server_after_write(c, wsi);
     return 0;
 }
 
@@ -635,6 +651,7 @@ void server_run(mg_gw *gw)
     while (!gw->stopping) {
         if (lws_service(gw->lws, 0) < 0)
             break;
+        server_flush_all(gw);
         gw->clock_stale = 1;
     }
 }
