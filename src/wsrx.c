@@ -52,6 +52,8 @@ static wsrx *wsrx_get(wsrx **st)
 
 static int wsrx_append(wsrx *s, const unsigned char *p, size_t n)
 {
+    if (n == 0) /* an empty fragment, or none of the payload in this read */
+        return 0;
     if (s->msg_len + n > s->msg_cap) {
         size_t cap = s->msg_cap ? s->msg_cap : 4096;
         while (cap < s->msg_len + n)
