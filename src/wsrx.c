@@ -25,12 +25,14 @@ struct wsrx {
     unsigned char carry[WSRX_CARRY_MAX]; /* an incomplete header or control frame */
 };
 
-/* Unmask n bytes in place; off is the key index of p[0]. */
+/* Unmask n bytes in place; off is the key index of p[0].  Eight bytes at
+ * a time with the key rotated to start at off (byte i of the 64-bit key,
+ * in memory order, is mask[(off + i) & 3]). */
 static void wsrx_unmask(unsigned char *p, size_t n, const uint8_t mask[4], unsigned off)
 {
     uint8_t k[8];
-    for (int i = 0; i < 8; i++)
-        k[i] = mask[(off + (unsigned)i) & 3];
+    for (int i = 0; i < 4; i++)
+        k[i] = k[i + 4] = mask[(off + (unsigned)i) & 3];
     uint64_t k8;
     memcpy(&k8, k, 8);
     for (; n >= 8; p += 8, n -= 8) {
