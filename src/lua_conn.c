@@ -18,26 +18,37 @@
 #define CONN_MT "moongate.conn"
 
 typedef struct {
+    const void *tag; /* &lconn_tag: this userdata is a conn handle */
+    mg_script *s;    /* its generation (the handle dies with the state) */
     uint64_t id;
     mg_conn *c; /* the connection, in the live generation's cached handle
                  * until script_forget_conn; else NULL: look the id up */
 } lconn;
 
-static lconn *lconn_check(lua_State *L, mg_script *s, int idx)
+static const char lconn_tag;
+
+/* The conn handle at idx, or luaL_checkudata's argument error.  A handle is
+ * a full userdata of this size whose first word is &lconn_tag: a userdata's
+ * bytes are written only by C code, and only lua_conn_push writes that
+ * address.  (A metatable comparison costs four API calls on every method
+ * call; this one, two.) */
+static lconn *lconn_check(lua_State *L, int idx)
 {
-    return lua_api_checkhandle(L, idx, s->conn_mt, CONN_MT);
+    lconn *h = lua_touserdata(L, idx);
+    if (!h || lua_objlen(L, idx) != sizeof(*h) || h->tag != &lconn_tag)
+        luaL_typerror(L, idx, CONN_MT);
+    return h;
 }
 
-/* The connection of the handle at idx, or NULL once it is gone. */
-static mg_conn *lconn_find(lua_State *L, mg_script *s, int idx)
+/* The handle's connection, or NULL once it is gone. */
+static mg_conn *lconn_conn(const lconn *h)
 {
-    lconn *h = lconn_check(L, s, idx);
-    return h->c ? h->c : conn_find(s->gw, h->id);
+    return h->c ? h->c : conn_find(h->s->gw, h->id);
 }
 
 static mg_conn *lconn_get(lua_State *L, int idx)
 {
-    return lconn_find(L, lua_api_script(L), idx);
+    return lconn_conn(lconn_check(L, idx));
 }
 
 static int lconn_open_or_final(const mg_conn *c)
@@ -53,8 +64,9 @@ static int lconn_open_or_final(const mg_conn *c)
 
 static int lconn_send(lua_State *L)
 {
-    mg_script *s = lua_api_script(L);
-    mg_conn *c = lconn_find(L, s, 1);
+    lconn *h = lconn_check(L, 1);
+    mg_script *s = h->s;
+    mg_conn *c = lconn_conn(h);
     if (!lconn_open_or_final(c))
         return lua_api_fail(L, "connection closed");
     size_t len;
@@ -159,7 +171,7 @@ static int lconn_is_open(lua_State *L)
 
 static int lconn_tostring(lua_State *L)
 {
-    lconn *h = lconn_check(L, lua_api_script(L), 1);
+    lconn *h = lconn_check(L, 1);
     lua_pushfstring(L, "conn %d", (int)h->id);
     return 1;
 }
@@ -175,14 +187,13 @@ static void lconn_push_str_or_nil(lua_State *L, const char *s)
 /* conn.KEY for a key that is not a method (see lua_api_newclass). */
 static int lconn_field(lua_State *L)
 {
-    mg_script *s = lua_api_script(L);
-    lconn *h = lconn_check(L, s, 1);
+    lconn *h = lconn_check(L, 1);
     const char *key = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : NULL;
     if (key && strcmp(key, "id") == 0) {
         lua_pushnumber(L, (lua_Number)h->id);
         return 1;
     }
-    mg_conn *c = key ? (h->c ? h->c : conn_find(s->gw, h->id)) : NULL;
+    mg_conn *c = key ? lconn_conn(h) : NULL;
     if (!c)
         lua_pushnil(L);
     else if (strcmp(key, "path") == 0)
@@ -200,8 +211,7 @@ static int lconn_field(lua_State *L)
 
 static int lconn_eq(lua_State *L)
 {
-    mg_script *s = lua_api_script(L);
-    lconn *a = lconn_check(L, s, 1), *b = lconn_check(L, s, 2);
+    lconn *a = lconn_check(L, 1), *b = lconn_check(L, 2);
     lua_pushboolean(L, a->id == b->id);
     return 1;
 }
@@ -220,7 +230,7 @@ void lua_conn_open(mg_script *s)
         {"__eq", lconn_eq},
         {NULL, NULL},
     };
-    s->conn_mt = lua_api_newclass(s, CONN_MT, methods, lconn_field, meta);
+    lua_api_newclass(s, CONN_MT, methods, lconn_field, meta);
 }
 
 void lua_conn_push(mg_script *s, mg_conn *c)
@@ -231,6 +241,8 @@ void lua_conn_push(mg_script *s, mg_conn *c)
         return;
     }
     lconn *h = lua_newuserdata(L, sizeof(*h));
+    h->tag = &lconn_tag;
+    h->s = s;
     h->id = c->id;
     h->c = NULL;
     luaL_getmetatable(L, CONN_MT);

@@ -38,7 +38,7 @@ struct mg_script {
     uint64_t next_timer_id;
     const char *kind_str[2];           /* "text", "binary" as interned in L: a
                                         * string with these bytes is at this address */
-    const void *conn_mt, *msg_mt;      /* handle metatables, for type checks */
+    const void *msg_mt;                /* the msg handles' metatable, for type checks */
     uint64_t cur_conn;                 /* connection of the hook running now, for gw.log */
     const struct mg_request *live_req; /* request of the on_handshake running now */
 };

@@ -63,6 +63,8 @@ H.types = function(conn)
     table = try(conn.send, {}, "x"),
     timer = try(conn.send, t, "x"),
     file = try(conn.send, io.stdout, "x"),
+    proxy = try(conn.send, newproxy(true), "x"),
+    light = try(conn.send, null, "x"),
     field = try(conn.get, "not a conn", "k"),
     getmt = try(getmetatable, conn),
     eq_other = try(function() return conn == t end),
@@ -172,7 +174,8 @@ def test_type_checks(gw, raw):
     c = raw(gw.port)
     r = cmd(c, "types")
     for k, got in (("number", "number"), ("none", "no value"), ("table", "table"),
-                   ("timer", "userdata"), ("file", "userdata")):
+                   ("timer", "userdata"), ("file", "userdata"), ("proxy", "userdata"),
+                   ("light", "userdata")):
         assert r[k]["threw"] is True, (k, r[k])
         assert "bad argument #1 to '?' (moongate.conn expected, got %s)" % got in r[k]["a"], \
             (k, r[k])
