@@ -3,9 +3,10 @@
  * An mg_conn is created when a WebSocket upgrade completes and destroyed
  * when libwebsockets reports the socket closed.  It carries what the Lua
  * side can see and keep (id, path, query, remote, headers, name,
- * attributes, subscriptions) and the send queue.  Lua never holds a pointer
- * to it: handles carry the id and look it up, so a handle to a closed
- * connection fails cleanly.  Ids are never reused. */
+ * attributes, subscriptions) and the send queue.  Lua handles carry the id;
+ * the one cached for the live script also keeps the pointer until
+ * script_forget_conn, which runs before the connection is destroyed, so a
+ * handle to a closed connection fails cleanly.  Ids are never reused. */
 #ifndef MG_CONN_H
 #define MG_CONN_H
 

@@ -18,6 +18,8 @@
 
 void lua_conn_open(mg_script *s);
 void lua_conn_push(mg_script *s, mg_conn *c);
+/* Unref the handle cached for c in s, and clear its pointer to c. */
+void lua_conn_forget(mg_script *s, mg_conn *c);
 
 /* Leaves the gw table on the stack. */
 void lua_gw_open(mg_script *s, const mg_config *cfg);
@@ -36,11 +38,16 @@ int lua_msg_alive(mg_script *s, uint64_t id);
 void lua_timer_open(mg_script *s);
 void lua_timer_cancel_all(mg_script *s);
 
-/* A handle type: metatable NAME whose __index is index, called with s as
- * upvalue 1 and the methods table as upvalue 2, plus the metamethods in
- * meta (closures over s); __metatable hides it from scripts. */
-void lua_api_newclass(mg_script *s, const char *name, const luaL_Reg *methods, lua_CFunction index,
-                      const luaL_Reg *meta);
+/* A handle type: metatable NAME whose __index returns the method of that
+ * name if there is one, else calls field(handle, key) (a closure over s),
+ * plus the metamethods in meta (closures over s); __metatable hides it
+ * from scripts.  Returns the metatable, for lua_api_checkhandle. */
+const void *lua_api_newclass(mg_script *s, const char *name, const luaL_Reg *methods,
+                             lua_CFunction field, const luaL_Reg *meta);
+
+/* The userdata at idx if its metatable is mt, else the argument error of
+ * luaL_checkudata(L, idx, name) — without its registry lookup by name. */
+void *lua_api_checkhandle(lua_State *L, int idx, const void *mt, const char *name);
 
 /* Register fns as closures with s as upvalue 1 into the table at the top. */
 void lua_api_setfuncs(mg_script *s, const luaL_Reg *fns);
@@ -56,7 +63,7 @@ int lua_api_tovalue(lua_State *L, int idx, mg_value *v);
 
 /* The optional message kind at idx: "text" (default) or "binary";
  * anything else raises an argument error. */
-int lua_api_kind(lua_State *L, int idx);
+int lua_api_kind(const mg_script *s, lua_State *L, int idx);
 
 /* Push nil, msg and return 2: the error-value convention. */
 int lua_api_fail(lua_State *L, const char *msg);

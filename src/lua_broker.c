@@ -202,10 +202,11 @@ static int lbroker_to_table(lua_State *L, int idx, amqp_pool_t *pool, amqp_table
 
 static mg_delivery *lmsg_delivery(lua_State *L, int idx, lmsg **hp)
 {
-    lmsg *h = luaL_checkudata(L, idx, MSG_MT);
+    mg_script *s = lua_api_script(L);
+    lmsg *h = lua_api_checkhandle(L, idx, s->msg_mt, MSG_MT);
     if (hp)
         *hp = h;
-    return broker_find(lua_api_script(L)->gw, h->id);
+    return broker_find(s->gw, h->id);
 }
 
 static const char *lmsg_gone(const lmsg *h)
@@ -376,30 +377,26 @@ static int lmsg_assign(lua_State *L)
 
 static int lmsg_tostring(lua_State *L)
 {
-    lmsg *h = luaL_checkudata(L, 1, MSG_MT);
+    lmsg *h = lua_api_checkhandle(L, 1, lua_api_script(L)->msg_mt, MSG_MT);
     lua_pushfstring(L, "msg: %f", (double)h->id);
     return 1;
 }
 
 static int lmsg_gc(lua_State *L)
 {
-    lmsg *h = luaL_checkudata(L, 1, MSG_MT);
     mg_script *s = lua_api_script(L);
+    lmsg *h = lua_api_checkhandle(L, 1, s->msg_mt, MSG_MT);
     if (s->gw->script == s)
         broker_handle_dropped(s->gw, h->id);
     return 0;
 }
 
-/* __index: methods (upvalue 2), then state and owner, then the copied
- * fields in the environment table. */
-static int lmsg_index(lua_State *L)
+/* msg.KEY for a key that is not a method (see lua_api_newclass): state
+ * and owner, then the copied fields in the environment table. */
+static int lmsg_field(lua_State *L)
 {
     lmsg *h;
     mg_delivery *d = lmsg_delivery(L, 1, &h);
-    lua_pushvalue(L, 2);
-    lua_rawget(L, lua_upvalueindex(2));
-    if (!lua_isnil(L, -1))
-        return 1;
     const char *key = lua_tostring(L, 2);
     if (key && strcmp(key, "state") == 0) {
         lua_pushstring(L, d ? (d->state == MG_DLV_FORWARDING ? "forwarding" : "unsettled")
@@ -655,7 +652,7 @@ void lua_broker_open(mg_script *s)
     };
     lua_State *L = s->L;
 
-    lua_api_newclass(s, MSG_MT, methods, lmsg_index, meta);
+    s->msg_mt = lua_api_newclass(s, MSG_MT, methods, lmsg_field, meta);
 
     lua_newtable(L);
     lua_createtable(L, 0, 1);

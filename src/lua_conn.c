@@ -1,10 +1,13 @@
 /* lua_conn.c — the `conn` handle Lua scripts get.
  *
- * A handle is a userdata holding only the connection id; every field read
- * and method call looks the connection up, so a handle outlives its
+ * A handle is a userdata naming the connection by id; every field read and
+ * method call finds the connection first, so a handle outlives its
  * connection safely: fields read nil (except id) and methods return
  * nil, "connection closed".  One handle per connection per generation is
- * cached in the registry, so hooks create no garbage per message. */
+ * cached in the registry, so hooks create no garbage per message; the
+ * cached handle of the live generation also keeps the connection's pointer,
+ * which script_forget_conn clears before the connection is freed, so it
+ * finds it without a lookup by id. */
 #include <lauxlib.h>
 #include <string.h>
 
@@ -15,28 +18,61 @@
 #define CONN_MT "moongate.conn"
 
 typedef struct {
+    const void *tag; /* &lconn_tag: this userdata is a conn handle */
+    mg_script *s;    /* its generation (the handle dies with the state) */
     uint64_t id;
+    mg_conn *c; /* the connection, in the live generation's cached handle
+                 * until script_forget_conn; else NULL: look the id up */
 } lconn;
+
+static const char lconn_tag;
+
+/* The conn handle at idx, or luaL_checkudata's argument error.  A handle is
+ * a full userdata of this size whose first word is &lconn_tag: a userdata's
+ * bytes are written only by C code, and only lua_conn_push writes that
+ * address.  (A metatable comparison costs four API calls on every method
+ * call; this one, two.) */
+static lconn *lconn_check(lua_State *L, int idx)
+{
+    lconn *h = lua_touserdata(L, idx);
+    if (!h || lua_objlen(L, idx) != sizeof(*h) || h->tag != &lconn_tag)
+        luaL_typerror(L, idx, CONN_MT);
+    return h;
+}
+
+/* The handle's connection, or NULL once it is gone. */
+static mg_conn *lconn_conn(const lconn *h)
+{
+    return h->c ? h->c : conn_find(h->s->gw, h->id);
+}
 
 static mg_conn *lconn_get(lua_State *L, int idx)
 {
-    lconn *h = luaL_checkudata(L, idx, CONN_MT);
-    return conn_find(lua_api_script(L)->gw, h->id);
+    return lconn_conn(lconn_check(L, idx));
+}
+
+static int lconn_open_or_final(const mg_conn *c)
+{
+    return conn_is_open(c) || (c && c->final_window);
 }
 
 /* The connection for a method, or NULL with nil, err pushed (2 results). */
 #define LCONN_OPEN_OR_FAIL(L, c)                                                                   \
     mg_conn *c = lconn_get(L, 1);                                                                  \
-    if (!conn_is_open(c) && !(c && c->final_window))                                               \
+    if (!lconn_open_or_final(c))                                                                   \
         return lua_api_fail(L, "connection closed");
 
 static int lconn_send(lua_State *L)
 {
-    LCONN_OPEN_OR_FAIL(L, c);
+    lconn *h = lconn_check(L, 1);
+    mg_script *s = h->s;
+    mg_conn *c = lconn_conn(h);
+    if (!lconn_open_or_final(c))
+        return lua_api_fail(L, "connection closed");
     size_t len;
     const char *data = luaL_checklstring(L, 2, &len);
-    int op = lua_api_kind(L, 3);
-    int rc = conn_send(lua_api_script(L)->gw, c, op, data, len);
+    int op = lua_api_kind(s, L, 3);
+    int rc = conn_send(s->gw, c, op, data, len);
     if (rc != MG_SEND_OK)
         return lua_api_fail(L, conn_send_error(rc));
     lua_pushboolean(L, 1);
@@ -135,7 +171,7 @@ static int lconn_is_open(lua_State *L)
 
 static int lconn_tostring(lua_State *L)
 {
-    lconn *h = luaL_checkudata(L, 1, CONN_MT);
+    lconn *h = lconn_check(L, 1);
     lua_pushfstring(L, "conn %d", (int)h->id);
     return 1;
 }
@@ -148,25 +184,19 @@ static void lconn_push_str_or_nil(lua_State *L, const char *s)
         lua_pushnil(L);
 }
 
-/* __index: methods first (upvalue 2), then fields. */
-static int lconn_index(lua_State *L)
+/* conn.KEY for a key that is not a method (see lua_api_newclass). */
+static int lconn_field(lua_State *L)
 {
-    lua_pushvalue(L, 2);
-    lua_rawget(L, lua_upvalueindex(2));
-    if (!lua_isnil(L, -1)) /* a method: the common case, no type check needed */
-        return 1;
-    lconn *h = luaL_checkudata(L, 1, CONN_MT);
-    const char *key = lua_tostring(L, 2);
-    if (!key)
-        return 1;
-    if (strcmp(key, "id") == 0) {
+    lconn *h = lconn_check(L, 1);
+    const char *key = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : NULL;
+    if (key && strcmp(key, "id") == 0) {
         lua_pushnumber(L, (lua_Number)h->id);
         return 1;
     }
-    mg_conn *c = conn_find(lua_api_script(L)->gw, h->id);
+    mg_conn *c = key ? lconn_conn(h) : NULL;
     if (!c)
-        return 1;
-    if (strcmp(key, "path") == 0)
+        lua_pushnil(L);
+    else if (strcmp(key, "path") == 0)
         lconn_push_str_or_nil(L, c->path);
     else if (strcmp(key, "query") == 0)
         lconn_push_str_or_nil(L, c->query);
@@ -181,7 +211,7 @@ static int lconn_index(lua_State *L)
 
 static int lconn_eq(lua_State *L)
 {
-    lconn *a = luaL_checkudata(L, 1, CONN_MT), *b = luaL_checkudata(L, 2, CONN_MT);
+    lconn *a = lconn_check(L, 1), *b = lconn_check(L, 2);
     lua_pushboolean(L, a->id == b->id);
     return 1;
 }
@@ -200,7 +230,7 @@ void lua_conn_open(mg_script *s)
         {"__eq", lconn_eq},
         {NULL, NULL},
     };
-    lua_api_newclass(s, CONN_MT, methods, lconn_index, meta);
+    lua_api_newclass(s, CONN_MT, methods, lconn_field, meta);
 }
 
 void lua_conn_push(mg_script *s, mg_conn *c)
@@ -211,14 +241,30 @@ void lua_conn_push(mg_script *s, mg_conn *c)
         return;
     }
     lconn *h = lua_newuserdata(L, sizeof(*h));
+    h->tag = &lconn_tag;
+    h->s = s;
     h->id = c->id;
+    h->c = NULL;
     luaL_getmetatable(L, CONN_MT);
     lua_setmetatable(L, -2);
     /* Cache only in the live generation: a state being loaded for a
-     * reload may still be thrown away. */
+     * reload may still be thrown away, and script_forget_conn reaches only
+     * the live one's handles. */
     if (s->gw->script == s) {
+        h->c = c;
         lua_pushvalue(L, -1);
         c->lua_ref = luaL_ref(L, LUA_REGISTRYINDEX);
         c->lua_ref_gen = s->gen;
     }
+}
+
+void lua_conn_forget(mg_script *s, mg_conn *c)
+{
+    if (c->lua_ref < 0 || c->lua_ref_gen != s->gen)
+        return;
+    lua_rawgeti(s->L, LUA_REGISTRYINDEX, c->lua_ref);
+    lconn *h = lua_touserdata(s->L, -1);
+    h->c = NULL; /* the script may keep the handle: it looks the id up now */
+    lua_pop(s->L, 1);
+    luaL_unref(s->L, LUA_REGISTRYINDEX, c->lua_ref);
 }

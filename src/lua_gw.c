@@ -21,20 +21,48 @@ void lua_api_setfuncs(mg_script *s, const luaL_Reg *fns)
     }
 }
 
-void lua_api_newclass(mg_script *s, const char *name, const luaL_Reg *methods, lua_CFunction index,
-                      const luaL_Reg *meta)
+/* The __index of a handle type, made from the methods table and the C
+ * field getter: a Lua function, so `h:method()` costs the interpreter a
+ * table lookup and no call into C.  Hooks run with the JIT off. */
+static const char lua_api_index_src[] = "local methods, field = ...\n"
+                                        "return function(h, k)\n"
+                                        "  local m = methods[k]\n"
+                                        "  if m ~= nil then return m end\n"
+                                        "  return field(h, k)\n"
+                                        "end\n";
+
+const void *lua_api_newclass(mg_script *s, const char *name, const luaL_Reg *methods,
+                             lua_CFunction field, const luaL_Reg *meta)
 {
     lua_State *L = s->L;
     luaL_newmetatable(L, name);
-    lua_pushlightuserdata(L, s);
+    const void *mt = lua_topointer(L, -1);
+    if (luaL_loadbuffer(L, lua_api_index_src, sizeof(lua_api_index_src) - 1, "=handle __index"))
+        lua_error(L); /* out of memory while building the state */
     lua_newtable(L);
     lua_api_setfuncs(s, methods);
-    lua_pushcclosure(L, index, 2);
+    lua_pushlightuserdata(L, s);
+    lua_pushcclosure(L, field, 1);
+    lua_call(L, 2, 1);
     lua_setfield(L, -2, "__index");
     lua_api_setfuncs(s, meta);
     lua_pushstring(L, name);
     lua_setfield(L, -2, "__metatable");
     lua_pop(L, 1);
+    return mt;
+}
+
+void *lua_api_checkhandle(lua_State *L, int idx, const void *mt, const char *name)
+{
+    void *p = lua_touserdata(L, idx);
+    if (p && lua_getmetatable(L, idx)) {
+        int ok = lua_topointer(L, -1) == mt;
+        lua_pop(L, 1);
+        if (ok)
+            return p;
+    }
+    luaL_typerror(L, idx, name);
+    return NULL;
 }
 
 int lua_api_fail(lua_State *L, const char *msg)
@@ -86,9 +114,15 @@ int lua_api_tovalue(lua_State *L, int idx, mg_value *v)
     }
 }
 
-int lua_api_kind(lua_State *L, int idx)
+int lua_api_kind(const mg_script *s, lua_State *L, int idx)
 {
-    const char *kind = luaL_optstring(L, idx, "text");
+    /* Strings are interned: "text" and "binary" are the state's own. */
+    const char *kind = lua_tostring(L, idx);
+    if (kind == s->kind_str[0] || (!kind && lua_isnoneornil(L, idx)))
+        return MG_OP_TEXT;
+    if (kind == s->kind_str[1])
+        return MG_OP_BINARY;
+    kind = luaL_optstring(L, idx, "text");
     if (strcmp(kind, "binary") == 0)
         return MG_OP_BINARY;
     if (strcmp(kind, "text") != 0)
@@ -117,11 +151,12 @@ static mg_conn *lgw_target(lua_State *L, mg_gw *gw, int idx)
 
 static int lgw_send(lua_State *L)
 {
-    mg_gw *gw = lua_api_script(L)->gw;
+    mg_script *s = lua_api_script(L);
+    mg_gw *gw = s->gw;
     mg_conn *c = lgw_target(L, gw, 1);
     size_t len;
     const char *data = luaL_checklstring(L, 2, &len);
-    int op = lua_api_kind(L, 3);
+    int op = lua_api_kind(s, L, 3);
     if (!c)
         return lua_api_fail(L, "no such connection");
     int rc = conn_send(gw, c, op, data, len);
@@ -133,7 +168,8 @@ static int lgw_send(lua_State *L)
 
 static int lgw_broadcast(lua_State *L)
 {
-    mg_gw *gw = lua_api_script(L)->gw;
+    mg_script *s = lua_api_script(L);
+    mg_gw *gw = s->gw;
     size_t len;
     const char *data = luaL_checklstring(L, 1, &len);
     uint64_t except = 0;
@@ -141,7 +177,7 @@ static int lgw_broadcast(lua_State *L)
         mg_conn *c = lgw_target(L, gw, 2);
         except = c ? c->id : 0;
     }
-    long n = pubsub_broadcast(gw, lua_api_kind(L, 3), data, len, except);
+    long n = pubsub_broadcast(gw, lua_api_kind(s, L, 3), data, len, except);
     if (n < 0)
         return lua_api_fail(L, "out of memory");
     lua_pushinteger(L, n);
@@ -150,11 +186,12 @@ static int lgw_broadcast(lua_State *L)
 
 static int lgw_publish(lua_State *L)
 {
-    mg_gw *gw = lua_api_script(L)->gw;
+    mg_script *s = lua_api_script(L);
+    mg_gw *gw = s->gw;
     const char *topic = luaL_checkstring(L, 1);
     size_t len;
     const char *data = luaL_checklstring(L, 2, &len);
-    long n = pubsub_publish(gw, topic, lua_api_kind(L, 3), data, len);
+    long n = pubsub_publish(gw, topic, lua_api_kind(s, L, 3), data, len);
     if (n < 0)
         return lua_api_fail(L, "out of memory");
     lua_pushinteger(L, n);

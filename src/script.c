@@ -1,6 +1,7 @@
 /* script.c — Lua states, hook calls and reload (see script.h). */
 #include "script.h"
 
+#include <assert.h>
 #include <lauxlib.h>
 #include <luajit.h>
 #include <lualib.h>
@@ -23,18 +24,35 @@ static const char *const script_hook_names[SCRIPT_HOOKS] = {
     "on_reload",    "on_task",    "on_broker",
 };
 
-/* Interned once per state: the hook names and the two message kinds, so a
- * call does not hash them again. */
-static void script_intern(mg_script *s)
+/* The base of the state's stack holds, for good, what every call uses:
+ * the error handler, then the hook names and the two message kinds,
+ * interned once so a call does not hash them again.  Every call starts
+ * from the event loop, never from inside another call (where these indexes
+ * would be the running C function's own), so they are always there. */
+#define SCRIPT_TRACEBACK 1
+#define SCRIPT_HOOK_NAME(id) (2 + (id))
+#define SCRIPT_KIND(binary) (2 + SCRIPT_HOOKS + (binary))
+
+static int script_traceback(lua_State *L)
 {
-    for (int i = 0; i < SCRIPT_HOOKS; i++) {
+    const char *msg = lua_tostring(L, 1);
+    if (!msg)
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+static void script_push_base(mg_script *s)
+{
+    lua_pushcfunction(s->L, script_traceback);
+    for (int i = 0; i < SCRIPT_HOOKS; i++)
         lua_pushstring(s->L, script_hook_names[i]);
-        s->hook_ref[i] = luaL_ref(s->L, LUA_REGISTRYINDEX);
+    const char *kinds[2] = {"text", "binary"};
+    for (int i = 0; i < 2; i++) {
+        lua_pushstring(s->L, kinds[i]);
+        s->kind_str[i] = lua_tostring(s->L, -1);
     }
-    lua_pushliteral(s->L, "text");
-    s->kind_ref[0] = luaL_ref(s->L, LUA_REGISTRYINDEX);
-    lua_pushliteral(s->L, "binary");
-    s->kind_ref[1] = luaL_ref(s->L, LUA_REGISTRYINDEX);
+    assert(lua_gettop(s->L) == SCRIPT_KIND(1));
 }
 
 static int script_jit_refused(lua_State *L)
@@ -68,15 +86,6 @@ static void script_open_libs(lua_State *L, const mg_config *cfg)
     lua_pop(L, 1);
 }
 
-static int script_traceback(lua_State *L)
-{
-    const char *msg = lua_tostring(L, 1);
-    if (!msg)
-        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-    luaL_traceback(L, L, msg, 1);
-    return 1;
-}
-
 static int64_t script_ns(clockid_t clock)
 {
     struct timespec ts;
@@ -91,9 +100,7 @@ static int script_pcall(mg_script *s, int nargs, int nresults)
 {
     lua_State *L = s->L;
     mg_metrics *m = &s->gw->metrics;
-    int base = lua_gettop(L) - nargs;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, s->traceback_ref);
-    lua_insert(L, base);
+    assert(s->alloc.capped == 0); /* not inside another call */
     /* Hook time: a precise clock read costs ~25 ns, ~5% of an echo; the
      * coarse clock (one kernel tick, ~4 ms) is nearly free.  A call that
      * spans a tick is counted as measured; the short ones are estimated
@@ -102,7 +109,7 @@ static int script_pcall(mg_script *s, int nargs, int nresults)
     int64_t c0 = script_ns(CLOCK_MONOTONIC_COARSE), t0 = timed ? script_ns(CLOCK_MONOTONIC) : 0;
     budget_enter(L);
     s->alloc.capped++;
-    int rc = lua_pcall(L, nargs, nresults, base);
+    int rc = lua_pcall(L, nargs, nresults, SCRIPT_TRACEBACK);
     s->alloc.capped--;
     int aborted = budget_leave();
     if (rc == LUA_ERRMEM) /* free what the failed call left, before the next one */
@@ -113,7 +120,6 @@ static int script_pcall(mg_script *s, int nargs, int nresults)
         m->hook_ns += (uint64_t)dt * SCRIPT_TIME_EVERY;
     else
         m->hook_ns += (uint64_t)(timed ? dt : dc);
-    lua_remove(L, base);
     if (rc == 0)
         return 0;
     return aborted ? 2 : 1;
@@ -166,10 +172,8 @@ mg_script *script_load(mg_gw *gw, const mg_config *cfg, uint64_t gen, char *err,
         return NULL;
     }
     lua_State *L = s->L;
+    script_push_base(s);
     script_open_libs(L, cfg);
-    lua_pushcfunction(L, script_traceback); /* one closure, not one per call */
-    s->traceback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    script_intern(s);
     lua_conn_open(s);
     lua_gw_open(s, cfg);
     lua_setglobal(L, "gw");
@@ -220,7 +224,7 @@ int script_check(const char *path, char *err, size_t errlen)
  * protected call. */
 static int script_hook(mg_script *s, script_hook_id id)
 {
-    lua_rawgeti(s->L, LUA_REGISTRYINDEX, s->hook_ref[id]);
+    lua_pushvalue(s->L, SCRIPT_HOOK_NAME(id));
     lua_rawget(s->L, LUA_GLOBALSINDEX);
     if (lua_isfunction(s->L, -1))
         return 1;
@@ -341,7 +345,7 @@ void script_on_message(mg_gw *gw, mg_conn *c, const void *data, size_t len, int 
         return;
     lua_conn_push(s, c);
     lua_pushlstring(s->L, data, len);
-    lua_rawgeti(s->L, LUA_REGISTRYINDEX, s->kind_ref[binary != 0]);
+    lua_pushvalue(s->L, SCRIPT_KIND(binary != 0));
     script_call(s, "on_message", c->id, 3);
 }
 
@@ -394,8 +398,7 @@ void script_collect(mg_script *s)
 
 void script_forget_conn(mg_gw *gw, mg_conn *c)
 {
-    mg_script *s = gw->script;
-    if (s && c->lua_ref >= 0 && c->lua_ref_gen == s->gen)
-        luaL_unref(s->L, LUA_REGISTRYINDEX, c->lua_ref);
+    if (gw->script)
+        lua_conn_forget(gw->script, c);
     c->lua_ref = -1;
 }

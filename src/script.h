@@ -36,9 +36,9 @@ struct mg_script {
     lalloc alloc; /* the state's memory: counted, capped, pooled */
     dict timers;  /* timer id -> mg_timer (lua_timer.c) */
     uint64_t next_timer_id;
-    int traceback_ref;                 /* registry: the error handler of every call */
-    int hook_ref[SCRIPT_HOOKS];        /* registry: the hook names, interned */
-    int kind_ref[2];                   /* registry: "text", "binary" */
+    const char *kind_str[2];           /* "text", "binary" as interned in L: a
+                                        * string with these bytes is at this address */
+    const void *msg_mt;                /* the msg handles' metatable, for type checks */
     uint64_t cur_conn;                 /* connection of the hook running now, for gw.log */
     const struct mg_request *live_req; /* request of the on_handshake running now */
 };
@@ -78,7 +78,8 @@ int script_on_task(mg_gw *gw, struct mg_delivery *d);
 void script_on_broker(mg_gw *gw, const char *state, const char *detail);
 /* A full garbage collection, protected (finalizers may raise). */
 void script_collect(mg_script *s);
-/* Drop the Lua handle cached for a connection that is going away. */
+/* Drop the Lua handle cached for a connection that is going away.  Must run
+ * before the mg_conn is freed: the cached handle holds its pointer. */
 void script_forget_conn(mg_gw *gw, mg_conn *c);
 
 /* Call the function below nargs arguments on s->L under the budget; pops
