@@ -3,9 +3,8 @@
  *
  * Everything below link_start()/link_post()/link_take()/link_stop() runs on
  * the link's own thread and owns the rabbitmq-c connection.  The thread
- * blocks all signals (the loop reads them from a signalfd, the hook
- * watchdog's SIGALRM is for the loop thread) and never calls into Lua or
- * libwebsockets. */
+ * blocks all signals (the loop reads them from a signalfd) and never
+ * calls into Lua or libwebsockets. */
 #include "amqp_link.h"
 
 #include <amqp_tcp_socket.h>

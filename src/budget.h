@@ -1,12 +1,12 @@
 /* budget.h — the time budget of a Lua hook call.
  *
- * A periodic watchdog signal (SIGALRM from a POSIX timer) checks whether the
- * hook call in progress has run longer than the budget; if so it installs a
- * Lua debug hook that raises "hook exceeded its budget of N ms" at the next
- * instruction, and keeps raising it until the call unwinds, so a pcall
- * inside the script cannot swallow it.  Script states run with the JIT off
- * (script.c), which is what makes debug hooks fire in every loop.  The
- * per-call cost is two stores; the clock is read only in the signal handler.
+ * A watchdog thread checks periodically whether the hook call in progress
+ * has run longer than the budget; if so it installs a Lua debug hook that
+ * raises "hook exceeded its budget of N ms" at the next instruction, and
+ * keeps raising it until the call unwinds, so a pcall inside the script
+ * cannot swallow it.  Script states run with the JIT off (script.c), which
+ * is what makes debug hooks fire in every loop.  The per-call cost is two
+ * stores and an atomic exchange; the clock is read only by the watchdog.
  *
  * Known limits: a __gc finalizer that loops forever or a single
  * never-ending C call (e.g. a pathological string.find) does not run Lua
@@ -17,7 +17,7 @@
 #include <stdint.h>
 #include <lua.h>
 
-/* Install the handler and start the watchdog.  0 or -1 (errno set). */
+/* Start the watchdog thread.  0 or -1. */
 int budget_start(uint32_t budget_ms);
 /* Change the budget (reload). */
 void budget_set(uint32_t budget_ms);

@@ -1,8 +1,8 @@
 /* gw.h — the gateway context: the one struct that holds all runtime state.
  *
  * Every module takes an mg_gw *; nothing else is global except the log sink
- * (log.c), the hook-budget watchdog that a signal handler must reach
- * (budget.c), and the state of lws's allocator hook, which gets no context
+ * (log.c), the hook-budget watchdog shared with its thread (budget.c),
+ * and the state of lws's allocator hook, which gets no context
  * (lwsmem.c).  Ownership: config (current mg_config), server (lws context
  * and vhosts), conns (client table), topics (pubsub), store (gw.store),
  * script (the live Lua state), broker (the RabbitMQ bridge), metrics. */
@@ -76,6 +76,7 @@ typedef struct mg_gw {
 
     /* Writes without waiting for POLLOUT (conn.c, server.c). */
     int dispatching;     /* inside lws's handling of a ready socket */
+    int evpoll_checked;  /* the first loop turn checked evpoll.c is in use */
     mg_conn *flush_list; /* queues that became non-empty meanwhile */
 
     int draining;     /* SIGTERM seen: closing everyone */

@@ -9,11 +9,11 @@ static int64_t heartbeat_tick_ms(const mg_config *cfg)
     uint32_t base = cfg->ping_interval_ms;
     if (cfg->ping_timeout_ms && (!base || cfg->ping_timeout_ms < base))
         base = cfg->ping_timeout_ms;
-    int64_t tick = base / 10;
+    int64_t tick = base / 20;
     if (tick < 50)
         tick = 50;
-    if (tick > 1000)
-        tick = 1000;
+    if (tick > 250)
+        tick = 250;
     return tick;
 }
 
@@ -89,7 +89,15 @@ void heartbeat_stop(mg_gw *gw)
     }
 }
 
+/* A connection's first ping comes between half an interval and an
+ * interval after it opened, at a point its id picks (a multiplicative
+ * hash), and then every interval: connections that opened together (a
+ * reconnect storm) are pinged spread over the interval, in sweeps of a
+ * few hundred, not all in one sweep whose burst of writes would hold up
+ * everything else in that loop turn. */
 void heartbeat_track(mg_gw *gw, mg_conn *c)
 {
-    c->next_ping_ms = gw->now_ms + gw->cfg->ping_interval_ms;
+    uint32_t interval = gw->cfg->ping_interval_ms;
+    uint32_t spread = (uint32_t)((c->id * 2654435761u) >> 8) % (interval / 2 + 1);
+    c->next_ping_ms = gw->now_ms + interval / 2 + spread;
 }

@@ -35,6 +35,7 @@
 
 #include "broker.h"
 #include "conn.h"
+#include "evpoll.h"
 #include "fastrx.h"
 #include "gwctl.h"
 #include "handshake.h"
@@ -609,6 +610,8 @@ int server_start(mg_gw *gw, int signal_fd, char *err, size_t errlen)
     info.pt_serv_buf_size = SERVER_BUF;
     info.timeout_secs = (unsigned int)((gw->cfg->handshake_timeout_ms + 999) / 1000);
     lwsmem_install();
+    if (evpoll_start() != 0)
+        log_warn("no epoll set: the event loop polls every socket on each turn");
     gw->lws = lws_create_context(&info);
     if (!gw->lws) {
         snprintf(err, errlen, "cannot create the libwebsockets context");
@@ -652,6 +655,12 @@ void server_run(mg_gw *gw)
         if (lws_service(gw->lws, 0) < 0)
             break;
         server_flush_all(gw);
+        if (!gw->evpoll_checked) {
+            gw->evpoll_checked = 1;
+            if (!evpoll_active())
+                log_warn("libwebsockets' poll() calls do not reach moongate: every loop turn "
+                         "polls every socket (slower with many connections)");
+        }
         gw->clock_stale = 1;
     }
 }
@@ -680,8 +689,10 @@ static void server_stop_listening(mg_gw *gw)
         int port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                                   : ((struct sockaddr_in *)&ss)->sin_port);
         for (size_t i = 0; i < gw->cfg->nlisteners; i++)
-            if (gw->cfg->listeners[i].port == port)
+            if (gw->cfg->listeners[i].port == port) {
                 dup2(pfd[0], fd);
+                evpoll_forget(fd);
+            }
     }
     close(pfd[0]);
     gw->drain_pipe_w = pfd[1]; /* kept open so the read ends never see EOF */
@@ -704,6 +715,7 @@ void server_stop(mg_gw *gw)
     if (gw->lws) {
         lws_context_destroy(gw->lws);
         lwsmem_shutdown();
+        evpoll_stop();
     }
     gw->lws = NULL;
     if (gw->drain_pipe_w > 0)

@@ -1,0 +1,192 @@
+/* test_evpoll.c — evpoll.c: poll() served from an epoll set.
+ *
+ * 300 pipes (over the 256 where the set takes over): every answer is
+ * compared with what libc's poll() says for the same array.  Readable and
+ * writable ends, events switched on and off, entries dropped from the
+ * array, descriptors closed and their numbers reused at once for a pipe in
+ * another state, a timeout with nothing ready, and calls from another
+ * thread (which the set must not serve). */
+
+#include "evpoll.h"
+#include "testlib.h"
+
+#include <dlfcn.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NPIPES 300
+
+typedef int (*poll_fn)(struct pollfd *, nfds_t, int);
+
+static int pipes[NPIPES][2];
+
+static int libc_poll(struct pollfd *fds, nfds_t n, int timeout)
+{
+    static poll_fn real;
+    if (!real)
+        real = (poll_fn)dlsym(RTLD_NEXT, "poll");
+    return real(fds, n, timeout);
+}
+
+/* poll() (served by evpoll) and libc's poll() agree on this array. */
+static int agree(struct pollfd *fds, nfds_t n)
+{
+    struct pollfd *copy = malloc(n * sizeof(*copy));
+    memcpy(copy, fds, n * sizeof(*copy));
+    int a = poll(fds, n, 0), b = libc_poll(copy, n, 0);
+    int same = a == b;
+    for (nfds_t i = 0; i < n; i++)
+        if (fds[i].revents != copy[i].revents) {
+            fprintf(stderr, "  entry %zu fd %d: evpoll %#x, libc %#x\n", (size_t)i, fds[i].fd,
+                    fds[i].revents, copy[i].revents);
+            same = 0;
+        }
+    if (a != b)
+        fprintf(stderr, "  ready: evpoll %d, libc %d\n", a, b);
+    free(copy);
+    return same;
+}
+
+static void open_pipes(void)
+{
+    for (int i = 0; i < NPIPES; i++)
+        if (pipe(pipes[i]) != 0) {
+            perror("pipe");
+            exit(2);
+        }
+}
+
+/* Read ends of every pipe, POLLIN; every third one has a byte in it. */
+static void test_readable(void)
+{
+    struct pollfd fds[NPIPES];
+    for (int i = 0; i < NPIPES; i++) {
+        fds[i] = (struct pollfd){.fd = pipes[i][0], .events = POLLIN};
+        if (i % 3 == 0)
+            CHECK(write(pipes[i][1], "x", 1) == 1);
+    }
+    CHECK(agree(fds, NPIPES));
+    CHECK(poll(fds, NPIPES, 0) == NPIPES / 3);
+    /* drain some: they stop being ready */
+    char c;
+    for (int i = 0; i < NPIPES; i += 6)
+        CHECK(read(pipes[i][0], &c, 1) == 1);
+    CHECK(agree(fds, NPIPES));
+}
+
+/* Write ends with POLLOUT switched on for half of them, then off again. */
+static void test_events_change(void)
+{
+    struct pollfd fds[NPIPES];
+    for (int i = 0; i < NPIPES; i++)
+        fds[i] = (struct pollfd){.fd = pipes[i][1], .events = (short)(i % 2 ? POLLOUT : 0)};
+    CHECK(agree(fds, NPIPES));
+    CHECK(poll(fds, NPIPES, 0) == NPIPES / 2);
+    for (int i = 0; i < NPIPES; i++)
+        fds[i].events = (short)(i % 2 ? 0 : POLLOUT);
+    CHECK(agree(fds, NPIPES));
+    for (int i = 0; i < NPIPES; i++)
+        fds[i].events = 0;
+    CHECK(poll(fds, NPIPES, 0) == 0);
+}
+
+/* Entries leave the array (the last moved into the gap, as lws does);
+ * numbers closed and reused at once by a pipe in another state. */
+static void test_drop_and_reuse(void)
+{
+    struct pollfd fds[NPIPES];
+    nfds_t n = NPIPES;
+    for (int i = 0; i < NPIPES; i++)
+        fds[i] = (struct pollfd){.fd = pipes[i][0], .events = POLLIN};
+    CHECK(agree(fds, n));
+    for (int k = 0; k < 20; k++) { /* drop 20 entries without closing them */
+        fds[k * 7] = fds[n - 1];
+        n--;
+    }
+    CHECK(agree(fds, n));
+    /* close 30 read ends still in the array; reuse the numbers for new
+     * pipes whose read ends have data */
+    for (int k = 0; k < 30; k++) {
+        int fd = fds[k].fd;
+        CHECK(close(fd) == 0);
+        int np[2];
+        CHECK(pipe(np) == 0);
+        CHECK(write(np[1], "y", 1) == 1);
+        fds[k].fd = np[0]; /* usually the same number as fd */
+        (void)fd;
+    }
+    CHECK(agree(fds, n));
+    int ready = poll(fds, n, 0);
+    CHECK(ready >= 30);
+}
+
+/* Nothing ready: the timeout is honoured. */
+static void test_timeout(void)
+{
+    struct pollfd quiet[NPIPES];
+    int ends[NPIPES][2], q = NPIPES;
+    for (int i = 0; i < q; i++) {
+        CHECK(pipe(ends[i]) == 0);
+        quiet[i] = (struct pollfd){.fd = ends[i][0], .events = POLLIN};
+    }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    CHECK(poll(quiet, (nfds_t)q, 50) == 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    CHECK(ms >= 45 && ms < 1000);
+    for (int i = 0; i < q; i++) {
+        close(ends[i][0]);
+        close(ends[i][1]);
+    }
+}
+
+static void *other_thread(void *arg)
+{
+    struct pollfd *fds = arg;
+    return (void *)(intptr_t)poll(fds, NPIPES, 0);
+}
+
+/* A call from another thread goes to libc (and leaves the set alone). */
+static void test_other_thread(void)
+{
+    static struct pollfd fds[NPIPES];
+    for (int i = 0; i < NPIPES; i++)
+        fds[i] = (struct pollfd){.fd = pipes[i][1], .events = POLLOUT};
+    pthread_t t;
+    void *ret;
+    CHECK(pthread_create(&t, NULL, other_thread, fds) == 0);
+    CHECK(pthread_join(t, &ret) == 0);
+    CHECK((intptr_t)ret == NPIPES);
+    CHECK(agree(fds, NPIPES));
+}
+
+static void setup(void)
+{
+    open_pipes();
+    if (evpoll_start() != 0) {
+        fprintf(stderr, "evpoll_start failed\n");
+        exit(2);
+    }
+}
+
+static void test_active(void)
+{
+    CHECK(evpoll_active());
+}
+
+int main(void)
+{
+    setup();
+    const tl_case cases[] = {T(test_readable), T(test_events_change), T(test_drop_and_reuse),
+                             T(test_timeout),  T(test_other_thread),  T(test_active)};
+    int rc = tl_run("evpoll", cases, (int)(sizeof(cases) / sizeof(cases[0])));
+    evpoll_stop();
+    return rc;
+}
