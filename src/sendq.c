@@ -142,6 +142,18 @@ int sendq_push_frame(mg_sendq *q, int opcode, const void *data, size_t len)
     return 0;
 }
 
+int sendq_push_frame_rest(mg_sendq *q, int opcode, const void *data, size_t len, size_t sent)
+{
+    mg_buf *b = sendq_frame_new(opcode, data, len);
+    if (!b)
+        return -1;
+    if (sendq_append_item(q, b, sent, b->len - sent) != 0) {
+        free(b);
+        return -1;
+    }
+    return 0;
+}
+
 int sendq_push_shared(mg_sendq *q, mg_buf *b)
 {
     return sendq_append_item(q, b, 0, b->len);

@@ -57,6 +57,9 @@ void sendq_clear(mg_sendq *q);
 
 /* Append a frame: copied into the private tail block.  0 or -1 (OOM). */
 int sendq_push_frame(mg_sendq *q, int opcode, const void *data, size_t len);
+/* Append what is left of a frame whose first `sent` bytes (header
+ * included) were written already, in its own block.  0 or -1 (OOM). */
+int sendq_push_frame_rest(mg_sendq *q, int opcode, const void *data, size_t len, size_t sent);
 /* Append a shared block (takes a reference).  0 or -1 (OOM). */
 int sendq_push_shared(mg_sendq *q, mg_buf *b);
 

@@ -3,10 +3,39 @@
 
 #include <stdint.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+/* Length of the all-ASCII prefix, 64 bytes at a time (AVX2), rounded down
+ * to a multiple of 64: a 16 KiB text message spent a quarter of its time
+ * in the 8-byte loop below. */
+__attribute__((target("avx2"))) static size_t utf8_ascii_avx2(const unsigned char *s, size_t len)
+{
+    size_t i = 0;
+    for (; i + 64 <= len; i += 64) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)(const void *)(s + i));
+        __m256i b = _mm256_loadu_si256((const __m256i *)(const void *)(s + i + 32));
+        if (_mm256_movemask_epi8(_mm256_or_si256(a, b)))
+            break;
+    }
+    return i;
+}
+#endif
+
+static size_t utf8_ascii_prefix(const unsigned char *s, size_t len)
+{
+#if defined(__x86_64__)
+    if (len >= 64 && __builtin_cpu_supports("avx2"))
+        return utf8_ascii_avx2(s, len);
+#endif
+    (void)s;
+    (void)len;
+    return 0;
+}
 
 int utf8_valid(const unsigned char *s, size_t len)
 {
-    size_t i = 0;
+    size_t i = utf8_ascii_prefix(s, len);
     while (i < len) {
         /* Thirty-two ASCII bytes at a time, then eight. */
         while (i + 32 <= len) {

@@ -3,6 +3,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #define OP_CONT 0x0
 #define OP_TEXT 0x1
@@ -25,14 +28,39 @@ struct wsrx {
     unsigned char carry[WSRX_CARRY_MAX]; /* an incomplete header or control frame */
 };
 
-/* Unmask n bytes in place; off is the key index of p[0].  Eight bytes at
- * a time with the key rotated to start at off (byte i of the 64-bit key,
- * in memory order, is mask[(off + i) & 3]). */
+#if defined(__x86_64__)
+/* 32 bytes at a time; returns how many it did (a multiple of 32). */
+__attribute__((target("avx2"))) static size_t wsrx_unmask_avx2(unsigned char *p, size_t n,
+                                                               uint32_t k4)
+{
+    __m256i k = _mm256_set1_epi32((int)k4);
+    size_t done = 0;
+    for (; done + 32 <= n; done += 32) {
+        __m256i *q = (__m256i *)(void *)(p + done);
+        _mm256_storeu_si256(q, _mm256_xor_si256(_mm256_loadu_si256(q), k));
+    }
+    return done;
+}
+#endif
+
+/* Unmask n bytes in place; off is the key index of p[0].  With the key
+ * rotated to start at off (byte i of it, in memory order, is
+ * mask[(off + i) & 3]): 32 bytes at a time where AVX2 is there (a 16 KiB
+ * message spent a fifth of its time here), then eight, then one. */
 static void wsrx_unmask(unsigned char *p, size_t n, const uint8_t mask[4], unsigned off)
 {
     uint8_t k[8];
     for (int i = 0; i < 4; i++)
         k[i] = k[i + 4] = mask[(off + (unsigned)i) & 3];
+#if defined(__x86_64__)
+    if (n >= 64 && __builtin_cpu_supports("avx2")) {
+        uint32_t k4;
+        memcpy(&k4, k, 4);
+        size_t done = wsrx_unmask_avx2(p, n, k4);
+        p += done;
+        n -= done; /* a multiple of 4: the key phase is unchanged */
+    }
+#endif
     uint64_t k8;
     memcpy(&k8, k, 8);
     for (; n >= 8; p += 8, n -= 8) {

@@ -358,8 +358,35 @@ static void test_ascii_runs_then_multibyte(void)
     }
 }
 
-TEST_MAIN("utf8", T(test_ascii_runs_then_multibyte), T(test_empty), T(test_ascii),
-          T(test_valid_multibyte), T(test_boundaries), T(test_overlongs), T(test_surrogates),
-          T(test_above_max), T(test_stray_and_never_bytes), T(test_truncated),
+/* Long inputs (the 64-byte AVX2 scan): a bad byte, a valid 2-byte
+ * character and a truncated one at every offset of buffers around and past
+ * the 64-byte steps. */
+static void test_long_runs(void)
+{
+    static const size_t lens[] = {64, 65, 127, 128, 129, 200, 1000};
+    unsigned char buf[1000 + 4];
+    for (size_t l = 0; l < sizeof lens / sizeof lens[0]; l++) {
+        size_t n = lens[l];
+        for (size_t at = 0; at < n; at++) {
+            memset(buf, 'a', n);
+            buf[at] = 0xFF;
+            CHECK(!valid_exact(buf, n));
+            memset(buf, 'a', n);
+            if (at + 1 < n) {
+                memcpy(buf + at, "\xC3\xA9", 2);
+                CHECK(valid_exact(buf, n));
+            } else {
+                buf[at] = 0xC3; /* truncated at the very end */
+                CHECK(!valid_exact(buf, n));
+            }
+        }
+        memset(buf, 'a', n);
+        CHECK(valid_exact(buf, n));
+    }
+}
+
+TEST_MAIN("utf8", T(test_long_runs), T(test_ascii_runs_then_multibyte), T(test_empty),
+          T(test_ascii), T(test_valid_multibyte), T(test_boundaries), T(test_overlongs),
+          T(test_surrogates), T(test_above_max), T(test_stray_and_never_bytes), T(test_truncated),
           T(test_fast_path_bad_byte), T(test_fast_path_valid_char), T(test_exhaustive_short),
           T(test_grid_four))
