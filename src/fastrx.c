@@ -89,8 +89,11 @@ int lws_service_fd_tsi(struct lws_context *ctx, struct lws_pollfd *pfd, int tsi)
     gw->dispatching++; /* sends from here on are flushed after the turn (conn_wake) */
     mg_conn *c;
     int rc = 0;
+    /* lws never reads a connection of ours: while reading is paused (a
+     * partial write) the event is dropped (lws's flow control takes POLLIN
+     * out of the set); only EOF or an error goes on, for lws to close it. */
     if ((pfd->revents & POLLIN) && pfd->fd >= 0 && pfd->fd < gw->fastrx_cap &&
-        (c = gw->fastrx_conns[pfd->fd]) && !c->rx_paused && fastrx_read(gw, c, pfd->fd) == 0)
+        (c = gw->fastrx_conns[pfd->fd]) && (c->rx_paused || fastrx_read(gw, c, pfd->fd) == 0))
         pfd->revents &= (short)~POLLIN;
     if (pfd->revents)
         rc = fastrx_real(gw)(ctx, pfd, tsi);
