@@ -2,6 +2,7 @@
  *
  * Every module takes an mg_gw *; nothing else is global except the log sink
  * (log.c), the hook-budget watchdog shared with its thread (budget.c),
+ * the epoll set behind lws's poll() (evpoll.c: poll() has no context)
  * and the state of lws's allocator hook, which gets no context
  * (lwsmem.c).  Ownership: config (current mg_config), server (lws context
  * and vhosts), conns (client table), topics (pubsub), store (gw.store),
