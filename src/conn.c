@@ -420,8 +420,13 @@ void conn_close(mg_gw *gw, mg_conn *c, int code, const char *reason, int discard
     body[1] = (unsigned char)code;
     memcpy(body + 2, why, rlen);
     sendq_push_frame(&c->q, MG_OP_CLOSE, body, 2 + rlen);
-    /* However the peer behaves, the close completes within close_timeout. */
+    conn_arm_close_timeout(gw, c);
+    conn_wake(gw, c);
+}
+
+void conn_arm_close_timeout(mg_gw *gw, mg_conn *c)
+{
+    /* lws timeouts have a granularity of seconds. */
     lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK,
                     (int)((gw->cfg->close_timeout_ms + 999) / 1000));
-    conn_wake(gw, c);
 }

@@ -116,6 +116,10 @@ void conn_wake(mg_gw *gw, mg_conn *c);
 /* The next connection on the flush list, taken off it; NULL when empty. */
 mg_conn *conn_flush_pop(mg_gw *gw);
 
+/* However the peer behaves, a closing connection ends within
+ * limits.close_timeout from now. */
+void conn_arm_close_timeout(mg_gw *gw, mg_conn *c);
+
 /* Queue a pong or close frame: not a message (not counted), and allowed
  * in any state while the socket is up. */
 int conn_send_control(mg_gw *gw, mg_conn *c, int opcode, const void *data, size_t len);

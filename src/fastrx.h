@@ -20,13 +20,15 @@
 
 #include "gw.h"
 
-/* Set up the descriptor table; 1 if lws's service calls reach fastrx.c
- * (checked once, like sul_check), 0 if reads must stay with lws. */
+/* Set up the descriptor table and the read buffer.  0, or -1 (out of
+ * memory: every connection keeps lws's reader). */
 int fastrx_start(mg_gw *gw);
 void fastrx_stop(mg_gw *gw);
 
 /* Take over reading c (called when its upgrade completes); 0 if it stays
- * on lws's reader (TLS, or fastrx off). */
+ * on lws's reader: TLS, fastrx_start failed, or lws's service calls have
+ * not come through fastrx.c (checked on the first one, the listener's
+ * accept; a warning is logged once if they never do). */
 int fastrx_attach(mg_gw *gw, mg_conn *c);
 /* Forget c's descriptor (its socket is closing). */
 void fastrx_detach(mg_gw *gw, mg_conn *c);

@@ -225,33 +225,25 @@ int server_rx_message(mg_gw *gw, mg_conn *c, const unsigned char *data, size_t l
     return 0;
 }
 
-static int server_close_valid(const unsigned char *in, size_t len, int *code);
+typedef enum {
+    SERVER_CLOSE_ANSWER,  /* the answer to our own close frame */
+    SERVER_CLOSE_INVALID, /* a bad body: our 1002 close frame is queued */
+    SERVER_CLOSE_PEER     /* the peer closes: on_disconnect has run */
+} server_close_kind;
+
+static server_close_kind server_close_received(mg_gw *gw, mg_conn *c, const unsigned char *in,
+                                               size_t len);
 
 /* The peer's close frame: answer it (unless it answers ours), then hang up
  * once the queue is out. */
 static int server_rx_close(mg_gw *gw, mg_conn *c, const unsigned char *in, size_t len)
 {
-    int code = 0;
     c->rx_dead = 1; /* nothing after a close frame counts */
     c->close_after_flush = 1;
-    if (c->state == MG_CONN_CLOSING) /* the answer to our close frame: done */
-        return 1;
-    if (!server_close_valid(in, len, &code)) {
-        log_conn(MG_LOG_INFO, c->id, "invalid close frame (%zu bytes)", len);
-        gw->metrics.evictions[MG_EVICT_PROTOCOL]++;
-        conn_close(gw, c, 1002, "invalid close frame", 1);
-        return 1;
+    if (server_close_received(gw, c, in, len) == SERVER_CLOSE_PEER) {
+        conn_send_control(gw, c, MG_OP_CLOSE, in, len); /* the echo, after any last message */
+        conn_arm_close_timeout(gw, c);
     }
-    if (c->state == MG_CONN_OPEN) {
-        conn_leave_open(gw, c, MG_CONN_PEER_CLOSED);
-        conn_set_close(c, code, len > 2 ? (const char *)in + 2 : "", len > 2 ? len - 2 : 0);
-        c->final_window = 1; /* on_disconnect may still send a last message */
-        script_on_disconnect(gw, c, c->close_code, conn_close_reason(c));
-        c->final_window = 0;
-    }
-    conn_send_control(gw, c, MG_OP_CLOSE, in, len); /* the echo, after that last message */
-    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK,
-                    (int)((gw->cfg->close_timeout_ms + 999) / 1000));
     return 1;
 }
 
@@ -386,39 +378,47 @@ static int server_close_valid(const unsigned char *in, size_t len, int *code)
     return ok && utf8_valid(in + 2, len - 2);
 }
 
-static int server_peer_close(mg_gw *gw, mg_conn *c, unsigned char *in, size_t len)
+/* What both readers do with a close frame from the peer.  A bad body is
+ * not echoed: the answer is a 1002 of our own (under lws's reader, lws
+ * has already rewritten a code that may not be sent to 1002, so only
+ * 1-byte bodies and non-UTF-8 reasons get here).  A good one ends the
+ * connection's open life; on_disconnect may still send a last message,
+ * which goes out before the close reply. */
+static server_close_kind server_close_received(mg_gw *gw, mg_conn *c, const unsigned char *in,
+                                               size_t len)
 {
     int code = 0;
-    if (!c)
-        return 0;
-    if (c->state == MG_CONN_CLOSING) /* the answer to our close frame: done */
-        return -1;
+    if (c->state == MG_CONN_CLOSING)
+        return SERVER_CLOSE_ANSWER;
     if (!server_close_valid(in, len, &code)) {
-        /* Don't echo garbage: answer with 1002 of our own, then hang up
-         * (both sides have sent a close).  lws has already rewritten a
-         * close code that may not be sent to 1002, so this sees only
-         * bodies of 1 byte or with a reason that is not UTF-8. */
         log_conn(MG_LOG_INFO, c->id, "invalid close frame (%zu bytes)", len);
         gw->metrics.evictions[MG_EVICT_PROTOCOL]++;
         conn_close(gw, c, 1002, "invalid close frame", 1);
-        while (c->q.count)
-            if (server_write_once(gw, c) != 0)
-                break;
-        return -1;
+        return SERVER_CLOSE_INVALID;
     }
     if (c->state == MG_CONN_OPEN) {
         conn_leave_open(gw, c, MG_CONN_PEER_CLOSED);
         conn_set_close(c, code, len > 2 ? (const char *)in + 2 : "", len > 2 ? len - 2 : 0);
-        /* on_disconnect may still send a last message: it goes out before
-         * lws's close reply. */
         c->final_window = 1;
         script_on_disconnect(gw, c, c->close_code, conn_close_reason(c));
         c->final_window = 0;
     }
+    return SERVER_CLOSE_PEER;
+}
+
+/* lws's reader: the queue goes out now, then lws sends its close reply
+ * (0); after our own 1002, or when this answers our close, hang up (-1). */
+static int server_peer_close(mg_gw *gw, mg_conn *c, unsigned char *in, size_t len)
+{
+    if (!c)
+        return 0;
+    server_close_kind k = server_close_received(gw, c, in, len);
+    if (k == SERVER_CLOSE_ANSWER)
+        return -1;
     while (c->q.count)
         if (server_write_once(gw, c) != 0)
             return -1;
-    return 0;
+    return k == SERVER_CLOSE_INVALID ? -1 : 0;
 }
 
 static void server_closed(mg_gw *gw, struct lws *wsi)
