@@ -2,22 +2,20 @@
  *
  * The watchdog thread ticks every budget/10 (1..50 ms).  The first tick
  * that sees a call notes the time; a tick that sees the same call budget
- * ms later installs the abort hook.  So a call is aborted between budget
- * and budget + 2 ticks after it started, and never before the budget.
+ * ms later signals the event loop's thread (BUDGET_SIGNAL, carrying the
+ * call's number), whose handler installs the abort hook if that call is
+ * still running.  So a call is aborted between budget and budget + 2
+ * ticks after it started, and never before the budget.
  *
- * It used to be a SIGALRM timer: every tick then interrupted the event
- * loop's poll(), which with 10,000 connections costs the kernel ~15 ms to
- * set up again (40 ticks a second: most of a core).  A thread sleeps
- * without disturbing anyone.
- *
- * The one race: the call ends (and the next may begin) while the
- * watchdog decides to abort it.  One atomic word, `call`, holds the call's
- * number and whether it runs or was fired at: the watchdog installs the
- * hook only by moving that very call from running to fired (a compare and
- * swap, under `lock`); budget_leave takes the word to idle in one
- * exchange, and only if that saw "fired" (a hook is or is being installed)
- * does it take the lock and remove the hook.  The state shared with the
- * thread lives in one static struct, like the signal handler's did. */
+ * Everything the hook call path touches belongs to the loop thread: the
+ * watchdog only reads `call`, and the decision to install the hook is
+ * taken on the loop thread, in the handler, where it cannot race with the
+ * call ending.  lua_sethook is the one Lua API call made for signal
+ * handlers (lua.c's SIGINT does the same).  So entering and leaving a call
+ * are plain stores: no atomic read-modify-write, no lock.  A signal is
+ * sent only when a call overruns, so poll() is not interrupted otherwise
+ * (a SIGALRM tick 40 times a second cost the kernel ~15 ms per tick to set
+ * up a 10,000-socket poll again). */
 #include "budget.h"
 
 #include <lauxlib.h>
@@ -27,20 +25,19 @@
 #include <string.h>
 #include <time.h>
 
-/* call = number << 2 | one of these */
-enum { BUDGET_IDLE, BUDGET_IN_CALL, BUDGET_FIRED };
-#define BUDGET_FLAGS 3u
+/* The signal the watchdog sends the loop thread. */
+#define BUDGET_SIGNAL (SIGRTMIN + 1)
 
 static struct {
-    atomic_uint_fast64_t call; /* the call running now, and its fate */
-    uint64_t seq;              /* main thread only: number of the last call */
-    lua_State *_Atomic L;      /* state of the running call */
+    _Atomic uint64_t call;        /* number << 1 | 1 while a call runs; 0 between */
+    uint64_t seq;                 /* loop thread: number of the last call */
+    lua_State *L;                 /* loop thread: state of the running call */
+    volatile sig_atomic_t hooked; /* loop thread: the handler installed the hook */
     atomic_uint budget_ms;
-    atomic_int stop;      /* the thread should exit */
-    pthread_mutex_t lock; /* hook installation vs. removal */
-    pthread_t thread;
+    atomic_int stop; /* the thread should exit */
+    pthread_t thread, loop;
     int running;
-} budget = {.lock = PTHREAD_MUTEX_INITIALIZER};
+} budget;
 
 static int64_t budget_now_ms(void)
 {
@@ -55,41 +52,47 @@ static void budget_abort_hook(lua_State *L, lua_Debug *ar)
     luaL_error(L, "hook exceeded its budget of %d ms", (int)atomic_load(&budget.budget_ms));
 }
 
+/* On the loop thread: abort the call the watchdog saw overrun, if it is
+ * the one running now (it may have ended while the signal was on its way). */
+static void budget_on_signal(int sig, siginfo_t *si, void *uc)
+{
+    (void)sig;
+    (void)uc;
+    uint64_t call = atomic_load_explicit(&budget.call, memory_order_relaxed);
+    if (!(call & 1) || (uint32_t)si->si_value.sival_int != (uint32_t)call || budget.hooked)
+        return;
+    lua_sethook(budget.L, budget_abort_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+    budget.hooked = 1;
+}
+
 static uint32_t budget_tick_ms(void)
 {
     uint32_t tick = atomic_load(&budget.budget_ms) / 10;
     return tick < 1 ? 1 : tick > 50 ? 50 : tick;
 }
 
-/* Install the abort hook if `call` is still the one that overran. */
-static void budget_fire(uint_fast64_t call)
-{
-    pthread_mutex_lock(&budget.lock);
-    if (atomic_compare_exchange_strong(&budget.call, &call,
-                                       (call & ~(uint_fast64_t)BUDGET_FLAGS) | BUDGET_FIRED))
-        lua_sethook(atomic_load(&budget.L), budget_abort_hook,
-                    LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
-    pthread_mutex_unlock(&budget.lock);
-}
-
 static void *budget_main(void *arg)
 {
     (void)arg;
-    uint_fast64_t seen = 0;
+    uint64_t seen = 0, signalled = 0;
     int64_t seen_since = 0;
     while (!atomic_load(&budget.stop)) {
         uint32_t tick = budget_tick_ms();
         struct timespec ts = {tick / 1000, (long)(tick % 1000) * 1000000L};
         nanosleep(&ts, NULL);
-        uint_fast64_t call = atomic_load(&budget.call);
-        if ((call & BUDGET_FLAGS) != BUDGET_IN_CALL)
+        uint64_t call = atomic_load_explicit(&budget.call, memory_order_acquire);
+        if (!(call & 1))
             continue;
         int64_t now = budget_now_ms();
         if (call != seen) {
             seen = call;
             seen_since = now;
-        } else if (now - seen_since >= (int64_t)atomic_load(&budget.budget_ms)) {
-            budget_fire(call);
+        } else if (call != signalled &&
+                   now - seen_since >= (int64_t)atomic_load(&budget.budget_ms)) {
+            /* The low 32 bits name the call: the handler compares them. */
+            union sigval v = {.sival_int = (int)(uint32_t)call};
+            if (pthread_sigqueue(budget.loop, BUDGET_SIGNAL, v) == 0)
+                signalled = call;
         }
     }
     return NULL;
@@ -99,7 +102,19 @@ int budget_start(uint32_t budget_ms)
 {
     atomic_store(&budget.budget_ms, budget_ms);
     atomic_store(&budget.stop, 0);
-    /* The watchdog takes no signal: they are the event loop's (signalfd). */
+    budget.loop = pthread_self();
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = budget_on_signal;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigfillset(&sa.sa_mask);
+    if (sigaction(BUDGET_SIGNAL, &sa, NULL) != 0)
+        return -1;
+    sigset_t one;
+    sigemptyset(&one);
+    sigaddset(&one, BUDGET_SIGNAL);
+    pthread_sigmask(SIG_UNBLOCK, &one, NULL);
+    /* The watchdog takes no signal: they are the event loop's. */
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
@@ -132,16 +147,19 @@ uint32_t budget_ms(void)
 
 void budget_enter(lua_State *L)
 {
-    atomic_store_explicit(&budget.L, L, memory_order_relaxed);
-    atomic_store_explicit(&budget.call, ++budget.seq << 2 | BUDGET_IN_CALL, memory_order_release);
+    budget.L = L;
+    atomic_store_explicit(&budget.call, ++budget.seq << 1 | 1, memory_order_release);
 }
 
 int budget_leave(void)
 {
-    if ((atomic_exchange(&budget.call, BUDGET_IDLE) & BUDGET_FLAGS) != BUDGET_FIRED)
+    atomic_store_explicit(&budget.call, 0, memory_order_relaxed);
+    /* From here the handler leaves the state alone; before, it may have
+     * hooked it: then the hook comes off here. */
+    atomic_signal_fence(memory_order_seq_cst);
+    if (!budget.hooked)
         return 0;
-    pthread_mutex_lock(&budget.lock); /* the watchdog is done installing it */
-    lua_sethook(atomic_load(&budget.L), NULL, 0, 0);
-    pthread_mutex_unlock(&budget.lock);
+    lua_sethook(budget.L, NULL, 0, 0);
+    budget.hooked = 0;
     return 1;
 }

@@ -1,12 +1,14 @@
 /* budget.h — the time budget of a Lua hook call.
  *
  * A watchdog thread checks periodically whether the hook call in progress
- * has run longer than the budget; if so it installs a Lua debug hook that
- * raises "hook exceeded its budget of N ms" at the next instruction, and
- * keeps raising it until the call unwinds, so a pcall inside the script
- * cannot swallow it.  Script states run with the JIT off (script.c), which
- * is what makes debug hooks fire in every loop.  The per-call cost is two
- * stores and an atomic exchange; the clock is read only by the watchdog.
+ * has run longer than the budget; if so it signals the event loop's thread
+ * (SIGRTMIN+1), whose handler installs a Lua debug hook that raises "hook
+ * exceeded its budget of N ms" at the next instruction, and keeps raising
+ * it until the call unwinds, so a pcall inside the script cannot swallow
+ * it.  Script states run with the JIT off (script.c), which is what makes
+ * debug hooks fire in every loop.  The per-call cost is a few plain
+ * stores; the clock is read only by the watchdog.  budget_start must run
+ * on the event loop's thread, which must not block SIGRTMIN+1.
  *
  * Known limits: a __gc finalizer that loops forever or a single
  * never-ending C call (e.g. a pathological string.find) does not run Lua

@@ -26,6 +26,9 @@ static void *lalloc_small(lalloc *a, size_t n)
     void *p = a->free[k];
     if (p) {
         a->free[k] = *(void **)p;
+        /* The GC frees in bursts, so the next block of the list is likely
+         * out of the cache: its link is read by the next allocation. */
+        __builtin_prefetch(a->free[k]);
         return p;
     }
     size_t size = (k + 1) * LALLOC_STEP;

@@ -17,6 +17,20 @@
 
 #define SCRIPT_TIME_EVERY 8
 
+/* Garbage collector pacing.  A hook makes garbage at every message (the
+ * message string) while the live heap is small (~50 KB for a plain echo),
+ * so at Lua's default pause (a cycle whenever the heap doubles) the
+ * collector marks the whole live heap every ~800 messages.  While the heap
+ * is small, a cycle starts only when it has grown fourfold: echo with 16 in
+ * flight ran 2% faster (pause 600 was slower again: more of the heap falls
+ * out of the cache).  Past SCRIPT_GC_SMALL, or 1/16 of lua.memory_limit,
+ * the default pause keeps the heap within twice what is live.  Checked every
+ * SCRIPT_GC_EVERY hook calls. */
+#define SCRIPT_GC_PAUSE_SMALL 400
+#define SCRIPT_GC_PAUSE_DEFAULT 200
+#define SCRIPT_GC_SMALL (16u << 20)
+#define SCRIPT_GC_EVERY 1024
+
 /* ---- building a state ---- */
 
 static const char *const script_hook_names[SCRIPT_HOOKS] = {
@@ -86,6 +100,18 @@ static void script_open_libs(lua_State *L, const mg_config *cfg)
     lua_pop(L, 1);
 }
 
+static void script_gc_pace(mg_script *s)
+{
+    size_t small = SCRIPT_GC_SMALL;
+    if (s->alloc.limit && s->alloc.limit / 16 < small)
+        small = s->alloc.limit / 16;
+    int pause = s->alloc.mem < small ? SCRIPT_GC_PAUSE_SMALL : SCRIPT_GC_PAUSE_DEFAULT;
+    if (pause != s->gc_pause) {
+        lua_gc(s->L, LUA_GCSETPAUSE, pause);
+        s->gc_pause = pause;
+    }
+}
+
 static int64_t script_ns(clockid_t clock)
 {
     struct timespec ts;
@@ -114,6 +140,8 @@ static int script_pcall(mg_script *s, int nargs, int nresults)
     int aborted = budget_leave();
     if (rc == LUA_ERRMEM) /* free what the failed call left, before the next one */
         script_collect(s);
+    if (m->hook_calls % SCRIPT_GC_EVERY == 0)
+        script_gc_pace(s);
     int64_t dc = script_ns(CLOCK_MONOTONIC_COARSE) - c0,
             dt = timed ? script_ns(CLOCK_MONOTONIC) - t0 : 0;
     if (dc == 0)
@@ -172,6 +200,8 @@ mg_script *script_load(mg_gw *gw, const mg_config *cfg, uint64_t gen, char *err,
         return NULL;
     }
     lua_State *L = s->L;
+    s->gc_pause = SCRIPT_GC_PAUSE_DEFAULT;
+    script_gc_pace(s);
     script_push_base(s);
     script_open_libs(L, cfg);
     lua_conn_open(s);

@@ -49,20 +49,26 @@ __attribute__((target("avx2"))) static size_t wsrx_unmask_avx2(unsigned char *p,
  * message spent a fifth of its time here), then eight, then one. */
 static void wsrx_unmask(unsigned char *p, size_t n, const uint8_t mask[4], unsigned off)
 {
-    uint8_t k[8];
-    for (int i = 0; i < 4; i++)
-        k[i] = k[i + 4] = mask[(off + (unsigned)i) & 3];
+    uint32_t k4;
+    memcpy(&k4, mask, 4);
+    unsigned sh = (off & 3) * 8; /* rotate: the key's first byte in memory is mask[off] */
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (sh)
+        k4 = k4 >> sh | k4 << (32 - sh);
+#else
+    if (sh)
+        k4 = k4 << sh | k4 >> (32 - sh);
+#endif
 #if defined(__x86_64__)
     if (n >= 64 && __builtin_cpu_supports("avx2")) {
-        uint32_t k4;
-        memcpy(&k4, k, 4);
         size_t done = wsrx_unmask_avx2(p, n, k4);
         p += done;
         n -= done; /* a multiple of 4: the key phase is unchanged */
     }
 #endif
-    uint64_t k8;
-    memcpy(&k8, k, 8);
+    uint64_t k8 = (uint64_t)k4 << 32 | k4;
+    uint8_t k[8];
+    memcpy(k, &k8, 8);
     for (; n >= 8; p += 8, n -= 8) {
         uint64_t v;
         memcpy(&v, p, 8);

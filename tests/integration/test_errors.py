@@ -145,6 +145,25 @@ def test_infinite_loop_aborted_repeatedly(gw, raw, trigger):
     assert after - before == 3, (before, after)
 
 
+def test_aborts_between_quick_calls_hit_only_the_runaway_ones(gw, raw):
+    """Runaway and instant hooks, alternating and pipelined: each runaway one
+    is aborted, every instant one runs (the abort never lands on the call
+    after the one that overran, and the hook is always taken off)."""
+    c = raw(gw.port)
+    before = gw.metrics()
+    rounds = 12
+    for i in range(rounds):
+        c.send_text("spin")
+        c.send_text("quick %d" % i)
+    for i in range(rounds):
+        assert c.recv_text(10) == "echo:quick %d" % i
+    after = gw.metrics()
+    aborts = after["moongate_lua_aborts_total"] - before["moongate_lua_aborts_total"]
+    errors = after["moongate_lua_errors_total"] - before["moongate_lua_errors_total"]
+    assert (aborts, errors) == (rounds, 0), (aborts, errors)
+    echo(c, "still fine")
+
+
 def test_infinite_loop_inside_pcall_is_still_aborted(gw, raw):
     """The abort cannot be swallowed by a pcall in the script."""
     c = raw(gw.port)
