@@ -17,7 +17,8 @@
 #include "value.h"
 
 void lua_conn_open(mg_script *s);
-void lua_conn_push(mg_script *s, mg_conn *c);
+/* Push c's handle onto L: the state's main thread or a coroutine of it. */
+void lua_conn_push(lua_State *L, mg_script *s, mg_conn *c);
 /* Unref the handle cached for c in s, and clear its pointer to c. */
 void lua_conn_forget(mg_script *s, mg_conn *c);
 
@@ -28,7 +29,8 @@ void lua_gw_open(mg_script *s, const mg_config *cfg);
  * handle of on_task (lua_broker.c). */
 struct mg_delivery;
 void lua_broker_open(mg_script *s);
-void lua_msg_push(mg_script *s, struct mg_delivery *d);
+/* Push the handle of d onto L: the main thread or a coroutine. */
+void lua_msg_push(lua_State *L, struct mg_delivery *d);
 /* Tell the live handle of delivery id (if any) how it ended. */
 void lua_msg_settled(mg_script *s, uint64_t id, const char *final);
 /* Whether the state still holds a handle for delivery id. */

@@ -406,7 +406,7 @@ static int lmsg_field(lua_State *L)
     if (key && strcmp(key, "owner") == 0) {
         mg_conn *c = d && d->owner ? conn_find(lua_api_script(L)->gw, d->owner) : NULL;
         if (c)
-            lua_conn_push(lua_api_script(L), c);
+            lua_conn_push(L, lua_api_script(L), c);
         else
             lua_pushnil(L);
         return 1;
@@ -463,9 +463,8 @@ static void lmsg_handles(lua_State *L)
     lua_getfield(L, LUA_REGISTRYINDEX, MSG_HANDLES);
 }
 
-void lua_msg_push(mg_script *s, mg_delivery *d)
+void lua_msg_push(lua_State *L, mg_delivery *d)
 {
-    lua_State *L = s->L;
     lmsg_handles(L);
     lua_pushnumber(L, (lua_Number)d->id);
     lua_rawget(L, -2);
@@ -598,7 +597,7 @@ static int lbroker_message(lua_State *L)
         lua_pushnil(L);
         return 1;
     }
-    lua_msg_push(s, d);
+    lua_msg_push(L, d);
     return 1;
 }
 
@@ -619,7 +618,7 @@ static int lbroker_unsettled(lua_State *L)
     for (mg_delivery *d = broker_first(s->gw); d; d = d->next) {
         if (owner && d->owner != owner)
             continue;
-        lua_msg_push(s, d);
+        lua_msg_push(L, d);
         lua_rawseti(L, -2, ++n);
     }
     return 1;

@@ -233,9 +233,8 @@ void lua_conn_open(mg_script *s)
     lua_api_newclass(s, CONN_MT, methods, lconn_field, meta);
 }
 
-void lua_conn_push(mg_script *s, mg_conn *c)
+void lua_conn_push(lua_State *L, mg_script *s, mg_conn *c)
 {
-    lua_State *L = s->L;
     if (c->lua_ref >= 0 && c->lua_ref_gen == s->gen) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, c->lua_ref);
         return;

@@ -201,7 +201,7 @@ static int lgw_publish(lua_State *L)
 static int lgw_push_conn_or_nil(lua_State *L, mg_conn *c)
 {
     if (c)
-        lua_conn_push(lua_api_script(L), c);
+        lua_conn_push(L, lua_api_script(L), c);
     else
         lua_pushnil(L);
     return 1;
@@ -226,7 +226,7 @@ static int lgw_clients(lua_State *L)
     for (mg_conn *c = s->gw->conn_list; c; c = c->next) {
         if (!conn_is_open(c))
             continue;
-        lua_conn_push(s, c);
+        lua_conn_push(L, s, c);
         lua_rawseti(L, -2, i++);
     }
     return 1;

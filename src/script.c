@@ -364,7 +364,7 @@ void script_on_connect(mg_gw *gw, mg_conn *c)
     mg_script *s = gw->script;
     if (!script_hook(s, HOOK_ON_CONNECT))
         return;
-    lua_conn_push(s, c);
+    lua_conn_push(s->L, s, c);
     script_call(s, "on_connect", c->id, 1);
 }
 
@@ -373,7 +373,7 @@ void script_on_message(mg_gw *gw, mg_conn *c, const void *data, size_t len, int 
     mg_script *s = gw->script;
     if (!script_hook(s, HOOK_ON_MESSAGE))
         return;
-    lua_conn_push(s, c);
+    lua_conn_push(s->L, s, c);
     lua_pushlstring(s->L, data, len);
     lua_pushvalue(s->L, SCRIPT_KIND(binary != 0));
     script_call(s, "on_message", c->id, 3);
@@ -385,7 +385,7 @@ void script_on_disconnect(mg_gw *gw, mg_conn *c, int code, const char *reason)
     c->closed_hook = 1;
     if (!s || !script_hook(s, HOOK_ON_DISCONNECT))
         return;
-    lua_conn_push(s, c);
+    lua_conn_push(s->L, s, c);
     lua_pushinteger(s->L, code);
     lua_pushstring(s->L, reason);
     script_call(s, "on_disconnect", c->id, 3);
@@ -396,7 +396,7 @@ int script_on_task(mg_gw *gw, struct mg_delivery *d)
     mg_script *s = gw->script;
     if (!s || !script_hook(s, HOOK_ON_TASK))
         return -1;
-    lua_msg_push(s, d);
+    lua_msg_push(s->L, d);
     return script_call(s, "on_task", 0, 1) == 0 ? 0 : 1;
 }
 

@@ -66,6 +66,12 @@ function on_message(conn, data)
     local m = gw.broker.message(tonumber(a))
     return conn:send(m and ("%d %s"):format(m.id, m.body) or "nil")
   end
+  if cmd == "colookup" then         -- the same two, from inside a coroutine
+    local m, n = coroutine.wrap(function()
+      return gw.broker.message(tonumber(a)), #gw.broker.unsettled()
+    end)()
+    return conn:send(m and ("%d %s %d"):format(m.id, m.body, n) or "nil")
+  end
   if cmd == "unsettled" then return conn:send(tostring(#gw.broker.unsettled())) end
   if cmd == "mine" then return conn:send(tostring(#gw.broker.unsettled(conn))) end
   if cmd == "bstate" then return conn:send(gw.broker.state()) end
@@ -190,6 +196,7 @@ def test_delivery_fields_then_ack_from_another_hook(bg, rabbit):
     async def go(ws):
         assert await cmd(ws, "lookup %d" % d["id"]) == "%d hello" % d["id"]
         assert await cmd(ws, "unsettled") == "1"
+        assert await cmd(ws, "colookup %d" % d["id"]) == "%d hello 1" % d["id"]
         assert await cmd(ws, "ack %d" % d["id"]) == "true"
         assert await cmd(ws, "state %d" % d["id"]) == "acked"
         again = await cmd(ws, "ack %d" % d["id"])

@@ -7,6 +7,7 @@ from other clients, "disc ID CODE REASON" events on topic "events") is not JSON.
 """
 
 import json
+import re
 import struct
 import time
 
@@ -656,3 +657,41 @@ def test_count_matches_clients(gateway, raw):
     g.wait_log(r"COUNT in disconnect 1006 1 1", 5, since)
     a.send_text("?")
     assert a.recv_text() == "count 1 1"
+
+
+COROUTINE_SCRIPT = r"""
+-- Every API call that returns a handle, made from inside a coroutine: the
+-- handle must come back on the coroutine's own stack.
+function on_message(conn, data)
+  local co = coroutine.wrap(function(id)
+    local me = gw.get(id)
+    local found = gw.find("co-" .. id)
+    local all = gw.clients()
+    coroutine.yield(string.format("get %s find %s clients %d",
+      tostring(me and me.id), tostring(found and found.id), #all))
+    return "second"
+  end)
+  conn:set_name("co-" .. conn.id)
+  conn:send(co(conn.id))
+  conn:send(co())
+end
+"""
+
+
+def test_handles_returned_inside_coroutines(gateway, raw):
+    """gw.get/gw.find/gw.clients push their handles onto the calling
+    coroutine's stack, not the main state's."""
+    g = gateway(COROUTINE_SCRIPT)
+    a, b = raw(g.port), raw(g.port)
+    for c in (a, b):
+        c.send_text("go")
+    for c in (a, b):
+        first = c.recv_text()
+        m = re.fullmatch(r"get (\d+) find (\d+) clients (\d+)", first)
+        assert m and m.group(1) == m.group(2), first
+        assert int(m.group(3)) >= 1, first
+        assert c.recv_text() == "second"
+    # the main stack was not disturbed: the next hook calls still work
+    a.send_text("again")
+    assert re.fullmatch(r"get \d+ find \d+ clients 2", a.recv_text())
+    assert a.recv_text() == "second"
