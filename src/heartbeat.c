@@ -41,7 +41,9 @@ static void heartbeat_sweep(lws_sorted_usec_list_t *sul)
     for (mg_conn *c = gw->conn_list; c; c = c->next) {
         if (!conn_is_open(c))
             continue;
-        if (cfg->ping_timeout_ms && now - c->last_rx_ms >= (int64_t)cfg->ping_timeout_ms) {
+        /* Both times are whole milliseconds, rounded down: only a gap of
+         * more than the timeout is sure to be at least that much silence. */
+        if (cfg->ping_timeout_ms && now - c->last_rx_ms > (int64_t)cfg->ping_timeout_ms) {
             log_conn(MG_LOG_INFO, c->id, "heartbeat timeout: silent for %lld ms",
                      (long long)(now - c->last_rx_ms));
             gw->metrics.evictions[MG_EVICT_HEARTBEAT]++;
