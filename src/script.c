@@ -105,11 +105,8 @@ static void script_gc_pace(mg_script *s)
     size_t small = SCRIPT_GC_SMALL;
     if (s->alloc.limit && s->alloc.limit / 16 < small)
         small = s->alloc.limit / 16;
-    int pause = s->alloc.mem < small ? SCRIPT_GC_PAUSE_SMALL : SCRIPT_GC_PAUSE_DEFAULT;
-    if (pause != s->gc_pause) {
-        lua_gc(s->L, LUA_GCSETPAUSE, pause);
-        s->gc_pause = pause;
-    }
+    lua_gc(s->L, LUA_GCSETPAUSE,
+           s->alloc.mem < small ? SCRIPT_GC_PAUSE_SMALL : SCRIPT_GC_PAUSE_DEFAULT);
 }
 
 static int64_t script_ns(clockid_t clock)
@@ -140,10 +137,10 @@ static int script_pcall(mg_script *s, int nargs, int nresults)
     int aborted = budget_leave();
     if (rc == LUA_ERRMEM) /* free what the failed call left, before the next one */
         script_collect(s);
-    if (m->hook_calls % SCRIPT_GC_EVERY == 0)
-        script_gc_pace(s);
     int64_t dc = script_ns(CLOCK_MONOTONIC_COARSE) - c0,
             dt = timed ? script_ns(CLOCK_MONOTONIC) - t0 : 0;
+    if (m->hook_calls % SCRIPT_GC_EVERY == 0)
+        script_gc_pace(s);
     if (dc == 0)
         m->hook_ns += (uint64_t)dt * SCRIPT_TIME_EVERY;
     else
@@ -200,7 +197,6 @@ mg_script *script_load(mg_gw *gw, const mg_config *cfg, uint64_t gen, char *err,
         return NULL;
     }
     lua_State *L = s->L;
-    s->gc_pause = SCRIPT_GC_PAUSE_DEFAULT;
     script_gc_pace(s);
     script_push_base(s);
     script_open_libs(L, cfg);

@@ -41,7 +41,6 @@ struct mg_script {
     const void *msg_mt;                /* the msg handles' metatable, for type checks */
     uint64_t cur_conn;                 /* connection of the hook running now, for gw.log */
     const struct mg_request *live_req; /* request of the on_handshake running now */
-    int gc_pause;                      /* the collector's pause now (script_gc_pace) */
 };
 
 /* What on_handshake sees. */
