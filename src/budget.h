@@ -32,4 +32,12 @@ int budget_leave(void);
 
 uint32_t budget_ms(void);
 
+/* A clock that moves once per watchdog tick (budget/10, 1..10 ms): the
+ * monotonic time of the last tick in microseconds, 0 before budget_start.
+ * Reading it costs one load.  The difference across a call is 0 for most
+ * short calls and a tick for a few: a tick falls inside a call with a
+ * probability proportional to its length, so summed over many calls it
+ * is the time they took, without bias. */
+int64_t budget_clock_us(void);
+
 #endif

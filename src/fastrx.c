@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "conn.h"
 #include "log.h"
@@ -59,7 +61,11 @@ static int fastrx_read(mg_gw *gw, mg_conn *c, int fd)
 {
     unsigned char *buf = gw->fastrx_buf;
     size_t kept = c->rx_dead ? 0 : wsrx_unread(c->wsrx, buf);
-    ssize_t n = recv(fd, buf + kept, FASTRX_READ, 0);
+    /* The system call itself: libc's recv() is a cancellation point, and
+     * with the watchdog thread running it switches cancellation on and off
+     * around every call (two atomic operations; recv and send together
+     * spent ~2% of an echo's CPU there). */
+    ssize_t n = syscall(SYS_recvfrom, fd, buf + kept, (size_t)FASTRX_READ, 0, NULL, NULL);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return 0;
     if (n <= 0)

