@@ -272,12 +272,21 @@ static void conn_flush_unlink(mg_gw *gw, mg_conn *c)
         }
 }
 
-static void conn_queued(mg_gw *gw, mg_conn *c, size_t payload, int was_empty)
+/* Queue a frame (copied) and get the queue written if it was empty. */
+static int conn_push(mg_gw *gw, mg_conn *c, int opcode, const void *data, size_t len)
+{
+    int was_empty = c->q.count == 0;
+    if (sendq_push_frame(&c->q, opcode, data, len) != 0)
+        return MG_SEND_NOMEM;
+    if (was_empty)
+        conn_wake(gw, c);
+    return MG_SEND_OK;
+}
+
+static void conn_count_out(mg_gw *gw, size_t payload)
 {
     gw->metrics.messages_out++;
     gw->metrics.bytes_out += payload;
-    if (was_empty)
-        conn_wake(gw, c);
 }
 
 /* A frame this big goes straight to the socket when nothing waits ahead
@@ -294,7 +303,8 @@ static int conn_can_write_direct(const mg_conn *c, size_t len)
            !lws_partial_buffered(c->wsi);
 }
 
-/* Write the frame now; queue what the kernel did not take.  0 or -1 (OOM). */
+/* Write the frame now; queue what the kernel did not take.  MG_SEND_OK or
+ * MG_SEND_NOMEM. */
 static int conn_send_direct(mg_conn *c, int opcode, const void *data, size_t len)
 {
     unsigned char h[MG_FRAME_HDR_MAX];
@@ -304,11 +314,11 @@ static int conn_send_direct(mg_conn *c, int opcode, const void *data, size_t len
     ssize_t n = sendmsg(lws_get_socket_fd(c->wsi), &m, MSG_NOSIGNAL | MSG_DONTWAIT);
     size_t sent = n > 0 ? (size_t)n : 0; /* an error shows on the next write or read */
     if (sent == hl + len)
-        return 0;
+        return MG_SEND_OK;
     if (sendq_push_frame_rest(&c->q, opcode, data, len, sent) != 0)
-        return -1;
+        return MG_SEND_NOMEM;
     lws_callback_on_writable(c->wsi); /* the socket is full: wait for POLLOUT */
-    return 0;
+    return MG_SEND_OK;
 }
 
 int conn_send(mg_gw *gw, mg_conn *c, int opcode, const void *data, size_t len)
@@ -318,18 +328,11 @@ int conn_send(mg_gw *gw, mg_conn *c, int opcode, const void *data, size_t len)
     int rc = conn_over_limit(gw, c, len);
     if (rc != MG_SEND_OK)
         return rc;
-    if (conn_can_write_direct(c, len)) {
-        if (conn_send_direct(c, opcode, data, len) != 0)
-            return MG_SEND_NOMEM;
-        gw->metrics.messages_out++;
-        gw->metrics.bytes_out += len;
-        return MG_SEND_OK;
-    }
-    int was_empty = c->q.count == 0;
-    if (sendq_push_frame(&c->q, opcode, data, len) != 0)
-        return MG_SEND_NOMEM;
-    conn_queued(gw, c, len, was_empty);
-    return MG_SEND_OK;
+    rc = conn_can_write_direct(c, len) ? conn_send_direct(c, opcode, data, len)
+                                       : conn_push(gw, c, opcode, data, len);
+    if (rc == MG_SEND_OK)
+        conn_count_out(gw, len);
+    return rc;
 }
 
 int conn_send_shared(mg_gw *gw, mg_conn *c, mg_buf *b)
@@ -342,7 +345,9 @@ int conn_send_shared(mg_gw *gw, mg_conn *c, mg_buf *b)
     int was_empty = c->q.count == 0;
     if (sendq_push_shared(&c->q, b) != 0)
         return MG_SEND_NOMEM;
-    conn_queued(gw, c, b->len, was_empty);
+    if (was_empty)
+        conn_wake(gw, c);
+    conn_count_out(gw, b->len);
     return MG_SEND_OK;
 }
 
@@ -351,14 +356,7 @@ int conn_send_control(mg_gw *gw, mg_conn *c, int opcode, const void *data, size_
     if (!c->wsi)
         return MG_SEND_CLOSED;
     int rc = opcode == MG_OP_CLOSE ? MG_SEND_OK : conn_over_limit(gw, c, len);
-    if (rc != MG_SEND_OK)
-        return rc;
-    int was_empty = c->q.count == 0;
-    if (sendq_push_frame(&c->q, opcode, data, len) != 0)
-        return MG_SEND_NOMEM;
-    if (was_empty)
-        conn_wake(gw, c);
-    return MG_SEND_OK;
+    return rc != MG_SEND_OK ? rc : conn_push(gw, c, opcode, data, len);
 }
 
 const char *conn_send_error(int rc)

@@ -46,6 +46,7 @@
 #include "script.h"
 #include "sul.h"
 #include "utf8.h"
+#include "wsrx.h"
 
 #define SERVER_BUF (64 * 1024)
 
@@ -180,18 +181,8 @@ static int server_receive(mg_gw *gw, mg_conn *c, struct lws *wsi, const unsigned
         server_message(gw, c, in, len, c->rx_binary);
         return 0;
     }
-    if (c->rx_len + len > c->rx_cap) {
-        size_t ncap = c->rx_cap ? c->rx_cap : 4096;
-        while (ncap < c->rx_len + len)
-            ncap *= 2;
-        unsigned char *nrx = realloc(c->rx, ncap);
-        if (!nrx)
-            return server_fail(gw, c, 1011, "out of memory", MG_EVICT_PROTOCOL);
-        c->rx = nrx;
-        c->rx_cap = ncap;
-    }
-    memcpy(c->rx + c->rx_len, in, len);
-    c->rx_len += len;
+    if (wsrx_buf_append(&c->rx, &c->rx_len, &c->rx_cap, in, len) != 0)
+        return server_fail(gw, c, 1011, "out of memory", MG_EVICT_PROTOCOL);
     if (final) {
         c->rx_active = 0;
         server_message(gw, c, c->rx, c->rx_len, c->rx_binary);

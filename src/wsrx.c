@@ -95,23 +95,28 @@ static wsrx *wsrx_get(wsrx **st)
     return *st;
 }
 
-static int wsrx_append(wsrx *s, const unsigned char *p, size_t n)
+int wsrx_buf_append(unsigned char **buf, size_t *len, size_t *cap, const unsigned char *p, size_t n)
 {
     if (n == 0) /* an empty fragment, or none of the payload in this read */
         return 0;
-    if (s->msg_len + n > s->msg_cap) {
-        size_t cap = s->msg_cap ? s->msg_cap : 4096;
-        while (cap < s->msg_len + n)
-            cap *= 2;
-        unsigned char *m = realloc(s->msg, cap);
+    if (*len + n > *cap) {
+        size_t ncap = *cap ? *cap : 4096;
+        while (ncap < *len + n)
+            ncap *= 2;
+        unsigned char *m = realloc(*buf, ncap);
         if (!m)
             return -1;
-        s->msg = m;
-        s->msg_cap = cap;
+        *buf = m;
+        *cap = ncap;
     }
-    memcpy(s->msg + s->msg_len, p, n);
-    s->msg_len += n;
+    memcpy(*buf + *len, p, n);
+    *len += n;
     return 0;
+}
+
+static int wsrx_append(wsrx *s, const unsigned char *p, size_t n)
+{
+    return wsrx_buf_append(&s->msg, &s->msg_len, &s->msg_cap, p, n);
 }
 
 /* The reassembled message is complete: hand it over and start afresh. */

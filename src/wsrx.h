@@ -62,4 +62,11 @@ int wsrx_busy(const wsrx *st);
 
 void wsrx_free(wsrx **st);
 
+/* Append n bytes at p to the message buffer *buf (*len bytes used of
+ * *cap), doubling it from 4 KiB as needed.  0, or -1 out of memory (the
+ * buffer is unchanged).  wsrx reassembles with it, and so does the
+ * libwebsockets reader in server.c (TLS connections). */
+int wsrx_buf_append(unsigned char **buf, size_t *len, size_t *cap, const unsigned char *p,
+                    size_t n);
+
 #endif
