@@ -929,6 +929,7 @@ amqp_link *link_start(const mg_broker_config *cfg, char *err, size_t errlen)
         link_free(l);
         return NULL;
     }
+    pthread_setname_np(l->thread, "mg-broker");
     return l;
 }
 

@@ -7,8 +7,10 @@
  * it until the call unwinds, so a pcall inside the script cannot swallow
  * it.  Script states run with the JIT off (script.c), which is what makes
  * debug hooks fire in every loop.  The per-call cost is a few plain
- * stores; the clock is read only by the watchdog.  budget_start must run
- * on the event loop's thread, which must not block SIGRTMIN+1.
+ * stores and a load; the clock is read only by the watchdog.  After a
+ * second without calls the watchdog sleeps until the next one, so an idle
+ * gateway does not wake every tick.  budget_start must run on the event
+ * loop's thread, which must not block SIGRTMIN+1.
  *
  * Known limits: a __gc finalizer that loops forever or a single
  * never-ending C call (e.g. a pathological string.find) does not run Lua
@@ -26,11 +28,18 @@ void budget_set(uint32_t budget_ms);
 void budget_stop(void);
 
 /* Bracket every lua_pcall into a hook.  budget_leave returns 1 if the call
- * was aborted for exceeding the budget. */
+ * was aborted for exceeding the budget.  Read budget_clock_us for the
+ * call's start after budget_enter, which sets it if the watchdog slept. */
 void budget_enter(lua_State *L);
 int budget_leave(void);
 
 uint32_t budget_ms(void);
+
+/* How long without a call before the watchdog sleeps (0: the default, 1 s;
+ * tests shorten it), and how many times it has slept (0 where the kernel
+ * lacks membarrier's private expedited command: then it never does). */
+void budget_set_idle(uint32_t idle_ms);
+uint64_t budget_parks(void);
 
 /* A clock that moves once per watchdog tick (budget/10, 1..10 ms): the
  * monotonic time of the last tick in microseconds, 0 before budget_start.

@@ -123,8 +123,8 @@ static int script_pcall(mg_script *s, int nargs, int nresults)
     /* Hook time, from the watchdog's tick clock (see budget.h): unbiased,
      * and two loads instead of clock reads that cost 5-9% of an echo. */
     m->hook_calls++;
+    budget_enter(L); /* first: it sets the clock if the watchdog was parked */
     int64_t t0 = budget_clock_us();
-    budget_enter(L);
     s->alloc.capped++;
     int rc = lua_pcall(L, nargs, nresults, SCRIPT_TRACEBACK);
     s->alloc.capped--;

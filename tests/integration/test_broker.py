@@ -9,6 +9,7 @@ Every test has queue names of its own.
 """
 import asyncio
 import json
+import os
 import re
 import time
 import uuid
@@ -211,6 +212,10 @@ def test_delivery_fields_then_ack_from_another_hook(bg, rabbit):
     assert m.get('moongate_broker_settled_total{how="ack"}') == 1
     assert m.get("moongate_broker_unsettled") == 0
     assert m.get("moongate_broker_up") == 1
+    # the threads are named for `top -H` (docs/operations.md)
+    comms = [open("/proc/%d/task/%s/comm" % (b.g.pid, t)).read().strip()
+             for t in os.listdir("/proc/%d/task" % b.g.pid)]
+    assert {"mg-broker", "mg-watchdog"} <= set(comms), comms
 
 
 def test_ack_inside_on_task_and_empty_headers(bg, rabbit):

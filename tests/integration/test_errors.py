@@ -1,6 +1,7 @@
 """Lua errors, runaway hooks and memory bombs are contained: logged with
 file:line and traceback, counted, and the gateway keeps serving."""
 
+import os
 import re
 import time
 
@@ -207,6 +208,59 @@ def test_hook_time_counts_short_calls_once(gw, raw):
     took = time.monotonic() - t0
     spent = gw.metrics()["moongate_hook_seconds_total"] - before
     assert 0.5 <= spent <= took * 1.35, (spent, took)
+
+
+def watchdog_wakeups(pid):
+    """Voluntary context switches of the gateway's hook watchdog thread."""
+    for task in os.listdir("/proc/%d/task" % pid):
+        base = "/proc/%d/task/%s/" % (pid, task)
+        with open(base + "comm") as f:
+            if f.read().strip() != "mg-watchdog":
+                continue
+        with open(base + "status") as f:
+            for line in f:
+                if line.startswith("voluntary_ctxt_switches:"):
+                    return int(line.split()[1])
+    raise AssertionError("no mg-watchdog thread in process %d" % pid)
+
+
+def wait_watchdog_still(pid, timeout=10):
+    """Until the watchdog has not woken for 0.3 s (ticking, with a 200 ms
+    budget, it wakes every 20 ms); returns its wake-up count then."""
+    deadline = time.monotonic() + timeout
+    prev = watchdog_wakeups(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        cur = watchdog_wakeups(pid)
+        if cur == prev:
+            return cur
+        prev = cur
+    raise AssertionError("the hook watchdog still wakes %d s after the last hook" % timeout)
+
+
+def test_idle_watchdog_sleeps_and_still_aborts(gw, raw):
+    """With no hook running for a second the watchdog stops ticking; the
+    next hook wakes it, its time does not include the idle stretch, and a
+    runaway hook is still aborted on time."""
+    c = raw(gw.port)
+    echo(c, "x")
+    ticking = watchdog_wakeups(gw.pid)
+    time.sleep(0.2)  # a window to count ticks in, not a wait for an event
+    assert watchdog_wakeups(gw.pid) - ticking >= 3, "the watchdog does not tick after a hook"
+    still = wait_watchdog_still(gw.pid)
+    time.sleep(1.0)  # the window counted
+    assert watchdog_wakeups(gw.pid) - still <= 1
+    before = gw.metrics()["moongate_hook_seconds_total"]
+    echo(c, "quick")
+    quick = gw.metrics()["moongate_hook_seconds_total"] - before
+    assert quick < 0.05, "a quick hook after 1.3 s or more idle counted %.3f s" % quick
+    since = gw.mark()
+    t0 = time.monotonic()
+    c.send_text("spin")
+    gw.wait_log(r"on_message aborted: hook exceeded its budget of 200 ms", 5, since)
+    echo(c, "after")
+    assert time.monotonic() - t0 < 3.0
+    assert gw.metrics()["moongate_hook_seconds_total"] - before >= 0.15
 
 
 def test_memory_bomb_errors_cleanly(gateway, raw):
