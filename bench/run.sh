@@ -3,7 +3,8 @@
 #
 #   bench/run.sh [--rounds N] [--quick] [--workloads LIST] [--servers LIST]
 #
-# Builds moongate (build/, RelWithDebInfo unless already configured), bench/wsload and
+# Installs missing Debian packages (tools/deps.sh), builds moongate (build/,
+# RelWithDebInfo unless already configured), bench/wsload and
 # bench/peers/lws-echo (make -C bench), installs the npm peers (npm ci in bench/peers:
 # Bun and node ws at the versions in package-lock.json), then runs ROUNDS rounds; in
 # each round every workload against every server, the server order rotated per round.
@@ -69,8 +70,11 @@ done
 
 build() {
     log "building moongate, wsload, lws-echo"
+    "$ROOT/tools/deps.sh" # idempotent: only asks dpkg when all is there
     if [[ ! -f $ROOT/build/CMakeCache.txt ]]; then
         cmake -S "$ROOT" -B "$ROOT/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+    elif [[ ! -f $ROOT/build/Makefile ]]; then # an earlier configure failed
+        cmake -S "$ROOT" -B "$ROOT/build" >/dev/null
     fi
     local type
     type=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$ROOT/build/CMakeCache.txt")

@@ -42,6 +42,8 @@ typedef struct mg_gw {
     struct lws *signal_wsi;           /* signalfd adopted into the loop */
     lws_sorted_usec_list_t hb_sul;    /* heartbeat sweep */
     lws_sorted_usec_list_t drain_sul; /* drain deadline */
+    lws_sorted_usec_list_t trim_sul;  /* lwsmem_trim, a second after it is wanted */
+    int trim_due;                     /* trim_sul is scheduled */
     struct mg_buf *ping_frame;        /* the heartbeat ping, one block every queue shares */
 
     /* Client table (conn.c). */

@@ -135,7 +135,12 @@ static int admin_get(mg_gw *gw, struct lws *wsi, const char *uri)
         char body[8192];
         lwsmem_stats st;
         lwsmem_get_stats(&st);
-        mg_mem_metrics mem = {metrics_resident_bytes(), st.heap_bytes, st.rx_slots, st.rx_releases};
+        mg_mem_metrics mem = {.resident_bytes = metrics_resident_bytes(),
+                              .lws_heap_bytes = st.heap_bytes,
+                              .rx_buffers = st.rx_slots,
+                              .rx_releases = st.rx_releases,
+                              .kept_bytes = st.warm_bytes,
+                              .trimmed = st.trimmed};
         size_t n = metrics_render(&gw->metrics, gw->generation, &mem, body, sizeof(body) - 1);
         body[n] = '\0';
         return admin_reply(wsi, 200, "text/plain; version=0.0.4", body);

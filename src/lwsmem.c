@@ -4,10 +4,16 @@
  * passes: chunks of LWSMEM_CHUNK_SLOTS slots, each slot the size of the
  * first request rounded up to pages, in private anonymous mappings (no huge
  * pages: a touched byte must cost one page, not 2 MiB).  Free slots are
- * kept on a stack outside the slots, so a free slot is never written; a
- * slot is emptied with MADV_DONTNEED when it is freed (and, for receive
- * buffers, when lwsmem_rx_release() says its content is dead).  A request
- * bigger than the slot size goes to malloc. */
+ * kept on a stack outside the slots, so a free slot is never written.  A
+ * freed slot goes on top as it is ("warm"), for the next allocation to
+ * take; lwsmem_trim(), which the event loop calls a second after a free
+ * left more than LWSMEM_WARM_BYTES (lwsmem.h) warm, empties the surplus with
+ * MADV_DONTNEED, one call per run of neighbouring slots.  Emptying a slot
+ * at each free cost a system call, a TLB flush on every cpu the process
+ * ran on, and a page fault at the next use: done for every handshake, it
+ * was a third of the gateway's CPU in a connect storm.  A receive buffer is
+ * also emptied, at once, when lwsmem_rx_release() says its content is
+ * dead.  A request bigger than the slot size goes to malloc. */
 #include "lwsmem.h"
 
 #include <libwebsockets.h>
@@ -26,8 +32,9 @@ typedef struct lwsmem_arena {
     unsigned char **chunks; /* mappings of LWSMEM_CHUNK_SLOTS slots */
     size_t nchunks;
     unsigned char *lo, *hi; /* address range covering every chunk */
-    unsigned char **free;   /* stack of free slots */
+    unsigned char **free;   /* stack of free slots, the warm ones on top */
     size_t nfree, free_cap;
+    size_t warm; /* free slots not emptied since their last use */
     size_t used; /* slots handed out */
 } lwsmem_arena;
 
@@ -41,6 +48,7 @@ static lwsmem_arena lwsmem_arenas[LWSMEM_NARENAS] = {
 
 static struct {
     uint64_t releases;
+    uint64_t trims;    /* free slots emptied by lwsmem_trim */
     size_t heap_bytes; /* malloc'd for lws, by malloc_usable_size */
     uint64_t heap_allocs;
 } lm;
@@ -100,14 +108,48 @@ static void *lwsmem_slot_alloc(lwsmem_arena *a, size_t size)
     if (!a->nfree && lwsmem_map_chunk(a) != 0)
         return NULL;
     a->used++;
+    if (a->warm)
+        a->warm--;
     return a->free[--a->nfree];
+}
+
+static size_t lwsmem_warm_max(const lwsmem_arena *a)
+{
+    return a->slot && a->slot < LWSMEM_WARM_BYTES ? LWSMEM_WARM_BYTES / a->slot : 1;
 }
 
 static void lwsmem_slot_free(lwsmem_arena *a, unsigned char *slot)
 {
-    madvise(slot, a->slot, MADV_DONTNEED);
     a->free[a->nfree++] = slot; /* fits: free_cap covers every slot */
+    a->warm++;
     a->used--;
+}
+
+static int lwsmem_by_address(const void *x, const void *y)
+{
+    const unsigned char *a = *(unsigned char *const *)x, *b = *(unsigned char *const *)y;
+    return (a > b) - (a < b);
+}
+
+/* Empty the warm slots beyond the arena's allowance, the least recently
+ * freed: they lie just under the allowance on the stack, where they stay. */
+static void lwsmem_arena_trim(lwsmem_arena *a)
+{
+    size_t keep = lwsmem_warm_max(a);
+    if (a->warm <= keep)
+        return;
+    unsigned char **cold = a->free + a->nfree - a->warm;
+    size_t n = a->warm - keep;
+    qsort(cold, n, sizeof(*cold), lwsmem_by_address);
+    for (size_t i = 0; i < n;) {
+        size_t j = i + 1;
+        while (j < n && cold[j] == cold[j - 1] + a->slot)
+            j++;
+        madvise(cold[i], (j - i) * a->slot, MADV_DONTNEED);
+        lm.trims += j - i;
+        i = j;
+    }
+    a->warm = keep;
 }
 
 static void *lwsmem_heap(void *ptr, size_t size)
@@ -181,9 +223,23 @@ void lwsmem_shutdown(void)
         free(a->chunks);
         free(a->free);
         a->chunks = a->free = NULL;
-        a->nchunks = a->nfree = a->free_cap = 0;
+        a->nchunks = a->nfree = a->free_cap = a->warm = 0;
         a->lo = a->hi = NULL;
     }
+}
+
+int lwsmem_trim_wanted(void)
+{
+    for (int i = 0; i < LWSMEM_NARENAS; i++)
+        if (lwsmem_arenas[i].nchunks && lwsmem_arenas[i].warm > lwsmem_warm_max(&lwsmem_arenas[i]))
+            return 1;
+    return 0;
+}
+
+void lwsmem_trim(void)
+{
+    for (int i = 0; i < LWSMEM_NARENAS; i++)
+        lwsmem_arena_trim(&lwsmem_arenas[i]);
 }
 
 void lwsmem_rx_release(const void *p)
@@ -207,4 +263,6 @@ void lwsmem_get_stats(lwsmem_stats *st)
     st->rx_mapped = rx->nchunks * LWSMEM_CHUNK_SLOTS * rx->slot;
     st->rx_releases = lm.releases;
     st->ah_slots = ah->used;
+    st->warm_bytes = rx->warm * rx->slot + ah->warm * ah->slot;
+    st->trimmed = lm.trims;
 }

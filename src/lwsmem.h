@@ -3,7 +3,8 @@
  * Every lws allocation passes through one hook.  Most go to malloc
  * unchanged and are counted.  Two kinds get arenas of page-aligned slots in
  * anonymous mappings instead, where pages nobody touched cost no memory and
- * a freed slot's pages go straight back to the kernel:
+ * a freed slot's pages go back to the kernel (beyond 256 KiB of freed slots
+ * kept for reuse, a second after the free):
  *  - each WebSocket connection's receive buffer ("rx_ubuf":
  *    pt_serv_buf_size + LWS_PRE + 4 bytes, 64 KiB here, so that a 16 KiB
  *    message is one read);
@@ -34,6 +35,8 @@ typedef struct lwsmem_stats {
     size_t rx_mapped;     /* bytes of address space the arena has mapped */
     uint64_t rx_releases; /* slots whose pages were handed back */
     size_t ah_slots;      /* header tables in use (connections in their handshake) */
+    size_t warm_bytes;    /* free slots not yet emptied (their pages may be resident) */
+    uint64_t trimmed;     /* free slots emptied by lwsmem_trim */
 } lwsmem_stats;
 
 /* Route lws's allocations here; call before lws_create_context(). */
@@ -45,6 +48,16 @@ void lwsmem_shutdown(void);
  * server.c for when that is known): drop its pages.  A pointer that is not
  * in the arena is ignored. */
 void lwsmem_rx_release(const void *p);
+
+/* A freed slot is kept as it is, for the next allocation (a connect storm
+ * reuses each header table at once).  lwsmem_trim_wanted() says more than
+ * LWSMEM_WARM_BYTES per arena (at least one slot) is kept so;
+ * lwsmem_trim() then empties the surplus, the least recently freed (the
+ * event loop calls it a second later, server.c).  Kept after a trim: 64
+ * header tables, 3 receive buffers. */
+#define LWSMEM_WARM_BYTES (256 * 1024)
+int lwsmem_trim_wanted(void);
+void lwsmem_trim(void);
 
 void lwsmem_get_stats(lwsmem_stats *st);
 

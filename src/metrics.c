@@ -125,5 +125,11 @@ size_t metrics_render(const mg_metrics *m, uint64_t generation, const mg_mem_met
     metrics_one(&o, "moongate_rx_buffer_releases_total", "counter",
                 "Times a receive buffer's pages were handed back to the kernel (at a pong).",
                 mem->rx_releases);
+    metrics_one(&o, "moongate_lws_kept_bytes", "gauge",
+                "Freed receive buffers and header tables kept for reuse (at most 256 KiB of "
+                "each a second after they were freed).",
+                mem->kept_bytes);
+    metrics_one(&o, "moongate_lws_trimmed_total", "counter",
+                "Freed receive buffers and header tables handed back to the kernel.", mem->trimmed);
     return o.n;
 }

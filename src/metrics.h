@@ -49,6 +49,8 @@ typedef struct mg_mem_metrics {
     uint64_t lws_heap_bytes; /* libwebsockets' malloc'd memory (lwsmem.c) */
     uint64_t rx_buffers;     /* WebSocket receive buffers (one per connection) */
     uint64_t rx_releases;    /* times one was emptied */
+    uint64_t kept_bytes;     /* freed lws buffers kept for reuse (lwsmem.c) */
+    uint64_t trimmed;        /* freed lws buffers handed back to the kernel */
 } mg_mem_metrics;
 
 const char *metrics_evict_name(mg_evict_reason r);

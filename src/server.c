@@ -640,12 +640,31 @@ int server_start(mg_gw *gw, int signal_fd, char *err, size_t errlen)
     return 0;
 }
 
+static void server_trim(lws_sorted_usec_list_t *sul)
+{
+    mg_gw *gw = lws_container_of(sul, mg_gw, trim_sul);
+    gw->trim_due = 0;
+    lwsmem_trim();
+}
+
+/* Freed lws buffers are kept for reuse; a second after more than lwsmem
+ * keeps warm have piled up (a connect storm is over, or a crowd left), the
+ * surplus goes back to the kernel (lwsmem.h). */
+static void server_trim_later(mg_gw *gw)
+{
+    if (gw->trim_due || !lwsmem_trim_wanted())
+        return;
+    gw->trim_due = 1;
+    lws_sul_schedule(gw->lws, 0, &gw->trim_sul, server_trim, LWS_US_PER_SEC);
+}
+
 void server_run(mg_gw *gw)
 {
     while (!gw->stopping) {
         if (lws_service(gw->lws, 0) < 0)
             break;
         server_flush_all(gw);
+        server_trim_later(gw);
         if (!gw->evpoll_checked) {
             gw->evpoll_checked = 1;
             if (!evpoll_active())

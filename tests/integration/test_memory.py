@@ -48,6 +48,33 @@ def test_one_buffer_per_connection(gw, raw):
     assert gw.metrics()["moongate_rx_buffers"] == 0
 
 
+def test_freed_buffers_kept_for_reuse_then_trimmed(gw, raw):
+    """A closed connection's receive buffer is kept as it is for the next
+    one; a second after more than 256 KiB of them piled up, the oldest go
+    back to the kernel (40 buffers of 68 KiB: 3 stay)."""
+    m = gw.metrics()
+    assert m["moongate_lws_trimmed_total"] == 0
+    cs = [raw(gw.port) for _ in range(40)]
+    assert gw.metrics()["moongate_rx_buffers"] == 40
+    for c in cs:
+        c.send_close(1000)
+        c.wait_close(5)
+    deadline = time.monotonic() + 10
+    while gw.metrics()["moongate_lws_trimmed_total"] < 37 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    m = gw.metrics()
+    assert m["moongate_rx_buffers"] == 0
+    assert m["moongate_lws_trimmed_total"] == 37
+    assert 3 * 65536 <= m["moongate_lws_kept_bytes"] <= 2 * 256 * 1024
+    # the kept ones come back first: no new trims, fewer kept
+    c = raw(gw.port)
+    c.send_text("again")
+    assert c.recv_message(5) == ("text", "again")
+    m2 = gw.metrics()
+    assert m2["moongate_lws_kept_bytes"] < m["moongate_lws_kept_bytes"]
+    assert m2["moongate_lws_trimmed_total"] == 37
+
+
 def test_heartbeat_pong_releases_and_messages_stay_intact(gw, raw):
     c = raw(gw.port)
     before = releases(gw)

@@ -1,8 +1,10 @@
 /* test_lwsmem.c — lwsmem.c through lws's own allocator entry point:
  * receive buffers and header tables come from page-aligned arena slots,
  * other reasons from the heap (counted); slots are reused after a free,
- * across chunk boundaries; a released or freed slot holds no resident page
- * and reads back as zeros; a pointer anywhere inside a slot finds it; a
+ * across chunk boundaries, the most recently freed first and as they were;
+ * lwsmem_trim empties the freed slots beyond LWSMEM_WARM_BYTES per arena, the least
+ * recently freed, and no other; a released or emptied slot holds no
+ * resident page and reads back as zeros; a pointer anywhere inside a slot finds it; a
  * realloc past the slot size moves to the heap with the content kept;
  * pointers outside the arena are ignored by lwsmem_rx_release. */
 
@@ -57,18 +59,36 @@ static void test_rx_slots(void)
     lwsmem_get_stats(&st);
     CHECK(st.rx_releases == 1 && st.rx_slots == MANY);
 
-    /* Freed slots are emptied and reused: no new mappings. */
+    /* Freed slots stay as they are until a trim, which empties all but
+     * the last LWSMEM_WARM_BYTES of them; they are reused, newest first:
+     * no new mappings. */
+    size_t warm = LWSMEM_WARM_BYTES / st.rx_slot_bytes;
+    CHECK(warm >= 2);
+    CHECK(!lwsmem_trim_wanted());
     for (int i = 0; i < MANY; i++) {
         p[i][0] = 1;
         lws_realloc(p[i], 0, "lws_free");
-        CHECK(!resident(p[i]));
+        CHECK(resident(p[i]));
     }
     lwsmem_get_stats(&st);
-    CHECK(st.rx_slots == 0);
-    for (int i = 0; i < MANY; i++)
-        p[i] = lws_realloc(NULL, RX_SIZE, "rx_ubuf");
+    CHECK(st.rx_slots == 0 && st.warm_bytes == MANY * st.rx_slot_bytes);
+    CHECK(lwsmem_trim_wanted());
+    lwsmem_trim();
+    CHECK(!lwsmem_trim_wanted());
     lwsmem_get_stats(&st);
-    CHECK(st.rx_slots == MANY && st.rx_mapped == mapped);
+    CHECK(st.trimmed == MANY - warm && st.warm_bytes == warm * st.rx_slot_bytes);
+    for (int i = 0; i < MANY; i++)
+        CHECK(resident(p[i]) == (i >= MANY - (int)warm));
+    unsigned char *q[MANY];
+    for (int i = 0; i < MANY; i++)
+        q[i] = lws_realloc(NULL, RX_SIZE, "rx_ubuf");
+    for (int i = 0; i < (int)warm; i++) /* the warm ones first, newest first */
+        CHECK(q[i] == p[MANY - 1 - i] && q[i][0] == 1);
+    for (int i = (int)warm; i < MANY; i++)
+        CHECK(q[i][0] == 0);
+    memcpy(p, q, sizeof(p));
+    lwsmem_get_stats(&st);
+    CHECK(st.rx_slots == MANY && st.rx_mapped == mapped && st.warm_bytes == 0);
 
     /* Growing past the slot moves to the heap, content kept. */
     memcpy(p[1], "hello", 6);
@@ -86,6 +106,8 @@ static void test_rx_slots(void)
         lws_realloc(p[i], 0, "lws_free"); /* NULL is fine */
     lwsmem_get_stats(&st);
     CHECK(st.rx_slots == 0);
+    lwsmem_trim();
+    CHECK(!lwsmem_trim_wanted());
 }
 
 static void test_bigger_request_goes_to_heap(void)
@@ -110,10 +132,14 @@ static void test_header_tables(void)
     CHECK(d && (uintptr_t)d % (size_t)sysconf(_SC_PAGESIZE) == 0);
     memset(d, 'h', 4096);
     lws_realloc(d, 0, "lws_free");
-    CHECK(!resident(d));
     lws_realloc(s, 0, "lws_free");
     lwsmem_get_stats(&st);
     CHECK(st.ah_slots == 0);
+    /* The next handshake takes the same slot back, without a page fault. */
+    CHECK(resident(d) && !lwsmem_trim_wanted());
+    char *d2 = lws_realloc(NULL, 4096, "ah data");
+    CHECK(d2 == d && d2[4095] == 'h');
+    lws_realloc(d2, 0, "lws_free");
 }
 
 static void test_heap_accounting(void)
