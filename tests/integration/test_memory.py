@@ -32,20 +32,30 @@ def releases(gw):
     return gw.metrics()["moongate_rx_buffer_releases_total"]
 
 
+def open_and_close(gw, raw, n):
+    """n connections, each with its receive buffer, closed by the client."""
+    cs = [raw(gw.port) for _ in range(n)]
+    assert gw.metrics()["moongate_rx_buffers"] == n
+    for c in cs:
+        c.send_close(1000)
+        c.wait_close(5)
+
+
+def wait_metric(gw, name, done, timeout=10):
+    """The metric's value once done(value) holds, or when timeout passed."""
+    deadline = time.monotonic() + timeout
+    while not done(gw.metrics()[name]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return gw.metrics()[name]
+
+
 def test_one_buffer_per_connection(gw, raw):
     m = gw.metrics()
     assert m["moongate_rx_buffers"] == 0
     assert m["moongate_resident_bytes"] > 0
     assert m["moongate_lws_heap_bytes"] > 0
-    cs = [raw(gw.port) for _ in range(3)]
-    assert gw.metrics()["moongate_rx_buffers"] == 3
-    for c in cs:
-        c.send_close(1000)
-        c.wait_close(5)
-    deadline = time.monotonic() + 5
-    while gw.metrics()["moongate_rx_buffers"] and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert gw.metrics()["moongate_rx_buffers"] == 0
+    open_and_close(gw, raw, 3)
+    assert wait_metric(gw, "moongate_rx_buffers", lambda v: v == 0) == 0
 
 
 def test_freed_buffers_kept_for_reuse_then_trimmed(gw, raw):
@@ -54,14 +64,8 @@ def test_freed_buffers_kept_for_reuse_then_trimmed(gw, raw):
     back to the kernel (40 buffers of 68 KiB: 3 stay)."""
     m = gw.metrics()
     assert m["moongate_lws_trimmed_total"] == 0
-    cs = [raw(gw.port) for _ in range(40)]
-    assert gw.metrics()["moongate_rx_buffers"] == 40
-    for c in cs:
-        c.send_close(1000)
-        c.wait_close(5)
-    deadline = time.monotonic() + 10
-    while gw.metrics()["moongate_lws_trimmed_total"] < 37 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    open_and_close(gw, raw, 40)
+    wait_metric(gw, "moongate_lws_trimmed_total", lambda v: v >= 37)
     m = gw.metrics()
     assert m["moongate_rx_buffers"] == 0
     assert m["moongate_lws_trimmed_total"] == 37
