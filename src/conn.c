@@ -58,6 +58,7 @@ mg_conn *conn_create(mg_gw *gw, struct lws *wsi, const char *path, const char *q
     c->remote = memcpy(c->query + ql, remote ? remote : "", rl);
     sendq_init(&c->q);
     c->lua_ref = -1;
+    c->fd = -1;
     c->last_rx_ms = gw->now_ms;
     c->tokens_ms = gw->now_ms;
     c->tokens = gw->cfg->message_burst ? gw->cfg->message_burst : gw->cfg->message_rate;
@@ -299,24 +300,25 @@ static void conn_count_out(mg_gw *gw, size_t payload)
 
 static int conn_can_write_direct(const mg_conn *c, size_t len)
 {
-    return c->fast && len >= CONN_DIRECT_MIN && c->q.count == 0 && !c->rx_paused &&
-           !lws_partial_buffered(c->wsi);
+    return c->fast && len >= CONN_DIRECT_MIN && c->q.count == 0 && !c->rx_paused && !c->wr_blocked;
 }
 
 /* Write the frame now; queue what the kernel did not take.  MG_SEND_OK or
  * MG_SEND_NOMEM. */
-static int conn_send_direct(mg_conn *c, int opcode, const void *data, size_t len)
+static int conn_send_direct(mg_gw *gw, mg_conn *c, int opcode, const void *data, size_t len)
 {
     unsigned char h[MG_FRAME_HDR_MAX];
     size_t hl = sendq_frame_header(h, opcode, len);
     struct iovec iov[2] = {{h, hl}, {(void *)data, len}};
     struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
-    ssize_t n = sendmsg(lws_get_socket_fd(c->wsi), &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n = sendmsg(c->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
     size_t sent = n > 0 ? (size_t)n : 0; /* an error shows on the next write or read */
     if (sent == hl + len)
         return MG_SEND_OK;
     if (sendq_push_frame_rest(&c->q, opcode, data, len, sent) != 0)
         return MG_SEND_NOMEM;
+    c->wr_blocked = 1;
+    gw->metrics.send_blocked++;
     lws_callback_on_writable(c->wsi); /* the socket is full: wait for POLLOUT */
     return MG_SEND_OK;
 }
@@ -328,7 +330,7 @@ int conn_send(mg_gw *gw, mg_conn *c, int opcode, const void *data, size_t len)
     int rc = conn_over_limit(gw, c, len);
     if (rc != MG_SEND_OK)
         return rc;
-    rc = conn_can_write_direct(c, len) ? conn_send_direct(c, opcode, data, len)
+    rc = conn_can_write_direct(c, len) ? conn_send_direct(gw, c, opcode, data, len)
                                        : conn_push(gw, c, opcode, data, len);
     if (rc == MG_SEND_OK)
         conn_count_out(gw, len);

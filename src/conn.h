@@ -62,9 +62,11 @@ struct mg_conn {
     unsigned rx_dead : 1;           /* fastrx: nothing more is read (failed, or closed) */
     unsigned close_after_flush : 1; /* hang up once the queue is written */
     unsigned wr_shut : 1;           /* fastrx: write side shut after a protocol error */
+    unsigned wr_blocked : 1;        /* fastrx: the socket took part of a write; wait for POLLOUT */
     unsigned in_flush : 1;          /* on gw->flush_list */
     unsigned final_window : 1;      /* sends allowed: on_disconnect of a peer close */
     struct wsrx *wsrx;              /* ... and fastrx's partial frames (wsrx.c) */
+    int fd;                         /* fastrx: the socket, written without lws; else -1 */
     int lua_ref;                    /* cached Lua handle in the registry ... */
     uint64_t lua_ref_gen;           /* ... of this script generation */
 

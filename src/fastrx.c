@@ -147,13 +147,16 @@ int fastrx_attach(mg_gw *gw, mg_conn *c)
         }
         return 0;
     }
-    if (lws_is_ssl(c->wsi))
+    /* Plain TCP, and lws holds no part of its 101 to write: from here on
+     * moongate alone writes the socket (server.c), and lws never will. */
+    if (lws_is_ssl(c->wsi) || lws_partial_buffered(c->wsi))
         return 0;
     int fd = lws_get_socket_fd(c->wsi);
     if (fd < 0 || fd >= gw->fastrx_cap)
         return 0;
     gw->fastrx_conns[fd] = c;
     c->fast = 1;
+    c->fd = fd;
     return 1;
 }
 
@@ -161,8 +164,9 @@ void fastrx_detach(mg_gw *gw, mg_conn *c)
 {
     if (!c->fast || !c->wsi)
         return;
-    int fd = lws_get_socket_fd(c->wsi);
+    int fd = c->fd;
     if (fd >= 0 && fd < gw->fastrx_cap && gw->fastrx_conns[fd] == c)
         gw->fastrx_conns[fd] = NULL;
     c->fast = 0;
+    c->fd = -1;
 }

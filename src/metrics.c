@@ -112,6 +112,9 @@ size_t metrics_render(const mg_metrics *m, uint64_t generation, const mg_mem_met
                        (unsigned long long)m->evictions[r]);
     metrics_one(&o, "moongate_sendq_drops_total", "counter",
                 "Messages dropped because a send queue was full.", m->sendq_drops);
+    metrics_one(&o, "moongate_send_blocked_total", "counter",
+                "Writes a client's socket took only part of (the rest waits for it to drain).",
+                m->send_blocked);
     metrics_broker(&o, m);
     metrics_one(&o, "moongate_resident_bytes", "gauge", "Resident memory of the process.",
                 mem->resident_bytes);

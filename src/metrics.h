@@ -33,6 +33,7 @@ typedef struct mg_metrics {
     uint64_t reloads, reload_failures;
     uint64_t evictions[MG_EVICT_COUNT];
     uint64_t sendq_drops;
+    uint64_t send_blocked; /* writes the client's socket took only part of */
 
     /* RabbitMQ bridge (broker.c). */
     uint64_t broker_up; /* gauge: 1 connected */

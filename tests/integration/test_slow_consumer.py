@@ -16,6 +16,12 @@ function on_connect(conn)
 end
 
 function on_message(conn, data, kind)
+  local n = tonumber(data:match("^big (%d+)$"))
+  if n then  -- a small message, then a big one queued behind it
+    assert(conn:send("small"))
+    assert(conn:send(("0123456789abcdef"):rep(n / 16), "binary"))
+    return
+  end
   if data == "flood" then
     local sent, failed, lasterr = 0, 0, nil
     for i = 1, 2000 do
@@ -93,3 +99,25 @@ def test_slow_consumer_drop(gateway, raw):
     slow.send_text("still open")
     assert slow.recv_message(5) == ("text", "still open")
     assert not g.find_logs(r"DISC %d " % cid, since)
+
+
+def test_write_cut_by_a_full_socket_resumes(gateway, raw):
+    """A 16 MiB message queued behind a small one, to a client that does
+    not read: the kernel takes only part of it (moongate_send_blocked_total
+    counts that), the rest goes out as the client reads; the message
+    arrives whole, then the reply to a message sent meanwhile."""
+    g = gateway(SCRIPT, {"limits": {"send_queue": "64MiB", "slow_consumer": "close"}},
+                admin=True)
+    since = g.mark()
+    c = raw(g.port, rcvbuf=4096)
+    c.send_text("big %d" % (16 << 20))
+    deadline = time.monotonic() + 20
+    while g.metrics()["moongate_send_blocked_total"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert g.metrics()["moongate_send_blocked_total"] > 0
+    c.send_text("after")
+    assert c.recv_message(10) == ("text", "small")
+    kind, data = c.recv_message(30)
+    assert kind == "binary" and data == b"0123456789abcdef" * (1 << 20)
+    assert c.recv_message(10) == ("text", "after")
+    assert not g.find_logs(r"DISC ", since)
