@@ -86,6 +86,10 @@ int gwctl_reload(mg_gw *gw)
         return -1;
     }
     gwctl_check_listeners(gw->cfg, nc);
+    if (nc->max_connections > gw->conn_capacity)
+        log_warn("limits.max_connections %u takes effect up to %u connections until a restart "
+                 "(the open-files limit is set at start)",
+                 nc->max_connections, gw->conn_capacity);
     mg_config *old = gw->cfg;
     gw->cfg = nc;
     config_free(old);

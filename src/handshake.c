@@ -183,7 +183,8 @@ int handshake_check(mg_gw *gw, struct lws *wsi, const char *ws_path, const char 
         return handshake_refuse(gw, wsi, 400, "no subprotocol is supported\n", NULL, NULL);
     if (gw->draining)
         return handshake_refuse(gw, wsi, 503, "shutting down\n", NULL, NULL);
-    if (gw->metrics.connections >= gw->cfg->max_connections)
+    if (gw->metrics.connections >= gw->cfg->max_connections ||
+        gw->metrics.connections >= gw->conn_capacity)
         return handshake_refuse(gw, wsi, 503, "too many connections\n", NULL, NULL);
 
     char remote[64], *headers = malloc(HANDSHAKE_HEADERS_MAX);

@@ -34,6 +34,7 @@
 #include <string.h>
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -630,6 +631,45 @@ static int server_admin(mg_gw *gw, char *err, size_t errlen)
     return 0;
 }
 
+/* Descriptors kept for everything but WebSocket connections: listeners,
+ * admin, broker, the event loop's own, files a script opens. */
+#define SERVER_SPARE_FDS 128
+
+/* libwebsockets sizes its descriptor tables by the soft open-files limit
+ * when the context is created, and accepts no descriptor beyond it; and
+ * Debian's debug build scans the whole table at every close.  So the soft
+ * limit is set to what max_connections needs: raised from a default of
+ * 1024 (which would cap the gateway near 1,000 connections), and lowered
+ * from a huge one (a 1M limit is an 8 MB scan per close).  A hard limit
+ * below the need is reported, and bounds conn_capacity. */
+static void server_fd_limit(mg_gw *gw)
+{
+    struct rlimit rl;
+    rlim_t want = (rlim_t)gw->cfg->max_connections + SERVER_SPARE_FDS;
+    gw->conn_capacity = gw->cfg->max_connections;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want) {
+        want = rl.rlim_max;
+        gw->conn_capacity = want > SERVER_SPARE_FDS * 2 ? (uint32_t)(want - SERVER_SPARE_FDS)
+                                                        : (uint32_t)(want / 2);
+        log_warn("open files: the hard limit (%llu) allows about %u connections, fewer than "
+                 "limits.max_connections (%u); raise it (ulimit -Hn, systemd LimitNOFILE=)",
+                 (unsigned long long)rl.rlim_max, gw->conn_capacity, gw->cfg->max_connections);
+    }
+    if (rl.rlim_cur == want)
+        return;
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = want;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        log_warn("open files: cannot set the limit to %llu: %s", (unsigned long long)want,
+                 strerror(errno));
+        return;
+    }
+    log_info("open files: limit %llu (was %llu) for limits.max_connections %u",
+             (unsigned long long)want, (unsigned long long)was, gw->cfg->max_connections);
+}
+
 int server_start(mg_gw *gw, int signal_fd, char *err, size_t errlen)
 {
     struct lws_context_creation_info info;
@@ -638,6 +678,7 @@ int server_start(mg_gw *gw, int signal_fd, char *err, size_t errlen)
     info.user = gw;
     info.pt_serv_buf_size = SERVER_BUF;
     info.timeout_secs = (unsigned int)((gw->cfg->handshake_timeout_ms + 999) / 1000);
+    server_fd_limit(gw);
     lwsmem_install();
     if (evpoll_start() != 0)
         log_warn("no epoll set: the event loop polls every socket on each turn");

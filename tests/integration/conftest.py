@@ -20,6 +20,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import struct
@@ -221,8 +222,9 @@ class Gateway:
     """
 
     def __init__(self, folder, script, config=None, admin=False, admin_token=None,
-                 path="/", conf_text=None, reader=None):
+                 path="/", conf_text=None, reader=None, nofile=None):
         self.dir = str(folder)
+        self.nofile = nofile  # (soft, hard) open-files limit the process starts with
         self.reader = reader or READER
         os.makedirs(self.dir, exist_ok=True)
         self.port = free_port()
@@ -292,8 +294,12 @@ class Gateway:
         # against the config file's folder, not the working directory
         self.cwd = self.dir.rstrip("/") + "-cwd"
         os.makedirs(self.cwd, exist_ok=True)
+        limit = None
+        if self.nofile:
+            limit = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, self.nofile)  # noqa: E731
         self.proc = subprocess.Popen(cmd, cwd=self.cwd, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     preexec_fn=limit)
         t1 = threading.Thread(target=self._reader, args=(self.proc.stderr, self.log_lines, True),
                               daemon=True)
         t2 = threading.Thread(target=self._reader, args=(self.proc.stdout, self.out_lines, False),

@@ -4,9 +4,10 @@ gateway the way a loaded one runs — echo on every connection, connections
 closing while others open and get the freed descriptor numbers, a broadcast
 to everyone, heartbeats, and a drain."""
 
+import resource
 import signal
 
-from conftest import OP_PING
+from conftest import OP_PING, handshake_request, http_raw
 
 SCRIPT = """
 function on_message(conn, data, kind)
@@ -67,3 +68,37 @@ def test_drain_closes_everyone(gateway, raw):
     for c in clients:
         assert c.wait_close(10) == (1001, "server shutting down")
     assert gw.wait_exit(10) == 0
+
+
+def own_open_files(n):
+    """This test process may hold n sockets (its soft limit up to n)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert hard == resource.RLIM_INFINITY or hard >= n, "hard open-files limit %d < %d" % (hard, n)
+    if soft != resource.RLIM_INFINITY and soft < n:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, hard))
+
+
+def test_open_files_limit_raised_for_max_connections(gateway, raw):
+    """Started with the usual soft limit of 1024 open files, the gateway
+    raises it to what max_connections needs: 1,100 clients all connect
+    (libwebsockets would refuse descriptors past 1024)."""
+    own_open_files(4096)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    gw = gateway(SCRIPT, {"limits": {"max_connections": 2000}}, admin=True, nofile=(1024, hard))
+    gw.wait_log(r"open files: limit 2128 \(was 1024\)", 5)
+    clients = [raw(gw.port) for _ in range(1100)]
+    assert gw.metrics()["moongate_connections"] == 1100
+    echo_all(clients[-5:], "late")
+
+
+def test_open_files_hard_limit_caps_connections(gateway, raw):
+    """A hard limit below what max_connections needs is reported at start,
+    and the connections it cannot hold are refused with 503, not dropped."""
+    own_open_files(4096)
+    gw = gateway(SCRIPT, {"limits": {"max_connections": 2000}}, admin=True,
+                 nofile=(1024, 1024))
+    gw.wait_log(r"open files: the hard limit \(1024\) allows about 896 connections", 5)
+    clients = [raw(gw.port) for _ in range(896)]
+    r = http_raw(gw.port, handshake_request("/", gw.port))
+    assert r.status == 503, r
+    echo_all(clients[-5:], "still")
