@@ -43,7 +43,6 @@ typedef struct mg_gw {
     lws_sorted_usec_list_t hb_sul;    /* heartbeat sweep */
     lws_sorted_usec_list_t drain_sul; /* drain deadline */
     lws_sorted_usec_list_t trim_sul;  /* lwsmem_trim, a second after it is wanted */
-    int trim_due;                     /* trim_sul is scheduled */
     uint32_t conn_capacity;           /* connections the open-files limit set at start allows */
     struct mg_buf *ping_frame;        /* the heartbeat ping, one block every queue shares */
 

@@ -231,7 +231,7 @@ void lwsmem_shutdown(void)
 int lwsmem_trim_wanted(void)
 {
     for (int i = 0; i < LWSMEM_NARENAS; i++)
-        if (lwsmem_arenas[i].nchunks && lwsmem_arenas[i].warm > lwsmem_warm_max(&lwsmem_arenas[i]))
+        if (lwsmem_arenas[i].warm > lwsmem_warm_max(&lwsmem_arenas[i]))
             return 1;
     return 0;
 }

@@ -278,7 +278,7 @@ void server_rx_error(mg_gw *gw, mg_conn *c, int code, const char *reason)
  * POLLOUT.  Going through lws_write cost a tenth of a broadcast's user
  * time, most of it cache misses on lws's connection struct.  0, or -1 if
  * the socket failed. */
-static int server_send(mg_gw *gw, mg_conn *c, const unsigned char *p, size_t n)
+static int server_send(mg_conn *c, const unsigned char *p, size_t n)
 {
     ssize_t k = send(c->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (k < 0) {
@@ -287,10 +287,8 @@ static int server_send(mg_gw *gw, mg_conn *c, const unsigned char *p, size_t n)
         k = 0;
     }
     sendq_consume(&c->q, (size_t)k);
-    if ((size_t)k < n) {
+    if ((size_t)k < n)
         c->wr_blocked = 1;
-        gw->metrics.send_blocked++;
-    }
     return 0;
 }
 
@@ -303,12 +301,10 @@ static int server_write_once(mg_gw *gw, mg_conn *c)
     if (!n)
         return 0;
     if (c->fast)
-        return server_send(gw, c, p, n);
+        return server_send(c, p, n);
     if (lws_write(c->wsi, (unsigned char *)p, n, LWS_WRITE_RAW) < 0)
         return -1;
     sendq_consume(&c->q, n);
-    if (lws_partial_buffered(c->wsi))
-        gw->metrics.send_blocked++;
     return 0;
 }
 
@@ -340,9 +336,10 @@ static int server_flushed(mg_conn *c, struct lws *wsi)
  * out reading stops (a peer close read now would be a hard close under
  * lws's reader, and a client that does not read has no business being
  * read).  Else, what is still to do waits for a writable callback. */
-static void server_after_write(mg_conn *c, struct lws *wsi)
+static void server_after_write(mg_gw *gw, mg_conn *c, struct lws *wsi)
 {
     if (server_blocked(c)) {
+        gw->metrics.send_blocked++;
         lws_rx_flow_control(wsi, 0);
         c->rx_paused = 1;
         lws_callback_on_writable(wsi);
@@ -361,7 +358,7 @@ void server_flush(mg_gw *gw, mg_conn *c)
         lws_callback_on_writable(wsi);
         return;
     }
-    server_after_write(c, wsi);
+    server_after_write(gw, c, wsi);
 }
 
 /* Write every connection whose queue filled during the loop turn. */
@@ -385,7 +382,7 @@ static int server_writeable(mg_gw *gw, mg_conn *c, struct lws *wsi)
         return -1;
     if (!c->q.count && !server_blocked(c) && server_flushed(c, wsi))
         return -1;
-    server_after_write(c, wsi);
+    server_after_write(gw, c, wsi);
     return 0;
 }
 
@@ -721,8 +718,7 @@ int server_start(mg_gw *gw, int signal_fd, char *err, size_t errlen)
 
 static void server_trim(lws_sorted_usec_list_t *sul)
 {
-    mg_gw *gw = lws_container_of(sul, mg_gw, trim_sul);
-    gw->trim_due = 0;
+    (void)sul;
     lwsmem_trim();
 }
 
@@ -731,9 +727,8 @@ static void server_trim(lws_sorted_usec_list_t *sul)
  * surplus goes back to the kernel (lwsmem.h). */
 static void server_trim_later(mg_gw *gw)
 {
-    if (gw->trim_due || !lwsmem_trim_wanted())
-        return;
-    gw->trim_due = 1;
+    if (!lws_dll2_is_detached(&gw->trim_sul.list) || !lwsmem_trim_wanted())
+        return; /* already due, or nothing to do */
     lws_sul_schedule(gw->lws, 0, &gw->trim_sul, server_trim, LWS_US_PER_SEC);
 }
 
