@@ -138,9 +138,13 @@ static void *budget_main(void *arg)
         uint32_t tick = budget_tick_ms();
         struct timespec ts = {tick / 1000, (long)(tick % 1000) * 1000000L};
         nanosleep(&ts, NULL);
+        /* The call first, then the time: a call seen is then sure to have
+         * started before `now`.  (Read the other way round, a watchdog
+         * preempted between the two reads dated the call too early, and
+         * aborted it that much before its budget.) */
+        uint64_t call = atomic_load_explicit(&budget.call, memory_order_acquire);
         int64_t now = budget_now_us();
         atomic_store_explicit(&budget.clock_us, now, memory_order_relaxed);
-        uint64_t call = atomic_load_explicit(&budget.call, memory_order_acquire);
         if (call != last) {
             last = call;
             last_since = now;
