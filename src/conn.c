@@ -235,22 +235,26 @@ static int conn_over_limit(mg_gw *gw, mg_conn *c, size_t add)
     return MG_SEND_EVICTED;
 }
 
-/* While lws handles a ready socket (gw->dispatching: a read, a hook, a
- * broadcast, an admin request, the broker's wake-up), a connection whose
- * queue becomes non-empty joins the flush list, and server_run writes it
- * as soon as that loop turn's events are handled: one write per socket
- * per turn, without a poll() for POLLOUT in between.  Outside of that (a
- * timer, which lws runs before its poll) lws is asked for a writable
- * callback instead: a list flushed after the poll would wait for it. */
+/* A connection whose queue becomes non-empty joins the flush list, and
+ * every connection on it is written at once, one write per socket, without
+ * asking lws for a writable callback (a poll() for POLLOUT, and two
+ * epoll_ctl calls to set and clear it).  While lws handles a ready socket
+ * (gw->dispatching: a read, a hook, a broadcast, an admin request, the
+ * broker's wake-up) server_run writes the list when that loop turn's
+ * events are handled.  Outside of that (a timer: heartbeat pings, Lua
+ * timers) gw->flush_sul, scheduled in the past, runs gw->flush_cb as soon
+ * as the timer returns, before lws polls. */
+#define CONN_FLUSH_NOW (-(lws_usec_t)3600 * LWS_US_PER_SEC)
+
 void conn_wake(mg_gw *gw, mg_conn *c)
 {
-    if (!gw->dispatching) {
-        lws_callback_on_writable(c->wsi);
-    } else if (!c->in_flush) {
-        c->in_flush = 1;
-        c->flush_next = gw->flush_list;
-        gw->flush_list = c;
-    }
+    if (c->in_flush)
+        return;
+    c->in_flush = 1;
+    c->flush_next = gw->flush_list;
+    gw->flush_list = c;
+    if (!gw->dispatching && lws_dll2_is_detached(&gw->flush_sul.list))
+        lws_sul_schedule(gw->lws, 0, &gw->flush_sul, gw->flush_cb, CONN_FLUSH_NOW);
 }
 
 mg_conn *conn_flush_pop(mg_gw *gw)

@@ -43,6 +43,8 @@ typedef struct mg_gw {
     lws_sorted_usec_list_t hb_sul;    /* heartbeat sweep */
     lws_sorted_usec_list_t drain_sul; /* drain deadline */
     lws_sorted_usec_list_t trim_sul;  /* lwsmem_trim, a second after it is wanted */
+    lws_sorted_usec_list_t flush_sul; /* a timer queued writes: flush_cb writes them */
+    sul_cb_t flush_cb;                /* server.c's: write every queue on flush_list */
     uint32_t conn_capacity;           /* connections the open-files limit set at start allows */
     struct mg_buf *ping_frame;        /* the heartbeat ping, one block every queue shares */
 

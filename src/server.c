@@ -369,6 +369,12 @@ static void server_flush_all(mg_gw *gw)
         server_flush(gw, c);
 }
 
+/* gw->flush_cb: a timer queued writes (conn_wake). */
+static void server_flush_due(lws_sorted_usec_list_t *sul)
+{
+    server_flush_all(lws_container_of(sul, mg_gw, flush_sul));
+}
+
 static int server_writeable(mg_gw *gw, mg_conn *c, struct lws *wsi)
 {
     if (!c)
@@ -712,6 +718,7 @@ int server_start(mg_gw *gw, int signal_fd, char *err, size_t errlen)
         return -1;
     }
     gw->now_ms = gw_clock_ms();
+    gw->flush_cb = server_flush_due;
     heartbeat_start(gw);
     return 0;
 }

@@ -695,3 +695,18 @@ def test_handles_returned_inside_coroutines(gateway, raw):
     a.send_text("again")
     assert re.fullmatch(r"get \d+ find \d+ clients 2", a.recv_text())
     assert a.recv_text() == "second"
+
+
+def test_timer_send_goes_out_when_the_timer_runs(gateway, clients):
+    # Heartbeats off: no timer of the gateway's own wakes its loop.  A send
+    # from a Lua timer is written when the timer has run, not when some
+    # later event happens to end the loop's wait.
+    g = gateway(SCRIPT, {"heartbeat": {"interval": "0s", "timeout": "0s"}})
+    a = clients(g.port)
+    late = []
+    for _ in range(5):
+        t0 = time.monotonic()
+        a.cmd("after 50 fired")
+        assert a.next(10) == "fired"
+        late.append(time.monotonic() - t0)
+    assert min(late) < 0.5, late
