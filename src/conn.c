@@ -242,8 +242,10 @@ static int conn_over_limit(mg_gw *gw, mg_conn *c, size_t add)
  * (gw->dispatching: a read, a hook, a broadcast, an admin request, the
  * broker's wake-up) server_run writes the list when that loop turn's
  * events are handled.  Outside of that (a timer: heartbeat pings, Lua
- * timers) gw->flush_sul, scheduled in the past, runs gw->flush_cb as soon
- * as the timer returns, before lws polls. */
+ * timers) gw->flush_sul runs gw->flush_cb as soon as the timer returns,
+ * before lws polls.  It is scheduled in the past because lws runs the
+ * timers due at the time its pass began: one due "now" would be left for
+ * the next pass, after a poll that waits as long as this pass took. */
 #define CONN_FLUSH_NOW (-(lws_usec_t)3600 * LWS_US_PER_SEC)
 
 void conn_wake(mg_gw *gw, mg_conn *c)
