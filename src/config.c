@@ -920,10 +920,11 @@ static const char *const slow_names[] = {"close", "drop", NULL};
 static const char *const dup_names[] = {"replace", "reject", NULL};
 static const char *const level_names[] = {"debug", "info", "warn", "error", NULL};
 static const char *const format_names[] = {"text", "json", NULL};
+static const char *const uring_names[] = {"auto", "off", NULL};
 
 _Static_assert(sizeof(mg_reader) == sizeof(int) && sizeof(mg_slow_action) == sizeof(int) &&
                    sizeof(mg_dup_policy) == sizeof(int) && sizeof(mg_log_level) == sizeof(int) &&
-                   sizeof(mg_log_format) == sizeof(int),
+                   sizeof(mg_log_format) == sizeof(int) && sizeof(mg_uring_mode) == sizeof(int),
                "parse_enum stores enums as int");
 
 /* clang-format off */
@@ -980,6 +981,10 @@ static const key_spec names_keys[] = {
 
 static const key_spec shutdown_keys[] = {
     {.name = "drain_timeout", .parse = parse_duration, .offset = CFG(drain_timeout_ms), .max = DURATION_MAX_MS},
+    {0}};
+
+static const key_spec io_keys[] = {
+    {.name = "uring", .parse = parse_enum, .offset = CFG(uring), .choices = uring_names},
     {0}};
 
 static const key_spec log_keys[] = {
@@ -1232,6 +1237,7 @@ static const key_spec top_keys[] = {
     {.name = "handshake", .parse = parse_section,   .keys = handshake_keys},
     {.name = "names",     .parse = parse_section,   .keys = names_keys},
     {.name = "shutdown",  .parse = parse_section,   .keys = shutdown_keys},
+    {.name = "io",        .parse = parse_section,   .keys = io_keys},
     {.name = "log",       .parse = parse_section,   .keys = log_keys},
     {.name = "admin",     .parse = parse_admin,     .keys = admin_keys},
     {.name = "broker",    .parse = parse_broker,    .keys = broker_keys},
@@ -1398,6 +1404,7 @@ mg_config *config_new_defaults(void)
     cfg->close_timeout_ms = 5000;
     cfg->duplicate_names = MG_DUP_REPLACE;
     cfg->drain_timeout_ms = 10000;
+    cfg->uring = MG_URING_AUTO;
     cfg->log_level = MG_LOG_INFO;
     cfg->log_format = MG_LOG_TEXT;
     return cfg;

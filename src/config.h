@@ -25,6 +25,8 @@ typedef struct mg_listener {
 typedef enum { MG_READER_MOONGATE, MG_READER_LWS } mg_reader;
 typedef enum { MG_SLOW_CLOSE, MG_SLOW_DROP } mg_slow_action;
 typedef enum { MG_DUP_REPLACE, MG_DUP_REJECT } mg_dup_policy;
+/* io.uring: batch writes through io_uring when the kernel allows, or never. */
+typedef enum { MG_URING_AUTO, MG_URING_OFF } mg_uring_mode;
 typedef enum { MG_LOG_DEBUG, MG_LOG_INFO, MG_LOG_WARN, MG_LOG_ERROR } mg_log_level;
 typedef enum { MG_LOG_TEXT, MG_LOG_JSON } mg_log_format;
 
@@ -105,6 +107,7 @@ typedef struct mg_config {
 
     mg_dup_policy duplicate_names; /* default replace */
     uint32_t drain_timeout_ms;     /* default 10000 */
+    mg_uring_mode uring;           /* io.uring, read at start; default auto */
 
     mg_log_level log_level;   /* default info */
     mg_log_format log_format; /* default text */

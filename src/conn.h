@@ -67,6 +67,7 @@ struct mg_conn {
     unsigned final_window : 1;      /* sends allowed: on_disconnect of a peer close */
     struct wsrx *wsrx;              /* ... and fastrx's partial frames (wsrx.c) */
     int fd;                         /* fastrx: the socket, written without lws; else -1 */
+    int pre;                        /* fastrx: its bytes wait in batch slot pre - 1; 0 none */
     int lua_ref;                    /* cached Lua handle in the registry ... */
     uint64_t lua_ref_gen;           /* ... of this script generation */
 

@@ -33,6 +33,10 @@ static struct {
     int evs_cap;
     uint64_t call; /* calls served from the set */
     int call_seen; /* the loop's poll() calls come here */
+    int *ready;    /* indexes of the ready entries, for on_ready */
+    int ready_cap;
+    evpoll_ready_fn on_ready;
+    void *on_ready_arg;
     evpoll_poll_fn real_poll;
     evpoll_close_fn real_close;
 } ev = {.epfd = -1};
@@ -157,6 +161,34 @@ static void evpoll_sweep(void)
     }
 }
 
+/* Room for n ready indexes; 0 or -1. */
+static int evpoll_ready_room(nfds_t n)
+{
+    if ((size_t)ev.ready_cap >= n)
+        return 0;
+    int *r = realloc(ev.ready, n * sizeof(*r));
+    if (!r)
+        return -1;
+    ev.ready = r;
+    ev.ready_cap = (int)n;
+    return 0;
+}
+
+/* Hand the ready entries to on_ready.  ev.ready holds `have` of the
+ * `total` (from epoll's list, when it is the set's call); if that is not
+ * all of them (some the sync found ready without epoll), or nothing was
+ * listed, the array is scanned instead. */
+static void evpoll_report(struct pollfd *fds, nfds_t n, int have, int total)
+{
+    if (have != total) {
+        have = 0;
+        for (nfds_t i = 0; i < n; i++)
+            if (fds[i].revents)
+                ev.ready[have++] = (int)i;
+    }
+    ev.on_ready(ev.on_ready_arg, fds, ev.ready, have);
+}
+
 static int evpoll_serve(struct pollfd *fds, nfds_t n, int timeout)
 {
     int ready = 0;
@@ -197,6 +229,17 @@ static int evpoll_serve(struct pollfd *fds, nfds_t n, int timeout)
             ready++;
         p->revents |= r;
     }
+    if (ev.on_ready && ready) {
+        /* The ready ones: those the sync found, then epoll's (each once). */
+        int k = 0;
+        for (int j = 0; j < got; j++) {
+            int fd = ev.evs[j].data.fd;
+            if (fd >= 0 && fd < ev.cap && ev.slots[fd].seen == ev.call &&
+                fds[ev.slots[fd].index].revents)
+                ev.ready[k++] = (int)ev.slots[fd].index;
+        }
+        evpoll_report(fds, n, k, ready);
+    }
     return ready;
 }
 
@@ -209,9 +252,20 @@ int poll(struct pollfd *fds, nfds_t n, int timeout)
     if (!evpoll_ours())
         return evpoll_libc_poll()(fds, n, timeout);
     ev.call_seen = 1;
-    if (n < EVPOLL_MIN_FDS)
-        return evpoll_libc_poll()(fds, n, timeout);
-    return evpoll_serve(fds, n, timeout);
+    if (ev.on_ready && evpoll_ready_room(n) != 0)
+        return evpoll_libc_poll()(fds, n, timeout); /* no report this once */
+    if (n >= EVPOLL_MIN_FDS)
+        return evpoll_serve(fds, n, timeout);
+    int ready = evpoll_libc_poll()(fds, n, timeout);
+    if (ev.on_ready && ready > 0)
+        evpoll_report(fds, n, 0, ready);
+    return ready;
+}
+
+void evpoll_on_ready(evpoll_ready_fn fn, void *arg)
+{
+    ev.on_ready = fn;
+    ev.on_ready_arg = arg;
 }
 
 /* A descriptor the loop closes leaves the set first: its number may come
@@ -255,10 +309,12 @@ void evpoll_stop(void)
     free(ev.slots);
     free(ev.members);
     free(ev.evs);
+    free(ev.ready);
     ev.slots = NULL;
     ev.members = NULL;
     ev.evs = NULL;
-    ev.cap = ev.nmembers = ev.members_cap = ev.evs_cap = 0;
+    ev.ready = NULL;
+    ev.cap = ev.nmembers = ev.members_cap = ev.evs_cap = ev.ready_cap = 0;
 }
 
 int evpoll_active(void)

@@ -28,6 +28,13 @@ void evpoll_stop(void);
 /* fd now refers to another file (dup2 over it): forget its registration. */
 void evpoll_forget(int fd);
 
+/* After each poll() call of the loop's thread that found descriptors
+ * ready, before it returns: fn(arg, fds, ready, k) with the indexes in fds
+ * of the k ready ones (fastrx.c reads them all at once).  NULL: none. */
+struct pollfd;
+typedef void (*evpoll_ready_fn)(void *arg, struct pollfd *fds, const int *ready, int k);
+void evpoll_on_ready(evpoll_ready_fn fn, void *arg);
+
 /* 1 if lws's poll() calls reach evpoll.c (checked after the first turn). */
 int evpoll_active(void);
 

@@ -11,7 +11,9 @@
  * only the rest of the events (POLLOUT, POLLHUP) on to lws.  EOF and read
  * errors are passed on with POLLIN, so lws reads them again and closes
  * the connection its usual way.  Replies queued while the read is
- * processed are written right after it, in the same loop turn.
+ * processed are written in the same loop turn.  With io_uring (uring.h),
+ * every connection of ours the loop's poll() found ready is read at once,
+ * in one system call, before lws hands the first over (fastrx.c).
  *
  * TLS connections keep lws's reader (their bytes exist only inside lws's
  * TLS layer).  Writes, timeouts and closing stay lws's for everyone. */
@@ -32,5 +34,8 @@ void fastrx_stop(mg_gw *gw);
 int fastrx_attach(mg_gw *gw, mg_conn *c);
 /* Forget c's descriptor (its socket is closing). */
 void fastrx_detach(mg_gw *gw, mg_conn *c);
+/* Process what the last batch of reads holds that lws did not hand over
+ * (called after each loop turn). */
+void fastrx_settle(mg_gw *gw);
 
 #endif

@@ -78,6 +78,13 @@ typedef struct mg_gw {
     int fastrx_warned;         /* ... and if not, that was logged */
     void *fastrx_real;         /* lws's lws_service_fd_tsi */
     unsigned char *fastrx_buf; /* where each read lands */
+    unsigned char *fastrx_pre; /* ... or, read in a batch, these slots */
+    struct fastrx_slot {
+        mg_conn *c; /* whose bytes it holds, or NULL */
+        int res;    /* what the read returned */
+    } * fastrx_slots;
+    int fastrx_nslots;      /* slots the last batch used */
+    struct mg_uring *uring; /* batched writes (uring.h), or NULL */
 
     /* Writes without waiting for POLLOUT (conn.c, server.c). */
     int dispatching;     /* inside lws's handling of a ready socket */

@@ -115,6 +115,12 @@ size_t metrics_render(const mg_metrics *m, uint64_t generation, const mg_mem_met
     metrics_one(&o, "moongate_send_blocked_total", "counter",
                 "Writes a client's socket took only part of (the rest waits for it to drain).",
                 m->send_blocked);
+    metrics_one(&o, "moongate_uring_writes_total", "counter",
+                "Socket writes made in batches through io_uring (0: every write is a send()).",
+                m->uring_writes);
+    metrics_one(&o, "moongate_uring_reads_total", "counter",
+                "Socket reads made in batches through io_uring (0: every read is a recv()).",
+                m->uring_reads);
     metrics_broker(&o, m);
     metrics_one(&o, "moongate_resident_bytes", "gauge", "Resident memory of the process.",
                 mem->resident_bytes);

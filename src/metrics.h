@@ -34,6 +34,8 @@ typedef struct mg_metrics {
     uint64_t evictions[MG_EVICT_COUNT];
     uint64_t sendq_drops;
     uint64_t send_blocked; /* writes the client's socket took only part of */
+    uint64_t uring_writes; /* writes made through io_uring (uring.h) */
+    uint64_t uring_reads;  /* reads made through io_uring (fastrx.c) */
 
     /* RabbitMQ bridge (broker.c). */
     uint64_t broker_up; /* gauge: 1 connected */

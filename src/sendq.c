@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 /* Smallest private block: a batch of small frames shares one allocation.
  * A connection takes one and frees it every loop turn it sends, so the
@@ -184,6 +185,22 @@ size_t sendq_gather(const mg_sendq *q, unsigned char *scratch, size_t cap,
         n += it->len;
     }
     *out = scratch;
+    return n;
+}
+
+int sendq_iov(const mg_sendq *q, struct iovec *iov, int max, size_t limit)
+{
+    int n = 0;
+    size_t bytes = 0;
+    for (uint32_t i = 0; i < q->count && n < max; i++) {
+        mg_sendq_item *it = sendq_item(q, i);
+        if (n && bytes + it->len > limit)
+            break;
+        iov[n].iov_base = it->buf->data + it->off;
+        iov[n].iov_len = it->len;
+        bytes += it->len;
+        n++;
+    }
     return n;
 }
 

@@ -68,7 +68,13 @@ int sendq_push_shared(mg_sendq *q, mg_buf *b);
  * scratch while they fit.  Returns the byte count (0 when empty). */
 size_t sendq_gather(const mg_sendq *q, unsigned char *scratch, size_t cap,
                     const unsigned char **out);
-/* Drop n bytes from the front (n as returned by sendq_gather). */
+/* What to write next, in place: the first max items, at most `limit`
+ * bytes in all unless the first alone is more (that one is offered
+ * whole).  Fills iov, returns how many entries (0 when empty). */
+struct iovec;
+int sendq_iov(const mg_sendq *q, struct iovec *iov, int max, size_t limit);
+/* Drop n bytes from the front (n as returned by sendq_gather, or up to
+ * what sendq_iov offered). */
 void sendq_consume(mg_sendq *q, size_t n);
 
 #endif

@@ -3,8 +3,10 @@
  * Data path: socket -> RECEIVE (reassembly, limits, UTF-8) -> script hook
  * -> conn send queue -> SERVER_WRITEABLE (one raw write of whole frames).
  * On plain listeners fastrx.c reads instead of lws once the upgrade is
- * done and calls server_rx_* (same limits, UTF-8 and hooks), then
- * server_flush writes the replies in the same loop turn.
+ * done and calls server_rx_* (same limits, UTF-8 and hooks), and moongate
+ * writes those connections itself: at the end of the loop turn, all in
+ * one batch through io_uring (uring.h), or, without it, right after each
+ * read with send().
  * libwebsockets 4.1.6 rules this file keeps (shared/NOTES.md):
  *  - upgrades are checked in HTTP_CONFIRM_UPGRADE (handshake.c), before
  *    lws's own checks that would drop a bad request without an answer;
@@ -36,6 +38,7 @@
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "broker.h"
@@ -50,10 +53,13 @@
 #include "lwsmem.h"
 #include "script.h"
 #include "sul.h"
+#include "uring.h"
 #include "utf8.h"
 #include "wsrx.h"
 
 #define SERVER_BUF (64 * 1024)
+/* Writes per io_uring batch: a broadcast to more goes in several. */
+#define SERVER_URING_ENTRIES 1024
 
 /* What lws keeps pointers to for a listener's whole life: copies, so a
  * reload that frees the old config cannot pull them away.  Listeners are
@@ -361,12 +367,60 @@ void server_flush(mg_gw *gw, mg_conn *c)
     server_after_write(gw, c, wsi);
 }
 
-/* Write every connection whose queue filled during the loop turn. */
+/* uring_done_fn: what became of a batched write (server_batch_add). */
+static void server_batch_done(void *arg, void *ctx, int res, size_t len)
+{
+    mg_gw *gw = arg;
+    mg_conn *c = ctx;
+    if (res < 0 && res != -EAGAIN && res != -EWOULDBLOCK && res != -EINTR) {
+        c->close_after_flush = 1; /* the socket failed: WRITEABLE ends it */
+        lws_callback_on_writable(c->wsi);
+        return;
+    }
+    size_t k = res > 0 ? (size_t)res : 0;
+    gw->metrics.uring_writes++;
+    sendq_consume(&c->q, k);
+    if (k < len)
+        c->wr_blocked = 1;
+    server_after_write(gw, c, c->wsi);
+}
+
+void server_uring_failed(mg_gw *gw)
+{
+    log_warn("io_uring failed: reading and writing with recv() and send() from now on");
+    uring_free(gw->uring);
+    gw->uring = NULL;
+}
+
+static void server_batch_run(mg_gw *gw)
+{
+    if (gw->uring && uring_run(gw->uring, server_batch_done, gw) < 0)
+        server_uring_failed(gw);
+}
+
+/* Queue c's write in the batch (uring.h): 1 if queued, 0 if it is to be
+ * written now (server_flush). */
+static int server_batch_add(mg_gw *gw, mg_conn *c)
+{
+    if (!gw->uring || !c->fast || !c->wsi || c->rx_paused || c->wr_blocked || !c->q.count)
+        return 0;
+    struct iovec iov[URING_IOV];
+    int n = sendq_iov(&c->q, iov, URING_IOV, gw->scratch_cap);
+    if (uring_add(gw->uring, c->fd, iov, n, c) == 0)
+        return 1;
+    server_batch_run(gw); /* full */
+    return gw->uring && uring_add(gw->uring, c->fd, iov, n, c) == 0;
+}
+
+/* Write every connection whose queue filled during the loop turn: those
+ * moongate writes itself in batches through io_uring, when it can. */
 static void server_flush_all(mg_gw *gw)
 {
     mg_conn *c;
     while ((c = conn_flush_pop(gw)))
-        server_flush(gw, c);
+        if (!server_batch_add(gw, c))
+            server_flush(gw, c);
+    server_batch_run(gw);
 }
 
 /* gw->flush_cb: a timer queued writes (conn_wake). */
@@ -673,6 +727,27 @@ static void server_fd_limit(mg_gw *gw)
              (unsigned long long)want, (unsigned long long)was, gw->cfg->max_connections);
 }
 
+/* Batched writes for the connections moongate reads (io.uring). */
+static void server_uring_start(mg_gw *gw)
+{
+    int fast = 0;
+    for (size_t i = 0; i < gw->cfg->nlisteners; i++)
+        fast |=
+            gw->cfg->listeners[i].reader == MG_READER_MOONGATE && !gw->cfg->listeners[i].tls_cert;
+    if (!gw->fastrx_cap || !fast)
+        return; /* no connection is written by moongate */
+    if (gw->cfg->uring == MG_URING_OFF) {
+        log_info("socket I/O: a recv() and a send() per socket (io.uring: off)");
+        return;
+    }
+    char why[128];
+    gw->uring = uring_new(SERVER_URING_ENTRIES, why, sizeof(why));
+    if (gw->uring)
+        log_info("socket I/O: batched through io_uring");
+    else
+        log_warn("socket I/O: a recv() and a send() per socket, no io_uring (%s)", why);
+}
+
 int server_start(mg_gw *gw, int signal_fd, char *err, size_t errlen)
 {
     struct lws_context_creation_info info;
@@ -694,6 +769,7 @@ int server_start(mg_gw *gw, int signal_fd, char *err, size_t errlen)
         log_warn("libwebsockets' timer list insertion is not ours: connect storms will be slow");
     if (fastrx_start(gw) != 0)
         log_warn("out of memory for moongate's frame reader: libwebsockets parses frames");
+    server_uring_start(gw);
     gw->scratch_cap = SERVER_BUF;
     gw->scratch = malloc(gw->scratch_cap);
     gw->vhosts = calloc(gw->cfg->nlisteners, sizeof(*gw->vhosts));
@@ -744,6 +820,7 @@ void server_run(mg_gw *gw)
     while (!gw->stopping) {
         if (lws_service(gw->lws, 0) < 0)
             break;
+        fastrx_settle(gw);
         server_flush_all(gw);
         server_trim_later(gw);
         if (!gw->evpoll_checked) {
@@ -815,6 +892,8 @@ void server_stop(mg_gw *gw)
         server_slot_free(&gw->slots[i]);
     free(gw->slots);
     fastrx_stop(gw);
+    uring_free(gw->uring);
+    gw->uring = NULL;
     free(gw->scratch);
     free(gw->vhosts);
     gw->slots = NULL;

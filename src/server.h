@@ -19,10 +19,13 @@ void server_stop(mg_gw *gw);
 /* For fastrx.c, which reads plain connections itself: a data message, a
  * control frame (non-zero: stop reading it), a protocol error (1002, 1009
  * or 1011 with its reason); then server_flush writes what the read
- * queued, in the same loop turn. */
+ * queued (or, with io_uring, conn_wake leaves it to the end of the loop
+ * turn).  server_uring_failed: gw->uring returned an error; it is freed
+ * and moongate goes on with recv() and send(). */
 int server_rx_message(mg_gw *gw, mg_conn *c, const unsigned char *data, size_t len, int binary);
 int server_rx_control(mg_gw *gw, mg_conn *c, int opcode, const unsigned char *data, size_t len);
 void server_rx_error(mg_gw *gw, mg_conn *c, int code, const char *reason);
 void server_flush(mg_gw *gw, mg_conn *c);
+void server_uring_failed(mg_gw *gw);
 
 #endif

@@ -89,6 +89,11 @@ def test_open_files_limit_raised_for_max_connections(gateway, raw):
     clients = [raw(gw.port) for _ in range(1100)]
     assert gw.metrics()["moongate_connections"] == 1100
     echo_all(clients[-5:], "late")
+    # more writes than one io_uring batch holds (1,024): all go out
+    status, _, body = gw.http("POST", "/broadcast", body="to all 1100")
+    assert status == 200, body
+    for c in clients:
+        assert c.recv_message(10) == ("text", "to all 1100")
 
 
 def test_open_files_hard_limit_caps_connections(gateway, raw):

@@ -145,6 +145,7 @@ static void test_defaults(void)
     CHECK(cfg->close_timeout_ms == 5000);
     CHECK(cfg->duplicate_names == MG_DUP_REPLACE);
     CHECK(cfg->drain_timeout_ms == 10000);
+    CHECK(cfg->uring == MG_URING_AUTO);
     CHECK(cfg->log_level == MG_LOG_INFO);
     CHECK(cfg->log_format == MG_LOG_TEXT);
     CHECK(cfg->admin_port == 0 && cfg->admin_host == NULL && cfg->admin_token == NULL);
@@ -316,6 +317,8 @@ static void test_full_config(void)
                                "  duplicate: reject\n"
                                "shutdown:\n"
                                "  drain_timeout: 1h\n"
+                               "io:\n"
+                               "  uring: off\n"
                                "log:\n"
                                "  level: debug\n"
                                "  format: json\n"
@@ -367,6 +370,7 @@ static void test_full_config(void)
     CHECK(cfg->close_timeout_ms == 0);
     CHECK(cfg->duplicate_names == MG_DUP_REJECT);
     CHECK(cfg->drain_timeout_ms == 3600000);
+    CHECK(cfg->uring == MG_URING_OFF);
     CHECK(cfg->log_level == MG_LOG_DEBUG);
     CHECK(cfg->log_format == MG_LOG_JSON);
     CHECK_STR(cfg->admin_host, "10.0.0.1");
@@ -779,7 +783,7 @@ static void test_err_unknown_keys(void)
                  "text_ping, text_pong)");
     expect_error(BASE "heartbeats:\n  interval: 5s\n",
                  "4:1: unknown key 'heartbeats' (expected one of: listen, script, lua, static, "
-                 "heartbeat, limits, handshake, names, shutdown, log, admin, broker, app)");
+                 "heartbeat, limits, handshake, names, shutdown, io, log, admin, broker, app)");
     expect_error(
         "listen:\n  - port: 8080\n    prot: 1\nscript: app.lua\n",
         "3:5: unknown key 'prot' in listen[0] (expected one of: host, port, path, tls, reader)");
@@ -951,6 +955,7 @@ static void test_err_enums(void)
     expect_error(BASE "log:\n  level: verbose\n",
                  "5:10: log.level: must be debug, info, warn or error, got 'verbose'");
     expect_error(BASE "log:\n  format: xml\n", "5:11: log.format: must be text or json, got 'xml'");
+    expect_error(BASE "io:\n  uring: on\n", "5:10: io.uring: must be auto or off, got 'on'");
     expect_error(BASE "log:\n  level: INFO\n",
                  "5:10: log.level: must be debug, info, warn or error, got 'INFO'");
 }
