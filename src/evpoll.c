@@ -230,7 +230,8 @@ static int evpoll_serve(struct pollfd *fds, nfds_t n, int timeout)
         p->revents |= r;
     }
     if (ev.on_ready && ready) {
-        /* The ready ones: those the sync found, then epoll's (each once). */
+        /* The ready ones, from epoll's list (each descriptor once);
+         * evpoll_report scans instead if the sync found others. */
         int k = 0;
         for (int j = 0; j < got; j++) {
             int fd = ev.evs[j].data.fd;

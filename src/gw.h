@@ -84,7 +84,7 @@ typedef struct mg_gw {
         int res;    /* what the read returned */
     } * fastrx_slots;
     int fastrx_nslots;      /* slots the last batch used */
-    struct mg_uring *uring; /* batched writes (uring.h), or NULL */
+    struct mg_uring *uring; /* batched reads and writes (uring.h), or NULL */
 
     /* Writes without waiting for POLLOUT (conn.c, server.c). */
     int dispatching;     /* inside lws's handling of a ready socket */

@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 /* An expected byte stream, grown as frames are added. */
 typedef struct stream {
@@ -648,6 +649,35 @@ static void test_gather_packed_item(void)
     stream_free(&want);
 }
 
+/* Items offered in place as pieces of one write (io_uring): at most max
+ * of them, and only as many as fit `limit`, except a first one bigger
+ * than it; after a partial consume the first piece starts at the rest. */
+static void test_iov(void)
+{
+    mg_sendq q;
+    struct iovec iov[4];
+    sendq_init(&q);
+    CHECK(sendq_iov(&q, iov, 4, 100) == 0);
+    mg_buf *b[3];
+    for (int i = 0; i < 3; i++) {
+        b[i] = sendq_frame_new(MG_OP_TEXT, "0123456789", 10); /* 12 bytes */
+        CHECK(b[i] != NULL);
+        if (!b[i])
+            return;
+        sendq_push_shared(&q, b[i]);
+    }
+    CHECK(sendq_iov(&q, iov, 4, 100) == 3);
+    for (int i = 0; i < 3; i++)
+        CHECK(iov[i].iov_base == b[i]->data && iov[i].iov_len == 12);
+    CHECK(sendq_iov(&q, iov, 2, 100) == 2);                       /* max */
+    CHECK(sendq_iov(&q, iov, 4, 30) == 2);                        /* 36 > 30 */
+    CHECK(sendq_iov(&q, iov, 4, 5) == 1 && iov[0].iov_len == 12); /* the first whole */
+    sendq_consume(&q, 5);
+    CHECK(sendq_iov(&q, iov, 4, 100) == 3);
+    CHECK(iov[0].iov_base == b[0]->data + 5 && iov[0].iov_len == 7);
+    sendq_clear(&q);
+}
+
 /* ------------------------------------------------------------ consume */
 
 static void test_consume(void)
@@ -842,5 +872,5 @@ TEST_MAIN("sendq", T(test_header_lengths), T(test_header_opcodes), T(test_frame_
           T(test_pack_small_frames), T(test_pack_until_full), T(test_pack_boundary),
           T(test_big_frame_own_block), T(test_shared_refs), T(test_shared_partial_consume),
           T(test_private_after_shared), T(test_gather), T(test_gather_empty),
-          T(test_gather_packed_item), T(test_consume), T(test_consume_across_items),
+          T(test_gather_packed_item), T(test_iov), T(test_consume), T(test_consume_across_items),
           T(test_append_after_partial_consume), T(test_ring_wrap_and_grow), T(test_clear))
