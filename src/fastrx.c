@@ -167,7 +167,9 @@ void fastrx_settle(mg_gw *gw)
 static void fastrx_prefetch(void *arg, struct pollfd *fds, const int *ready, int k)
 {
     mg_gw *gw = arg;
-    if (!gw->uring || gw->dispatching) /* only the poll() before lws's service */
+    /* Only the loop's poll() before lws's service: not one lws makes while
+     * it handles a socket, nor one while writes are being queued. */
+    if (!gw->uring || gw->dispatching || uring_queued(gw->uring))
         return;
     fastrx_settle(gw);
     int n = 0;

@@ -136,6 +136,11 @@ int uring_add_recv(mg_uring *u, int fd, void *buf, size_t len, void *ctx)
     return 0;
 }
 
+unsigned uring_queued(const mg_uring *u)
+{
+    return u->queued;
+}
+
 /* Report every completion the ring holds; returns how many. */
 static unsigned uring_reap(mg_uring *u, uring_done_fn done, void *arg)
 {

@@ -51,6 +51,9 @@ int uring_add(mg_uring *u, int fd, const struct iovec *iov, int n, void *ctx);
  * recv() returns, -EAGAIN if nothing was there.  0, or -1 if full. */
 int uring_add_recv(mg_uring *u, int fd, void *buf, size_t len, void *ctx);
 
+/* Operations queued and not yet run. */
+unsigned uring_queued(const mg_uring *u);
+
 /* Submit the batch, wait for every send in it, and report each.  Returns
  * how many there were, or -1 if the ring failed: sends it did not report
  * were reported as -EAGAIN, and the ring must not be used again. */
