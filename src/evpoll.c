@@ -174,19 +174,19 @@ static int evpoll_ready_room(nfds_t n)
     return 0;
 }
 
-/* Hand the ready entries to on_ready.  ev.ready holds `have` of the
- * `total` (from epoll's list, when it is the set's call); if that is not
- * all of them (some the sync found ready without epoll), or nothing was
- * listed, the array is scanned instead. */
-static void evpoll_report(struct pollfd *fds, nfds_t n, int have, int total)
+/* fds[i] is ready: the count goes up, and on_ready will hear of it. */
+static void evpoll_note(int *ready, nfds_t i)
 {
-    if (have != total) {
-        have = 0;
-        for (nfds_t i = 0; i < n; i++)
-            if (fds[i].revents)
-                ev.ready[have++] = (int)i;
-    }
-    ev.on_ready(ev.on_ready_arg, fds, ev.ready, have);
+    if (ev.on_ready)
+        ev.ready[*ready] = (int)i;
+    (*ready)++;
+}
+
+/* Hand the ready entries noted to on_ready. */
+static void evpoll_report(struct pollfd *fds, int ready)
+{
+    if (ev.on_ready && ready > 0)
+        ev.on_ready(ev.on_ready_arg, fds, ev.ready, ready);
 }
 
 static int evpoll_serve(struct pollfd *fds, nfds_t n, int timeout)
@@ -205,7 +205,8 @@ static int evpoll_serve(struct pollfd *fds, nfds_t n, int timeout)
         int rc = evpoll_sync(fd, fds[i].events);
         if (rc != 0) {
             fds[i].revents = rc < 0 ? POLLNVAL : fds[i].events & (POLLIN | POLLOUT);
-            ready += fds[i].revents != 0;
+            if (fds[i].revents)
+                evpoll_note(&ready, i);
         }
     }
     evpoll_sweep();
@@ -217,8 +218,10 @@ static int evpoll_serve(struct pollfd *fds, nfds_t n, int timeout)
         ev.evs_cap = (int)n + 1;
     }
     int got = epoll_wait(ev.epfd, ev.evs, ev.evs_cap, ready ? 0 : timeout);
-    if (got < 0)
+    if (got < 0) {
+        evpoll_report(fds, ready);
         return ready ? ready : -1;
+    }
     for (int k = 0; k < got; k++) {
         int fd = ev.evs[k].data.fd;
         if (fd < 0 || fd >= ev.cap || ev.slots[fd].seen != ev.call)
@@ -226,21 +229,10 @@ static int evpoll_serve(struct pollfd *fds, nfds_t n, int timeout)
         struct pollfd *p = &fds[ev.slots[fd].index];
         short r = evpoll_to_poll(ev.evs[k].events) & (p->events | POLLERR | POLLHUP);
         if (r && !p->revents)
-            ready++;
+            evpoll_note(&ready, ev.slots[fd].index);
         p->revents |= r;
     }
-    if (ev.on_ready && ready) {
-        /* The ready ones, from epoll's list (each descriptor once);
-         * evpoll_report scans instead if the sync found others. */
-        int k = 0;
-        for (int j = 0; j < got; j++) {
-            int fd = ev.evs[j].data.fd;
-            if (fd >= 0 && fd < ev.cap && ev.slots[fd].seen == ev.call &&
-                fds[ev.slots[fd].index].revents)
-                ev.ready[k++] = (int)ev.slots[fd].index;
-        }
-        evpoll_report(fds, n, k, ready);
-    }
+    evpoll_report(fds, ready);
     return ready;
 }
 
@@ -258,8 +250,13 @@ int poll(struct pollfd *fds, nfds_t n, int timeout)
     if (n >= EVPOLL_MIN_FDS)
         return evpoll_serve(fds, n, timeout);
     int ready = evpoll_libc_poll()(fds, n, timeout);
-    if (ev.on_ready && ready > 0)
-        evpoll_report(fds, n, 0, ready);
+    if (ev.on_ready && ready > 0) {
+        int k = 0;
+        for (nfds_t i = 0; i < n && k < ready; i++)
+            if (fds[i].revents)
+                evpoll_note(&k, i);
+        evpoll_report(fds, k);
+    }
     return ready;
 }
 

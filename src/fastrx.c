@@ -89,6 +89,14 @@ static void fastrx_process(mg_gw *gw, mg_conn *c, unsigned char *buf, size_t kep
         server_flush(gw, c);
 }
 
+/* A read that brought no bytes (0 at EOF, or -errno): 0 if there was
+ * simply nothing to read, -1 if lws must see it (it reads again and
+ * closes the connection its usual way). */
+static int fastrx_nothing(long res)
+{
+    return res == -EAGAIN || res == -EWOULDBLOCK || res == -EINTR ? 0 : -1;
+}
+
 /* Read once from c and process what came.  0 when done with POLLIN, -1
  * when lws must see it (EOF or an error: lws reads it again and closes). */
 static int fastrx_read(mg_gw *gw, mg_conn *c, int fd)
@@ -100,10 +108,8 @@ static int fastrx_read(mg_gw *gw, mg_conn *c, int fd)
      * around every call (two atomic operations; recv and send together
      * spent ~2% of an echo's CPU there). */
     ssize_t n = syscall(SYS_recvfrom, fd, buf + kept, (size_t)FASTRX_READ, 0, NULL, NULL);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-        return 0;
     if (n <= 0)
-        return -1;
+        return fastrx_nothing(n < 0 ? -errno : 0);
     fastrx_process(gw, c, buf, kept, (size_t)n);
     return 0;
 }
@@ -137,10 +143,8 @@ static int fastrx_take(mg_gw *gw, mg_conn *c)
     fastrx_slot *sl = &gw->fastrx_slots[i];
     c->pre = 0;
     sl->c = NULL;
-    if (sl->res == -EAGAIN || sl->res == -EWOULDBLOCK || sl->res == -EINTR)
-        return 0;
     if (sl->res <= 0)
-        return -1;
+        return fastrx_nothing(sl->res);
     unsigned char *data = gw->fastrx_pre + (size_t)i * FASTRX_SLOT + WSRX_CARRY_MAX;
     unsigned char carry[WSRX_CARRY_MAX];
     size_t kept = c->rx_dead ? 0 : wsrx_unread(c->wsrx, carry);

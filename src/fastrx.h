@@ -16,7 +16,8 @@
  * in one system call, before lws hands the first over (fastrx.c).
  *
  * TLS connections keep lws's reader (their bytes exist only inside lws's
- * TLS layer).  Writes, timeouts and closing stay lws's for everyone. */
+ * TLS layer).  Timeouts and closing stay lws's for everyone; server.c
+ * writes the connections read here itself. */
 #ifndef MG_FASTRX_H
 #define MG_FASTRX_H
 

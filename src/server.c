@@ -279,6 +279,22 @@ void server_rx_error(mg_gw *gw, mg_conn *c, int code, const char *reason)
 
 /* ---- writing ---- */
 
+/* What a write of n queued bytes to c's socket returned (a count, or
+ * -errno): the queue drops what went out, and if the kernel took less the
+ * connection waits for POLLOUT.  0, or -1 if the socket failed. */
+static int server_sent(mg_conn *c, ssize_t k, size_t n)
+{
+    if (k < 0) {
+        if (k != -EAGAIN && k != -EWOULDBLOCK && k != -EINTR)
+            return -1;
+        k = 0;
+    }
+    sendq_consume(&c->q, (size_t)k);
+    if ((size_t)k < n)
+        c->wr_blocked = 1;
+    return 0;
+}
+
 /* A connection fastrx reads is written with send(): what the kernel does
  * not take stays in the queue, and the connection is blocked until
  * POLLOUT.  Going through lws_write cost a tenth of a broadcast's user
@@ -287,15 +303,7 @@ void server_rx_error(mg_gw *gw, mg_conn *c, int code, const char *reason)
 static int server_send(mg_conn *c, const unsigned char *p, size_t n)
 {
     ssize_t k = send(c->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (k < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-            return -1;
-        k = 0;
-    }
-    sendq_consume(&c->q, (size_t)k);
-    if ((size_t)k < n)
-        c->wr_blocked = 1;
-    return 0;
+    return server_sent(c, k < 0 ? -errno : k, n);
 }
 
 /* One raw write of whole queued frames.  Elsewhere lws_write keeps what
@@ -354,17 +362,29 @@ static void server_after_write(mg_gw *gw, mg_conn *c, struct lws *wsi)
     }
 }
 
-void server_flush(mg_gw *gw, mg_conn *c)
+/* 1 if c may be written now; else a writable callback is already due
+ * (or the connection is gone). */
+static int server_may_write(const mg_conn *c)
 {
-    struct lws *wsi = c->wsi;
-    if (!wsi || c->rx_paused || server_blocked(c))
-        return; /* a writable callback is already due */
-    if (c->q.count && server_write_once(gw, c) != 0) {
+    return c->wsi && !c->rx_paused && !server_blocked(c);
+}
+
+/* After a write that failed, or went out in part or whole (rc as
+ * server_write_once returns it). */
+static void server_written(mg_gw *gw, mg_conn *c, int rc)
+{
+    if (rc != 0) {
         c->close_after_flush = 1; /* the socket failed: WRITEABLE ends it */
-        lws_callback_on_writable(wsi);
+        lws_callback_on_writable(c->wsi);
         return;
     }
-    server_after_write(gw, c, wsi);
+    server_after_write(gw, c, c->wsi);
+}
+
+void server_flush(mg_gw *gw, mg_conn *c)
+{
+    if (server_may_write(c))
+        server_written(gw, c, c->q.count ? server_write_once(gw, c) : 0);
 }
 
 /* uring_done_fn: what became of a batched write (server_batch_add). */
@@ -372,17 +392,9 @@ static void server_batch_done(void *arg, void *ctx, int res, size_t len)
 {
     mg_gw *gw = arg;
     mg_conn *c = ctx;
-    if (res < 0 && res != -EAGAIN && res != -EWOULDBLOCK && res != -EINTR) {
-        c->close_after_flush = 1; /* the socket failed: WRITEABLE ends it */
-        lws_callback_on_writable(c->wsi);
-        return;
-    }
-    size_t k = res > 0 ? (size_t)res : 0;
-    gw->metrics.uring_writes++;
-    sendq_consume(&c->q, k);
-    if (k < len)
-        c->wr_blocked = 1;
-    server_after_write(gw, c, c->wsi);
+    int rc = server_sent(c, res, len);
+    gw->metrics.uring_writes += rc == 0;
+    server_written(gw, c, rc);
 }
 
 void server_uring_failed(mg_gw *gw)
@@ -402,7 +414,7 @@ static void server_batch_run(mg_gw *gw)
  * written now (server_flush). */
 static int server_batch_add(mg_gw *gw, mg_conn *c)
 {
-    if (!gw->uring || !c->fast || !c->wsi || c->rx_paused || c->wr_blocked || !c->q.count)
+    if (!gw->uring || !c->fast || !c->q.count || !server_may_write(c))
         return 0;
     struct iovec iov[URING_IOV];
     int n = sendq_iov(&c->q, iov, URING_IOV, gw->scratch_cap);
@@ -606,10 +618,16 @@ static const struct lws_http_mount *server_mounts(mg_slot *sl)
     return m;
 }
 
+/* moongate reads (and writes) this listener's connections (fastrx.c). */
+static int server_listener_fast(const mg_listener *l)
+{
+    return l->reader == MG_READER_MOONGATE && !l->tls_cert;
+}
+
 static int server_slot_init(mg_slot *sl, const mg_config *cfg, size_t i)
 {
     sl->idx = i;
-    sl->fast = cfg->listeners[i].reader == MG_READER_MOONGATE && !cfg->listeners[i].tls_cert;
+    sl->fast = server_listener_fast(&cfg->listeners[i]);
     snprintf(sl->name, sizeof(sl->name), "listener%zu", i);
     sl->path = strdup(cfg->listeners[i].path);
     sl->root = cfg->static_root ? strdup(cfg->static_root) : NULL;
@@ -732,8 +750,7 @@ static void server_uring_start(mg_gw *gw)
 {
     int fast = 0;
     for (size_t i = 0; i < gw->cfg->nlisteners; i++)
-        fast |=
-            gw->cfg->listeners[i].reader == MG_READER_MOONGATE && !gw->cfg->listeners[i].tls_cert;
+        fast |= server_listener_fast(&gw->cfg->listeners[i]);
     if (!gw->fastrx_cap || !fast)
         return; /* no connection is written by moongate */
     if (gw->cfg->uring == MG_URING_OFF) {

@@ -4,8 +4,9 @@
  * compared with what libc's poll() says for the same array.  Readable and
  * writable ends, events switched on and off, entries dropped from the
  * array, descriptors closed and their numbers reused at once for a pipe in
- * another state, a timeout with nothing ready, and calls from another
- * thread (which the set must not serve). */
+ * another state, a timeout with nothing ready, calls from another
+ * thread (which the set must not serve), and the report of the ready
+ * entries (evpoll_on_ready) from the set and from libc's poll(). */
 
 #include "evpoll.h"
 #include "testlib.h"
@@ -78,6 +79,61 @@ static void test_readable(void)
     for (int i = 0; i < NPIPES; i += 6)
         CHECK(read(pipes[i][0], &c, 1) == 1);
     CHECK(agree(fds, NPIPES));
+}
+
+/* What on_ready heard: each ready index once, in a bitmap. */
+static struct {
+    int calls, k;
+    unsigned char seen[NPIPES];
+} heard;
+
+static void on_ready(void *arg, struct pollfd *fds, const int *ready, int k)
+{
+    (void)fds;
+    CHECK(arg == &heard);
+    heard.calls++;
+    heard.k = k;
+    for (int j = 0; j < k; j++)
+        if (ready[j] >= 0 && ready[j] < NPIPES)
+            heard.seen[ready[j]]++;
+}
+
+/* on_ready hears exactly the entries poll() reports ready, each once, from
+ * the set (300 entries) and from libc's poll() (40); nothing when none is. */
+static void test_ready_report(void)
+{
+    static int own[NPIPES][2]; /* pipes of its own: the others' states vary */
+    struct pollfd fds[NPIPES];
+    char c;
+    for (int i = 0; i < NPIPES; i++)
+        if (pipe(own[i]) != 0) {
+            perror("pipe");
+            exit(2);
+        }
+    evpoll_on_ready(on_ready, &heard);
+    const nfds_t sizes[2] = {NPIPES, 40};
+    for (int t = 0; t < 2; t++) {
+        nfds_t n = sizes[t];
+        for (int i = 0; i < NPIPES; i++) {
+            fds[i] = (struct pollfd){.fd = own[i][0], .events = POLLIN};
+            if (i % 7 == 3)
+                CHECK(write(own[i][1], "x", 1) == 1);
+        }
+        memset(&heard, 0, sizeof(heard));
+        int ready = poll(fds, n, 0);
+        CHECK(ready > 0 && heard.calls == 1 && heard.k == ready);
+        for (nfds_t i = 0; i < n; i++)
+            CHECK(heard.seen[i] == (fds[i].revents ? 1 : 0));
+        for (int i = 3; i < NPIPES; i += 7)
+            CHECK(read(own[i][0], &c, 1) == 1);
+        memset(&heard, 0, sizeof(heard));
+        CHECK(poll(fds, n, 0) == 0 && heard.calls == 0);
+    }
+    evpoll_on_ready(NULL, NULL);
+    for (int i = 0; i < NPIPES; i++) {
+        close(own[i][0]);
+        close(own[i][1]);
+    }
 }
 
 /* Write ends with POLLOUT switched on for half of them, then off again. */
@@ -184,8 +240,9 @@ static void test_active(void)
 int main(void)
 {
     setup();
-    const tl_case cases[] = {T(test_readable), T(test_events_change), T(test_drop_and_reuse),
-                             T(test_timeout),  T(test_other_thread),  T(test_active)};
+    const tl_case cases[] = {T(test_readable),    T(test_events_change), T(test_drop_and_reuse),
+                             T(test_timeout),     T(test_other_thread),  T(test_active),
+                             T(test_ready_report)};
     int rc = tl_run("evpoll", cases, (int)(sizeof(cases) / sizeof(cases[0])));
     evpoll_stop();
     return rc;
