@@ -414,9 +414,8 @@ void conn_close(mg_gw *gw, mg_conn *c, int code, const char *reason, int discard
         return;
     conn_leave_open(gw, c, MG_CONN_CLOSING);
     conn_set_close(c, code, reason ? reason : "", reason ? strlen(reason) : 0);
-    if (discard) {
-        sendq_clear(&c->q);
-    }
+    if (discard)
+        sendq_discard(&c->q); /* a frame partly written is finished first */
     /* The close frame goes through the queue, after everything queued
      * before it; the peer's answer ends the connection (server.c). */
     unsigned char body[2 + CONN_REASON_MAX];

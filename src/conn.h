@@ -137,9 +137,11 @@ const char *conn_close_reason(const mg_conn *c);
 /* Leave MG_CONN_OPEN for state (closing, or closed by the peer). */
 void conn_leave_open(mg_gw *gw, mg_conn *c, mg_conn_state state);
 
-/* Start a server-side close: queued frames are flushed first unless
- * discard, then the close frame goes out; the connection ends when the
- * peer answers or after limits.close_timeout.  Idempotent. */
+/* Start a server-side close: queued frames are flushed first, then the
+ * close frame goes out; with discard, what has not begun to go out is
+ * dropped instead (a frame already partly written is still finished: the
+ * stream is never cut mid-frame).  The connection ends when the peer
+ * answers or after limits.close_timeout.  Idempotent. */
 void conn_close(mg_gw *gw, mg_conn *c, int code, const char *reason, int discard);
 
 #endif

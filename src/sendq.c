@@ -91,6 +91,50 @@ void sendq_clear(mg_sendq *q)
     sendq_init(q);
 }
 
+/* Length (header included) of the server frame at h, which sendq built. */
+static size_t sendq_frame_len(const unsigned char *h)
+{
+    size_t len = h[1] & 0x7f;
+    if (len < 126)
+        return 2 + len;
+    if (len == 126)
+        return 4 + ((size_t)h[2] << 8 | h[3]);
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | h[2 + i];
+    return 10 + (size_t)v;
+}
+
+/* Bytes from the head item's first unsent byte to the end of the frame it
+ * is in, 0 if it starts a frame.  Every block begins with a frame header
+ * (sendq_frame_new, sendq_buf_new), so the frames are walked from there. */
+static size_t sendq_head_rest(const mg_sendq *q)
+{
+    const mg_sendq_item *it = sendq_item(q, 0);
+    size_t pos = 0;
+    while (pos < it->off)
+        pos += sendq_frame_len(it->buf->data + pos);
+    return pos - it->off;
+}
+
+void sendq_discard(mg_sendq *q)
+{
+    if (!q->count)
+        return;
+    size_t keep = sendq_head_rest(q);
+    if (!keep) {
+        sendq_clear(q);
+        return;
+    }
+    /* The head keeps the rest of its frame; every other item goes. */
+    for (uint32_t i = 1; i < q->count; i++)
+        sendq_unref(sendq_item(q, i)->buf);
+    mg_sendq_item *it = sendq_item(q, 0);
+    it->len = keep < it->len ? keep : it->len;
+    q->count = 1;
+    q->bytes = it->len;
+}
+
 static int sendq_reserve(mg_sendq *q)
 {
     if (q->count < q->cap)

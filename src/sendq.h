@@ -53,7 +53,11 @@ mg_buf *sendq_frame_new(int opcode, const void *data, size_t len);
 void sendq_buf_release(mg_buf *b);
 
 void sendq_init(mg_sendq *q);
+/* Drop everything (the connection is gone). */
 void sendq_clear(mg_sendq *q);
+/* Drop what has not begun to go out: a frame already partly written
+ * stays, so that its end, and not a cut, precedes what is queued next. */
+void sendq_discard(mg_sendq *q);
 
 /* Append a frame: copied into the private tail block.  0 or -1 (OOM). */
 int sendq_push_frame(mg_sendq *q, int opcode, const void *data, size_t len);

@@ -116,11 +116,14 @@ static int server_established(mg_gw *gw, struct lws *wsi)
 
 /* ---- reading ---- */
 
+/* The client broke a rule: the close frame goes out after what is already
+ * queued (replies to what it sent before, in order, as RFC 6455 and
+ * Autobahn expect), and nothing more it sends is handled. */
 static int server_fail(mg_gw *gw, mg_conn *c, int code, const char *reason, mg_evict_reason why)
 {
     log_conn(MG_LOG_INFO, c->id, "closing: %d %s", code, reason);
     gw->metrics.evictions[why]++;
-    conn_close(gw, c, code, reason, 1);
+    conn_close(gw, c, code, reason, 0);
     return 0;
 }
 
@@ -491,7 +494,7 @@ static server_close_kind server_close_received(mg_gw *gw, mg_conn *c, const unsi
     if (!server_close_valid(in, len, &code)) {
         log_conn(MG_LOG_INFO, c->id, "invalid close frame (%zu bytes)", len);
         gw->metrics.evictions[MG_EVICT_PROTOCOL]++;
-        conn_close(gw, c, 1002, "invalid close frame", 1);
+        conn_close(gw, c, 1002, "invalid close frame", 0);
         return SERVER_CLOSE_INVALID;
     }
     if (c->state == MG_CONN_OPEN) {

@@ -348,6 +348,23 @@ def test_protocol_error_closes_1002(gw, raw, name):
     assert_still_serving(gw, raw)
 
 
+@pytest.mark.parametrize("name", [pytest.param(n, marks=LWS_PARAMS.get(n, ()))
+                                  for n in PROTOCOL_ERRORS])
+def test_messages_before_a_protocol_error_are_answered_first(gw, raw, name):
+    """Messages that came before a protocol error, in the same write, are
+    handled and their replies go out, in order, before the 1002 close
+    frame (Autobahn 3.2-3.4, 4.1.3-4.1.5, 4.2.3-4.2.5, 5.15)."""
+    c, cid = connect(gw, raw)
+    c.send_raw(encode_frame(OP_TEXT, b"first") + encode_frame(OP_BINARY, b"second") +
+               PROTOCOL_ERRORS[name])
+    frames, how = read_to_end(c, 3)
+    data = [(f.opcode, f.payload) for f in frames if f.opcode in DATA_OPS]
+    assert data == [(OP_TEXT, b"first"), (OP_BINARY, b"second")], (data, frames)
+    assert how == "close", "no close frame (connection: %s), frames %r" % (how, frames)
+    assert parse_close(frames[-1].payload)[0] == 1002, frames[-1]
+    assert_still_serving(gw, raw)
+
+
 @LWS_DEVIATES("closes on a protocol error by itself: on_disconnect sees 1006")
 def test_protocol_error_reported_to_on_disconnect(gw, raw):
     """on_disconnect sees the 1002 the server closed with, not 1006."""
@@ -447,6 +464,19 @@ def test_announced_length_over_limit_closes_1009(gateway, raw):
     c, cid = connect(g, raw)
     c.send_raw(struct.pack("!BBQ", 0x82, 0x80 | 127, 1 << 40) + b"\x01\x02\x03\x04" +
                b"\x00" * 16)
+    frames, how = read_to_end(c, 3)
+    assert how == "close" and len(frames) == 1, (how, frames)
+    assert parse_close(frames[0].payload) == (1009, "message too big")
+    g.wait_log(r"DISC %d 1009 message too big" % cid, 5)
+
+
+def test_announced_length_over_limit_closes_1009_before_any_payload(gateway, raw):
+    """A header announcing more than max_message_size, and not one payload
+    byte after it: the 1009 close comes at once (both readers), not when the
+    payload starts."""
+    g = gateway(ECHO, {"limits": {"max_message_size": LIMIT}})
+    c, cid = connect(g, raw)
+    c.send_raw(struct.pack("!BBH", 0x82, 0x80 | 126, LIMIT + 1) + b"\x01\x02\x03\x04")
     frames, how = read_to_end(c, 3)
     assert how == "close" and len(frames) == 1, (how, frames)
     assert parse_close(frames[0].payload) == (1009, "message too big")

@@ -2,14 +2,16 @@
 it with 4002 "slow consumer", policy drop keeps it and counts drops; other
 clients are served all along."""
 
+import asyncio
 import ctypes
 import os
 import threading
 import time
 
 import pytest
+import websockets
 
-from conftest import READER, metric_sum
+from conftest import READER, metric_sum, run, ws_connect
 
 SCRIPT = """
 local chunk = string.rep("x", 65536)
@@ -23,6 +25,22 @@ function on_message(conn, data, kind)
   if n then  -- a small message, then a big one queued behind it
     assert(conn:send("small"))
     assert(conn:send(("0123456789abcdef"):rep(n / 16), "binary"))
+    return
+  end
+  local count, size = data:match("^numbered (%d+) (%d+)$")
+  if count then  -- numbered binary messages, one per timer tick (so that
+    count, size = tonumber(count), tonumber(size)  -- writes happen between
+    local i = 0                                    -- them), until one fails
+    local t
+    t = gw.every(2, function()
+      local body = ("%08d"):format(i + 1) .. ("m"):rep(size - 8)
+      if i == count or not conn:send(body, "binary") then
+        gw.log.info("NUMBERED sent=" .. i)
+        t:cancel()
+        return
+      end
+      i = i + 1
+    end)
     return
   end
   if data == "flood" then
@@ -183,3 +201,43 @@ def test_replies_to_a_client_that_stops_reading_arrive_whole(gateway, raw, uring
     else:
         assert m["moongate_uring_writes_total"] == 0 and m["moongate_uring_reads_total"] == 0
     assert not g.find_logs(r"DISC ", since)
+
+
+@pytest.mark.parametrize("size", [10_000, 1_000_000])
+def test_slow_consumer_reads_whole_messages_then_4002(gateway, size):
+    """A python-websockets client that stops reading while numbered messages
+    pile up is failed with 4002 "slow consumer".  When it reads again (within
+    close_timeout) it gets messages that are all whole and in order, then the
+    4002 close frame: the frame that was partly written when the limit was
+    hit is finished before the close frame, never cut by it."""
+    g = gateway(SCRIPT, {"limits": {"send_queue": "2MiB", "slow_consumer": "close",
+                                    "close_timeout": "20s"},
+                         "lua": {"hook_budget": "10s"}})
+    since = g.mark()
+
+    async def scenario():
+        # max_queue=1, small read limit: the client library stops reading
+        # the socket almost at once, like an application that stalls.
+        ws = await ws_connect(g.url, max_queue=1, read_limit=4096, write_limit=4096)
+        count = (64 << 20) // size
+        await ws.send("numbered %d %d" % (count, size))
+        await asyncio.get_running_loop().run_in_executor(
+            None, g.wait_log, r"slow consumer: \d+ bytes queued, closing", 20, since)
+        got = 0
+        for _ in range(count + 1):
+            try:
+                m = await asyncio.wait_for(ws.recv(), 10)
+            except websockets.exceptions.ConnectionClosed:
+                break
+            got += 1
+            assert isinstance(m, bytes) and len(m) == size, (got, len(m))
+            assert m[:8] == b"%08d" % got and m[8:] == b"m" * (size - 8), got
+        await asyncio.wait_for(ws.wait_closed(), 10)
+        return got, ws.close_code, ws.close_reason
+
+    got, code, reason = run(scenario(), 90)
+    assert (code, reason) == (4002, "slow consumer"), (code, reason, got)
+    assert got >= 1
+    sent = int(g.wait_log(r"NUMBERED sent=(\d+)", 10, since).group(1))
+    assert got <= sent
+    g.wait_log(r"DISC \d+ 4002 slow consumer", 10, since)

@@ -868,9 +868,87 @@ static void test_clear(void)
     CHECK(q2.count == 0 && q2.items == NULL);
 }
 
+/* sendq_discard: what has not begun to go out is dropped; a frame partly
+ * written keeps exactly its unsent end, whether it is packed with others in
+ * a private block, a shared block, or the rest of a direct write. */
+static void test_discard(void)
+{
+    mg_sendq q;
+    unsigned char big[300];
+    fill(big, sizeof(big), 7);
+
+    /* Nothing sent: everything goes. */
+    sendq_init(&q);
+    sendq_push_frame(&q, MG_OP_TEXT, "one", 3);
+    sendq_push_frame(&q, MG_OP_TEXT, "two", 3);
+    sendq_discard(&q);
+    CHECK(q.count == 0 && q.bytes == 0);
+
+    /* Three small frames packed in one block, cut inside the second: its
+     * last 3 bytes stay, the third frame goes. */
+    sendq_push_frame(&q, MG_OP_TEXT, "one", 3);   /* bytes 0..4 */
+    sendq_push_frame(&q, MG_OP_TEXT, "two!!", 5); /* bytes 5..11 */
+    sendq_push_frame(&q, MG_OP_TEXT, "six", 3);   /* bytes 12..16 */
+    CHECK(q.count == 1 && q.bytes == 17);
+    sendq_consume(&q, 9);
+    sendq_discard(&q);
+    CHECK(q.count == 1 && q.bytes == 3 && item(&q, 0)->len == 3);
+    CHECK(memcmp(item(&q, 0)->buf->data + item(&q, 0)->off, "o!!", 3) == 0);
+    sendq_consume(&q, 3);
+    CHECK(q.count == 0 && q.bytes == 0);
+
+    /* Cut exactly between two frames: nothing of the rest is kept. */
+    sendq_push_frame(&q, MG_OP_TEXT, "one", 3);
+    sendq_push_frame(&q, MG_OP_TEXT, "two", 3);
+    sendq_consume(&q, 5);
+    sendq_discard(&q);
+    CHECK(q.count == 0 && q.bytes == 0);
+
+    /* A shared frame (16-bit length) cut after its header: the payload
+     * stays, the frames queued behind it go, the block survives for q2. */
+    mg_sendq q2;
+    sendq_init(&q2);
+    mg_buf *s = sendq_frame_new(MG_OP_BINARY, big, sizeof(big));
+    sendq_push_shared(&q, s);
+    sendq_push_shared(&q2, s);
+    sendq_push_frame(&q, MG_OP_TEXT, "after", 5);
+    sendq_consume(&q, 4);
+    sendq_discard(&q);
+    CHECK(q.count == 1 && q.bytes == sizeof(big) && item(&q, 0)->buf == s);
+    CHECK(memcmp(item(&q, 0)->buf->data + item(&q, 0)->off, big, sizeof(big)) == 0);
+    CHECK(s->refs == 2);
+    sendq_clear(&q);
+    sendq_clear(&q2);
+
+    /* The rest of a frame written in part directly (its item starts inside
+     * the frame): kept whole, or what is left of it. */
+    sendq_push_frame_rest(&q, MG_OP_BINARY, big, sizeof(big), 100);
+    sendq_push_frame(&q, MG_OP_TEXT, "x", 1);
+    sendq_discard(&q);
+    CHECK(q.count == 1 && q.bytes == sizeof(big) + 4 - 100);
+    sendq_consume(&q, 50);
+    sendq_discard(&q);
+    CHECK(q.count == 1 && q.bytes == sizeof(big) + 4 - 150);
+    sendq_consume(&q, q.bytes);
+    CHECK(q.count == 0);
+
+    /* A 64-bit length frame cut in its payload. */
+    size_t hn = 70000;
+    unsigned char *huge = malloc(hn);
+    fill(huge, hn, 3);
+    sendq_push_frame(&q, MG_OP_BINARY, huge, hn);
+    sendq_push_frame(&q, MG_OP_TEXT, "y", 1);
+    sendq_consume(&q, 1000);
+    sendq_discard(&q);
+    CHECK(q.count == 1 && q.bytes == hn + 10 - 1000);
+    CHECK(memcmp(item(&q, 0)->buf->data + item(&q, 0)->off, huge + 990, hn - 990) == 0);
+    sendq_clear(&q);
+    free(huge);
+}
+
 TEST_MAIN("sendq", T(test_header_lengths), T(test_header_opcodes), T(test_frame_new),
           T(test_pack_small_frames), T(test_pack_until_full), T(test_pack_boundary),
           T(test_big_frame_own_block), T(test_shared_refs), T(test_shared_partial_consume),
           T(test_private_after_shared), T(test_gather), T(test_gather_empty),
           T(test_gather_packed_item), T(test_iov), T(test_consume), T(test_consume_across_items),
-          T(test_append_after_partial_consume), T(test_ring_wrap_and_grow), T(test_clear))
+          T(test_append_after_partial_consume), T(test_ring_wrap_and_grow), T(test_clear), T(test_discard))
