@@ -9,6 +9,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -111,6 +112,43 @@ void conn_destroy(mg_gw *gw, mg_conn *c)
     free(c->name);
     free(c->close_reason);
     free(c);
+}
+
+/* The most descriptors the table covers, whatever the limit says. */
+#define CONN_FD_MAX (1 << 24)
+
+int conn_fd_table_init(mg_gw *gw)
+{
+    struct rlimit rl;
+    int cap = 65536;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        cap = rl.rlim_cur < CONN_FD_MAX ? (int)rl.rlim_cur : CONN_FD_MAX;
+    gw->fd_conns = calloc((size_t)cap, sizeof(*gw->fd_conns));
+    if (!gw->fd_conns)
+        return -1;
+    gw->fd_cap = cap;
+    return 0;
+}
+
+void conn_fd_table_free(mg_gw *gw)
+{
+    free(gw->fd_conns);
+    gw->fd_conns = NULL;
+    gw->fd_cap = 0;
+}
+
+void conn_fd_bind(mg_gw *gw, mg_conn *c, int fd)
+{
+    c->fd = fd;
+    if (fd >= 0 && fd < gw->fd_cap)
+        gw->fd_conns[fd] = c;
+}
+
+void conn_fd_unbind(mg_gw *gw, mg_conn *c)
+{
+    if (conn_by_fd(gw, c->fd) == c)
+        gw->fd_conns[c->fd] = NULL;
+    c->fd = -1;
 }
 
 mg_conn *conn_find(mg_gw *gw, uint64_t id)

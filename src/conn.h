@@ -66,7 +66,7 @@ struct mg_conn {
     unsigned in_flush : 1;          /* on gw->flush_list */
     unsigned final_window : 1;      /* sends allowed: on_disconnect of a peer close */
     struct wsrx *wsrx;              /* ... and fastrx's partial frames (wsrx.c) */
-    int fd;                         /* fastrx: the socket, written without lws; else -1 */
+    int fd;                         /* its socket (conn_fd_bind), or -1 */
     int pre;                        /* fastrx: its bytes wait in batch slot pre - 1; 0 none */
     int lua_ref;                    /* cached Lua handle in the registry ... */
     uint64_t lua_ref_gen;           /* ... of this script generation */
@@ -96,6 +96,18 @@ void conn_table_free(mg_gw *gw);
 mg_conn *conn_create(mg_gw *gw, struct lws *wsi, const char *path, const char *query,
                      const char *remote, const char *headers, size_t headers_len);
 void conn_destroy(mg_gw *gw, mg_conn *c);
+
+/* Every WebSocket connection by its socket descriptor, for the readers:
+ * sized once at start, to the open-files limit.  0 or -1 (out of memory). */
+int conn_fd_table_init(mg_gw *gw);
+void conn_fd_table_free(mg_gw *gw);
+/* c's socket is fd (c->fd), until conn_fd_unbind. */
+void conn_fd_bind(mg_gw *gw, mg_conn *c, int fd);
+void conn_fd_unbind(mg_gw *gw, mg_conn *c);
+static inline mg_conn *conn_by_fd(const mg_gw *gw, int fd)
+{
+    return fd >= 0 && fd < gw->fd_cap ? gw->fd_conns[fd] : NULL;
+}
 
 mg_conn *conn_find(mg_gw *gw, uint64_t id);
 mg_conn *conn_find_name(mg_gw *gw, const char *name);

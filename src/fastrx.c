@@ -6,7 +6,6 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -167,10 +166,8 @@ void fastrx_settle(mg_gw *gw)
     gw->dispatching--;
 }
 
-/* evpoll_ready_fn: the loop's poll() found these ready. */
-static void fastrx_prefetch(void *arg, struct pollfd *fds, const int *ready, int k)
+void fastrx_prefetch(mg_gw *gw, struct pollfd *fds, const int *ready, int k)
 {
-    mg_gw *gw = arg;
     /* Only the loop's poll() before lws's service: not one lws makes while
      * it handles a socket, nor one while writes are being queued. */
     if (!gw->uring || gw->dispatching || uring_queued(gw->uring))
@@ -180,8 +177,8 @@ static void fastrx_prefetch(void *arg, struct pollfd *fds, const int *ready, int
     for (int j = 0; j < k && n < FASTRX_BATCH; j++) {
         struct pollfd *p = &fds[ready[j]];
         mg_conn *c;
-        if (!(p->revents & POLLIN) || p->fd < 0 || p->fd >= gw->fastrx_cap ||
-            !(c = gw->fastrx_conns[p->fd]) || c->rx_paused || c->rx_dead)
+        if (!(p->revents & POLLIN) || !(c = conn_by_fd(gw, p->fd)) || !c->fast || c->rx_paused ||
+            c->rx_dead)
             continue;
         unsigned char *buf = gw->fastrx_pre + (size_t)n * FASTRX_SLOT + WSRX_CARRY_MAX;
         if (uring_add_recv(gw->uring, p->fd, buf, FASTRX_READ, &gw->fastrx_slots[n]) != 0)
@@ -209,8 +206,7 @@ int lws_service_fd_tsi(struct lws_context *ctx, struct lws_pollfd *pfd, int tsi)
     /* lws never reads a connection of ours: while reading is paused (a
      * partial write) the event is dropped (lws's flow control takes POLLIN
      * out of the set); only EOF or an error goes on, for lws to close it. */
-    if ((pfd->revents & POLLIN) && pfd->fd >= 0 && pfd->fd < gw->fastrx_cap &&
-        (c = gw->fastrx_conns[pfd->fd]) &&
+    if ((pfd->revents & POLLIN) && (c = conn_by_fd(gw, pfd->fd)) && c->fast &&
         (c->pre ? fastrx_take(gw, c) == 0 : c->rx_paused || fastrx_read(gw, c, pfd->fd) == 0))
         pfd->revents &= (short)~POLLIN;
     if (pfd->revents)
@@ -221,40 +217,29 @@ int lws_service_fd_tsi(struct lws_context *ctx, struct lws_pollfd *pfd, int tsi)
 
 int fastrx_start(mg_gw *gw)
 {
-    struct rlimit rl;
-    int cap = 65536;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-        rl.rlim_cur < (rlim_t)cap)
-        cap = (int)rl.rlim_cur;
     gw->fastrx_real = (void *)dlsym(RTLD_NEXT, "lws_service_fd_tsi");
-    gw->fastrx_conns = calloc((size_t)cap, sizeof(*gw->fastrx_conns));
     gw->fastrx_buf = malloc(WSRX_CARRY_MAX + FASTRX_READ);
     /* Pages of the batch's slots are touched only by the reads they get. */
     gw->fastrx_pre = malloc((size_t)FASTRX_BATCH * FASTRX_SLOT);
     gw->fastrx_slots = calloc(FASTRX_BATCH, sizeof(*gw->fastrx_slots));
-    if (!gw->fastrx_real || !gw->fastrx_conns || !gw->fastrx_buf || !gw->fastrx_pre ||
-        !gw->fastrx_slots) {
+    if (!gw->fastrx_real || !gw->fastrx_buf || !gw->fastrx_pre || !gw->fastrx_slots) {
         fastrx_stop(gw);
         return -1;
     }
-    gw->fastrx_cap = cap;
-    evpoll_on_ready(fastrx_prefetch, gw);
+    gw->fastrx_on = 1;
     return 0;
 }
 
 void fastrx_stop(mg_gw *gw)
 {
-    evpoll_on_ready(NULL, NULL);
-    free(gw->fastrx_conns);
     free(gw->fastrx_buf);
     free(gw->fastrx_pre);
     free(gw->fastrx_slots);
-    gw->fastrx_conns = NULL;
     gw->fastrx_buf = NULL;
     gw->fastrx_pre = NULL;
     gw->fastrx_slots = NULL;
     gw->fastrx_nslots = 0;
-    gw->fastrx_cap = 0;
+    gw->fastrx_on = 0;
 }
 
 int fastrx_attach(mg_gw *gw, mg_conn *c)
@@ -263,7 +248,7 @@ int fastrx_attach(mg_gw *gw, mg_conn *c)
      * every connection keeps lws's reader.  (The listener's first accept
      * comes through here, before any upgrade can complete.) */
     if (!gw->fastrx_seen) {
-        if (gw->fastrx_cap && !gw->fastrx_warned) {
+        if (gw->fastrx_on && !gw->fastrx_warned) {
             log_warn("libwebsockets' service calls do not reach moongate: frames are parsed by "
                      "libwebsockets (slower)");
             gw->fastrx_warned = 1;
@@ -272,14 +257,10 @@ int fastrx_attach(mg_gw *gw, mg_conn *c)
     }
     /* Plain TCP, and lws holds no part of its 101 to write: from here on
      * moongate alone writes the socket (server.c), and lws never will. */
-    if (lws_is_ssl(c->wsi) || lws_partial_buffered(c->wsi))
+    if (!gw->fastrx_on || lws_is_ssl(c->wsi) || lws_partial_buffered(c->wsi) ||
+        conn_by_fd(gw, c->fd) != c)
         return 0;
-    int fd = lws_get_socket_fd(c->wsi);
-    if (fd < 0 || fd >= gw->fastrx_cap)
-        return 0;
-    gw->fastrx_conns[fd] = c;
     c->fast = 1;
-    c->fd = fd;
     return 1;
 }
 
@@ -287,13 +268,9 @@ void fastrx_detach(mg_gw *gw, mg_conn *c)
 {
     if (!c->fast || !c->wsi)
         return;
-    int fd = c->fd;
-    if (fd >= 0 && fd < gw->fastrx_cap && gw->fastrx_conns[fd] == c)
-        gw->fastrx_conns[fd] = NULL;
     if (c->pre) { /* what the batch read for it goes with it */
         gw->fastrx_slots[c->pre - 1].c = NULL;
         c->pre = 0;
     }
     c->fast = 0;
-    c->fd = -1;
 }

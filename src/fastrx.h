@@ -23,18 +23,23 @@
 
 #include "gw.h"
 
-/* Set up the descriptor table and the read buffer.  0, or -1 (out of
- * memory: every connection keeps lws's reader). */
+/* Set up the read buffers.  0, or -1 (out of memory: every connection
+ * keeps lws's reader). */
 int fastrx_start(mg_gw *gw);
 void fastrx_stop(mg_gw *gw);
 
-/* Take over reading c (called when its upgrade completes); 0 if it stays
- * on lws's reader: TLS, fastrx_start failed, or lws's service calls have
+/* Take over reading c (called when its upgrade completes, its descriptor
+ * bound: conn_fd_bind); 0 if it stays on lws's reader: TLS, fastrx_start
+ * failed, or lws's service calls have
  * not come through fastrx.c (checked on the first one, the listener's
  * accept; a warning is logged once if they never do). */
 int fastrx_attach(mg_gw *gw, mg_conn *c);
-/* Forget c's descriptor (its socket is closing). */
+/* Stop reading c (its socket is closing). */
 void fastrx_detach(mg_gw *gw, mg_conn *c);
+/* The loop's poll() found the k descriptors fds[ready[...]] ready: with
+ * io_uring, read ours among them in one batch (see fastrx.c). */
+struct pollfd;
+void fastrx_prefetch(mg_gw *gw, struct pollfd *fds, const int *ready, int k);
 /* Process what the last batch of reads holds that lws did not hand over
  * (called after each loop turn). */
 void fastrx_settle(mg_gw *gw);

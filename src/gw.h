@@ -71,9 +71,13 @@ typedef struct mg_gw {
     unsigned char *scratch; /* gathering buffer for coalesced writes */
     size_t scratch_cap;
 
+    mg_conn **fd_conns; /* socket fd -> its WebSocket connection (conn.c) */
+    int fd_cap;         /* entries in fd_conns */
+    uint64_t *rx_check; /* lws-read connections that were readable (server.c) */
+    int rx_check_n, rx_check_cap;
+
     /* moongate's own reader (fastrx.c). */
-    mg_conn **fastrx_conns;    /* socket fd -> connection it reads */
-    int fastrx_cap;            /* entries in fastrx_conns */
+    int fastrx_on;             /* fastrx_start succeeded */
     int fastrx_seen;           /* lws's service calls reach fastrx.c */
     int fastrx_warned;         /* ... and if not, that was logged */
     void *fastrx_real;         /* lws's lws_service_fd_tsi */

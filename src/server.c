@@ -36,6 +36,7 @@
 #include <string.h>
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -106,6 +107,7 @@ static int server_established(mg_gw *gw, struct lws *wsi)
         return -1;
     lws_set_opaque_user_data(wsi, c);
     lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+    conn_fd_bind(gw, c, lws_get_socket_fd(wsi));
     mg_slot *sl = lws_vhost_user(lws_get_vhost(wsi));
     if (sl && sl->fast)
         fastrx_attach(gw, c);
@@ -278,6 +280,54 @@ void server_rx_error(mg_gw *gw, mg_conn *c, int code, const char *reason)
         return;
     }
     server_fail(gw, c, code, reason, code == 1009 ? MG_EVICT_TOO_BIG : MG_EVICT_PROTOCOL);
+}
+
+/* ---- reading: what libwebsockets' reader does not tell ----
+ *
+ * lws calls back only with payload, so a frame header announcing more than
+ * max_message_size would go unanswered until the payload starts.  After
+ * each loop turn, the connections lws reads that were readable are looked
+ * at: a frame whose announced length would take the message over the
+ * limit fails the connection with 1009 at once, as moongate's reader does.
+ * (Control frames carry at most 125 bytes: a length past that is data.) */
+
+static void server_rx_note(mg_gw *gw, uint64_t id)
+{
+    if (gw->rx_check_n == gw->rx_check_cap) {
+        int cap = gw->rx_check_cap ? gw->rx_check_cap * 2 : 64;
+        uint64_t *n = realloc(gw->rx_check, (size_t)cap * sizeof(*n));
+        if (!n)
+            return; /* unchecked this turn: the payload still is */
+        gw->rx_check = n;
+        gw->rx_check_cap = cap;
+    }
+    gw->rx_check[gw->rx_check_n++] = id;
+}
+
+static void server_rx_checked(mg_gw *gw)
+{
+    for (int i = 0; i < gw->rx_check_n; i++) {
+        mg_conn *c = conn_find(gw, gw->rx_check[i]);
+        if (!c || !c->wsi || c->state != MG_CONN_OPEN)
+            continue;
+        uint64_t announced = lws_remaining_packet_payload(c->wsi);
+        uint64_t total = announced + (c->rx_active ? c->rx_len : 0);
+        if (announced > 125 && total > gw->cfg->max_message_size)
+            server_fail(gw, c, 1009, "message too big", MG_EVICT_TOO_BIG);
+    }
+    gw->rx_check_n = 0;
+}
+
+/* evpoll_ready_fn: the loop's poll() found fds[ready[0..k-1]] ready. */
+static void server_on_ready(void *arg, struct pollfd *fds, const int *ready, int k)
+{
+    mg_gw *gw = arg;
+    for (int j = 0; j < k; j++) {
+        mg_conn *c = conn_by_fd(gw, fds[ready[j]].fd);
+        if (c && !c->fast && (fds[ready[j]].revents & POLLIN))
+            server_rx_note(gw, c->id);
+    }
+    fastrx_prefetch(gw, fds, ready, k);
 }
 
 /* ---- writing ---- */
@@ -529,6 +579,7 @@ static void server_closed(mg_gw *gw, struct lws *wsi)
     if (!c)
         return;
     fastrx_detach(gw, c);
+    conn_fd_unbind(gw, c);
     c->wsi = NULL; /* the socket is gone: sends from on_disconnect fail cleanly */
     if (!c->closed_hook) {
         if (c->state == MG_CONN_OPEN) {
@@ -754,7 +805,7 @@ static void server_uring_start(mg_gw *gw)
     int fast = 0;
     for (size_t i = 0; i < gw->cfg->nlisteners; i++)
         fast |= server_listener_fast(&gw->cfg->listeners[i]);
-    if (!gw->fastrx_cap || !fast)
+    if (!gw->fastrx_on || !fast)
         return; /* no connection is written by moongate */
     if (gw->cfg->uring == MG_URING_OFF) {
         log_info("socket I/O: a recv() and a send() per socket (io.uring: off)");
@@ -777,6 +828,10 @@ int server_start(mg_gw *gw, int signal_fd, char *err, size_t errlen)
     info.pt_serv_buf_size = SERVER_BUF;
     info.timeout_secs = (unsigned int)((gw->cfg->handshake_timeout_ms + 999) / 1000);
     server_fd_limit(gw);
+    if (conn_fd_table_init(gw) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     lwsmem_install();
     if (evpoll_start() != 0)
         log_warn("no epoll set: the event loop polls every socket on each turn");
@@ -790,6 +845,7 @@ int server_start(mg_gw *gw, int signal_fd, char *err, size_t errlen)
     if (fastrx_start(gw) != 0)
         log_warn("out of memory for moongate's frame reader: libwebsockets parses frames");
     server_uring_start(gw);
+    evpoll_on_ready(server_on_ready, gw);
     gw->scratch_cap = SERVER_BUF;
     gw->scratch = malloc(gw->scratch_cap);
     gw->vhosts = calloc(gw->cfg->nlisteners, sizeof(*gw->vhosts));
@@ -840,6 +896,7 @@ void server_run(mg_gw *gw)
     while (!gw->stopping) {
         if (lws_service(gw->lws, 0) < 0)
             break;
+        server_rx_checked(gw);
         fastrx_settle(gw);
         server_flush_all(gw);
         server_trim_later(gw);
@@ -911,7 +968,12 @@ void server_stop(mg_gw *gw)
     for (size_t i = 0; gw->slots && i < gw->nslots; i++)
         server_slot_free(&gw->slots[i]);
     free(gw->slots);
+    evpoll_on_ready(NULL, NULL);
     fastrx_stop(gw);
+    conn_fd_table_free(gw);
+    free(gw->rx_check);
+    gw->rx_check = NULL;
+    gw->rx_check_n = gw->rx_check_cap = 0;
     uring_free(gw->uring);
     gw->uring = NULL;
     free(gw->scratch);

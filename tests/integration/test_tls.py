@@ -2,12 +2,16 @@
 
 import os
 import re
+import socket
 import ssl
+import struct
 import subprocess
+import time
 
 import pytest
 
-from conftest import handshake_request, http_raw, run, run_cli, ws_connect, ws_recv
+from conftest import (accept_for, handshake_request, http_raw, make_key, run, run_cli, ws_connect,
+                      ws_recv)
 
 SCRIPT = """
 function on_message(conn, data, kind)
@@ -81,3 +85,31 @@ def test_missing_key_file_is_a_config_error(tmp_path):
     r = run_cli(["-t", "-c", str(conf)])
     assert r.returncode == 1
     assert re.search(r"conf\.yaml:5:\d+:", r.stderr), r.stderr
+
+
+def test_wss_header_over_max_message_size_closes_1009_at_once(tls_gw):
+    """Over TLS (libwebsockets' reader) a frame header announcing more than
+    max_message_size (1 MiB by default), with no payload after it, gets the
+    1009 close frame at once: not when the payload starts."""
+    g = tls_gw
+    ctx = ssl.create_default_context(cafile=g.crt)
+    with socket.create_connection(("127.0.0.1", g.port), timeout=5) as tcp:
+        with ctx.wrap_socket(tcp, server_hostname="127.0.0.1") as s:
+            key = make_key()
+            s.sendall(handshake_request("/", g.port, key=key))
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                chunk = s.recv(4096)
+                assert chunk, buf
+                buf += chunk
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            assert head.startswith(b"HTTP/1.1 101") and accept_for(key).encode() in head, head
+            s.sendall(struct.pack("!BBQ", 0x82, 0x80 | 127, 2 << 20) + b"\x01\x02\x03\x04")
+            deadline = time.monotonic() + 3
+            while len(buf) < 4 and time.monotonic() < deadline:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                buf += chunk
+            assert len(buf) >= 4 and buf[0] == 0x88, buf
+            assert struct.unpack("!H", buf[2:4])[0] == 1009, buf

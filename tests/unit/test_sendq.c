@@ -951,4 +951,5 @@ TEST_MAIN("sendq", T(test_header_lengths), T(test_header_opcodes), T(test_frame_
           T(test_big_frame_own_block), T(test_shared_refs), T(test_shared_partial_consume),
           T(test_private_after_shared), T(test_gather), T(test_gather_empty),
           T(test_gather_packed_item), T(test_iov), T(test_consume), T(test_consume_across_items),
-          T(test_append_after_partial_consume), T(test_ring_wrap_and_grow), T(test_clear), T(test_discard))
+          T(test_append_after_partial_consume), T(test_ring_wrap_and_grow), T(test_clear),
+          T(test_discard))
