@@ -82,13 +82,16 @@ static void budget_abort_hook(lua_State *L, lua_Debug *ar)
 }
 
 /* On the loop thread: abort the call the watchdog saw overrun, if it is
- * the one running now (it may have ended while the signal was on its way). */
+ * the one running now (it may have ended while the signal was on its way).
+ * The hook is set again at each signal: the script may have replaced it
+ * (debug.sethook), and LuaJIT drops the event mask of hooks while a __gc
+ * finalizer runs. */
 static void budget_on_signal(int sig, siginfo_t *si, void *uc)
 {
     (void)sig;
     (void)uc;
     uint64_t call = atomic_load_explicit(&budget.call, memory_order_relaxed);
-    if (!(call & 1) || (uint32_t)si->si_value.sival_int != (uint32_t)call || budget.hooked)
+    if (!(call & 1) || (uint32_t)si->si_value.sival_int != (uint32_t)call)
         return;
     lua_sethook(budget.L, budget_abort_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
     budget.hooked = 1;
@@ -129,11 +132,39 @@ static int64_t budget_idle_us(void)
     return (int64_t)(ms ? ms : BUDGET_IDLE_MS) * 1000;
 }
 
+/* A call that goes on this long past its budget cannot be aborted (LuaJIT
+ * runs no hook inside a __gc finalizer or a C function): the loop is stuck,
+ * and only ending the process gets it back. */
+#define BUDGET_STUCK_MS 1000
+
+/* The call has run past its budget by BUDGET_STUCK_MS and more: say so
+ * once, and if SIGTERM or SIGINT is waiting for the stuck loop to read it,
+ * end the process here, since nothing else ever will.  (Plain write(2)s:
+ * the loop thread may hold any lock.) */
+static void budget_stuck(int *said)
+{
+    static const char stuck[] = "moongate: ERROR a Lua hook cannot be aborted (a __gc finalizer "
+                                "or a C function that does not return): the event loop is stuck; "
+                                "SIGTERM or SIGINT ends the process at once\n";
+    static const char bye[] = "moongate: ERROR SIGTERM/SIGINT while the event loop is stuck in a "
+                              "Lua hook: exiting without draining\n";
+    if (!*said) {
+        *said = 1;
+        (void)!write(2, stuck, sizeof(stuck) - 1);
+    }
+    sigset_t pending;
+    if (sigpending(&pending) == 0 && (sigismember(&pending, SIGTERM) || sigismember(&pending, SIGINT))) {
+        (void)!write(2, bye, sizeof(bye) - 1);
+        _exit(1);
+    }
+}
+
 static void *budget_main(void *arg)
 {
     (void)arg;
-    uint64_t seen = 0, signalled = 0, last = 0;
-    int64_t seen_since = 0, last_since = 0; /* monotonic us */
+    uint64_t seen = 0, last = 0;
+    int64_t seen_since = 0, last_since = 0, signalled_at = 0; /* monotonic us */
+    int said_stuck = 0;
     while (!atomic_load(&budget.stop)) {
         uint32_t tick = budget_tick_ms();
         struct timespec ts = {tick / 1000, (long)(tick % 1000) * 1000000L};
@@ -154,16 +185,22 @@ static void *budget_main(void *arg)
         }
         if (!(call & 1))
             continue;
+        int64_t budget_us = (int64_t)atomic_load(&budget.budget_ms) * 1000;
         if (call != seen) {
             seen = call;
             seen_since = now;
-        } else if (call != signalled &&
-                   now - seen_since >= (int64_t)atomic_load(&budget.budget_ms) * 1000) {
-            /* The low 32 bits name the call: the handler compares them. */
+            signalled_at = 0;
+            said_stuck = 0;
+        } else if (now - seen_since >= budget_us && now - signalled_at >= budget_us) {
+            /* Past the budget: signal, and again every budget while the
+             * call goes on.  The low 32 bits name the call: the handler
+             * compares them. */
             union sigval v = {.sival_int = (int)(uint32_t)call};
             if (pthread_sigqueue(budget.loop, BUDGET_SIGNAL, v) == 0)
-                signalled = call;
+                signalled_at = now;
         }
+        if (call == seen && now - seen_since >= budget_us + BUDGET_STUCK_MS * 1000)
+            budget_stuck(&said_stuck);
     }
     return NULL;
 }
@@ -229,6 +266,11 @@ void budget_set_idle(uint32_t idle_ms)
 uint64_t budget_parks(void)
 {
     return atomic_load(&budget.parks);
+}
+
+int budget_aborting(void)
+{
+    return budget.hooked;
 }
 
 uint32_t budget_ms(void)

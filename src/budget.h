@@ -12,9 +12,15 @@
  * gateway does not wake every tick.  budget_start must run on the event
  * loop's thread, which must not block SIGRTMIN+1.
  *
+ * While the call goes on past its budget the watchdog signals again every
+ * budget, and the hook is set again (a script may have removed it).
+ *
  * Known limits: a __gc finalizer that loops forever or a single
- * never-ending C call (e.g. a pathological string.find) does not run Lua
- * instructions and is not interrupted. */
+ * never-ending C call (e.g. a pathological string.find) runs no hook and
+ * is not interrupted.  A call still running a second past its budget is
+ * stuck for good: the watchdog says so on stderr, and from then on a
+ * SIGTERM or SIGINT (which the stuck loop can never read) ends the
+ * process at once, with status 1. */
 #ifndef MG_BUDGET_H
 #define MG_BUDGET_H
 
@@ -34,6 +40,10 @@ void budget_enter(lua_State *L);
 int budget_leave(void);
 
 uint32_t budget_ms(void);
+
+/* 1 while the call in progress is being aborted (its hook raises at every
+ * instruction): an xpcall message handler must not run then (script.c). */
+int budget_aborting(void);
 
 /* How long without a call before the watchdog sleeps (0: the default, 1 s;
  * tests shorten it), and how many times it has slept (0 where the kernel

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <amqp.h>
+#include <fcntl.h>
 #include <unistd.h>
 #include <yaml.h>
 
@@ -695,6 +696,20 @@ static int parse_enum(load_ctx *lc, const yaml_node_t *val, const char *where, c
     return load_fail(lc, val->start_mark, "%s: must be %s, got '%s'", where, list, s);
 }
 
+/* true or false, stored as an int 1 or 0. */
+static int parse_bool(load_ctx *lc, const yaml_node_t *val, const char *where, const key_spec *ks,
+                      void *base)
+{
+    const char *s = want_scalar(lc, val, where, "true or false");
+    if (!s)
+        return -1;
+    if (!strcmp(s, "true") || !strcmp(s, "false")) {
+        *FIELD(base, ks, int) = s[0] == 't';
+        return 0;
+    }
+    return load_fail(lc, val->start_mark, "%s: must be true or false, got '%s'", where, s);
+}
+
 /* A file or directory that must exist; stored as an absolute path. */
 static int parse_existing(load_ctx *lc, const yaml_node_t *val, const char *where,
                           const key_spec *ks, void *base, int want_dir)
@@ -946,6 +961,7 @@ static const key_spec lua_keys[] = {
     {.name = "cpath",        .parse = parse_lua_path, .offset = CFG(lua_cpath)},
     {.name = "hook_budget",  .parse = parse_duration, .offset = CFG(hook_budget_ms),   .min = 1, .max = HOOK_BUDGET_MAX_MS},
     {.name = "memory_limit", .parse = parse_size,     .offset = CFG(lua_memory_limit), .max = UINT64_MAX},
+    {.name = "sandbox",      .parse = parse_bool,     .offset = CFG(lua_sandbox)},
     {0}};
 
 static const key_spec static_keys[] = {
@@ -1247,16 +1263,23 @@ static const key_spec top_keys[] = {
 
 /* ------------------------------------------------------------ config_load */
 
-/* Reads the whole file; config files are small. */
+/* Reads the whole file; config files are small.  Opened without
+ * blocking: a FIFO or a device named as the config would otherwise block
+ * the event loop (a reload) or -t in open() until a writer came. */
 static int load_read(load_ctx *lc, char **text, size_t *len)
 {
     struct stat st;
-    FILE *f = fopen(lc->file, "rb");
-    if (!f)
+    int fd = open(lc->file, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
         return load_fail_file(lc, "cannot open: %s", strerror(errno));
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
         return load_fail_file(lc, "not a regular file");
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return load_fail_file(lc, "cannot open: %s", strerror(errno));
     }
     if ((uint64_t)st.st_size > CONFIG_MAX_BYTES) {
         fclose(f);

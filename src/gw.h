@@ -99,6 +99,7 @@ typedef struct mg_gw {
     int drain_pipe_w; /* see server_stop_listening() */
     int stopping;     /* leave the loop */
     int exit_code;
+    int signal_fd; /* SIGHUP, SIGTERM, SIGINT (main.c) */
 } mg_gw;
 
 /* Monotonic milliseconds. */

@@ -32,15 +32,19 @@ mg_config *gwctl_build_config(const mg_overrides *o, char *err, size_t errlen)
         goto fail;
     if (o->path && cfg->nlisteners) {
         free(cfg->listeners[0].path);
-        cfg->listeners[0].path = strdup(o->path);
+        if (!(cfg->listeners[0].path = strdup(o->path)))
+            goto oom;
     }
     if (o->script) {
         free(cfg->script);
-        cfg->script = strdup(o->script);
+        if (!(cfg->script = strdup(o->script)))
+            goto oom;
     }
     if (config_validate(cfg, err, errlen) != 0)
         goto fail;
     return cfg;
+oom:
+    snprintf(err, errlen, "out of memory");
 fail:
     config_free(cfg);
     return NULL;
@@ -64,9 +68,32 @@ static void gwctl_check_listeners(const mg_config *a, const mg_config *b)
         log_warn("reload: admin listener changes take effect only after a restart");
 }
 
+/* Make cfg the config the C side enforces: limits and heartbeats of every
+ * connection, the log, the hook budget. */
+static void gwctl_apply(mg_gw *gw, mg_config *cfg)
+{
+    gw->cfg = cfg;
+    log_configure(cfg->log_level, cfg->log_format);
+    budget_set(cfg->hook_budget_ms);
+    heartbeat_reconfigure(gw);
+}
+
+static int gwctl_reload_failed(mg_gw *gw, char *err)
+{
+    /* One line: a require()d module's error spans several. */
+    for (char *p = err; *p; p++)
+        if (*p == '\n' || *p == '\t')
+            *p = ' ';
+    gw->metrics.reload_failures++;
+    snprintf(gw->last_reload_error, sizeof(gw->last_reload_error), "%s", err);
+    log_error("reload failed: %s", err);
+    return -1;
+}
+
 int gwctl_reload(mg_gw *gw)
 {
     char err[sizeof(gw->last_reload_error)];
+    mg_script *ns;
 
     if (gw->draining) {
         snprintf(gw->last_reload_error, sizeof(gw->last_reload_error), "shutting down");
@@ -74,28 +101,29 @@ int gwctl_reload(mg_gw *gw)
     }
     int64_t t0 = gw_clock_ms();
     mg_config *nc = gwctl_build_config(&gw->over, err, sizeof(err));
-    if (!nc || script_reload(gw, nc, err, sizeof(err)) != 0) {
+    if (!nc)
+        return gwctl_reload_failed(gw, err);
+    if (script_prepare(gw, nc, &ns, err, sizeof(err)) != 0) {
         config_free(nc);
-        /* One line: a require()d module's error spans several. */
-        for (char *p = err; *p; p++)
-            if (*p == '\n' || *p == '\t')
-                *p = ' ';
-        gw->metrics.reload_failures++;
-        snprintf(gw->last_reload_error, sizeof(gw->last_reload_error), "%s", err);
-        log_error("reload failed: %s", err);
-        return -1;
+        return gwctl_reload_failed(gw, err);
     }
-    gwctl_check_listeners(gw->cfg, nc);
+    /* on_reload runs with the new config in force, as the script that
+     * reads gw.config there expects; if it fails, the old one is back. */
+    mg_config *old = gw->cfg;
+    gwctl_apply(gw, nc);
+    if (script_run_reload(ns, err, sizeof(err)) != 0) {
+        gwctl_apply(gw, old);
+        script_free(ns);
+        config_free(nc);
+        return gwctl_reload_failed(gw, err);
+    }
+    script_switch(gw, ns);
+    gwctl_check_listeners(old, nc);
     if (nc->max_connections > gw->conn_capacity)
         log_warn("limits.max_connections %u takes effect up to %u connections until a restart "
                  "(the open-files limit is set at start)",
                  nc->max_connections, gw->conn_capacity);
-    mg_config *old = gw->cfg;
-    gw->cfg = nc;
     config_free(old);
-    log_configure(nc->log_level, nc->log_format);
-    budget_set(nc->hook_budget_ms);
-    heartbeat_reconfigure(gw);
     broker_after_reload(gw);
     gw->metrics.reloads++;
     gw->last_reload_error[0] = '\0';

@@ -16,6 +16,15 @@
 #include "script.h"
 #include "value.h"
 
+/* The standard libraries, guarded (lua_stdlib.c), and with lua.sandbox
+ * what it takes away, once the rest of the state is built; both in a
+ * protected call. */
+void lua_stdlib_open(mg_script *s, const mg_config *cfg);
+void lua_stdlib_seal(mg_script *s);
+/* luaL_loadfilex for a regular file only, opened without blocking: the
+ * chunk or an error message pushed, and Lua's status code. */
+int lua_stdlib_loadfile(lua_State *L, const char *path, const char *mode);
+
 void lua_conn_open(mg_script *s);
 /* Push c's handle onto L: the state's main thread or a coroutine of it. */
 void lua_conn_push(lua_State *L, mg_script *s, mg_conn *c);
@@ -30,7 +39,7 @@ void lua_gw_open(mg_script *s, const mg_config *cfg);
 struct mg_delivery;
 void lua_broker_open(mg_script *s);
 /* Push the handle of d onto L: the main thread or a coroutine. */
-void lua_msg_push(lua_State *L, struct mg_delivery *d);
+void lua_msg_push(lua_State *L, mg_script *s, struct mg_delivery *d);
 /* Tell the live handle of delivery id (if any) how it ended. */
 void lua_msg_settled(mg_script *s, uint64_t id, const char *final);
 /* Whether the state still holds a handle for delivery id. */
@@ -43,13 +52,22 @@ void lua_timer_cancel_all(mg_script *s);
 /* A handle type: metatable NAME whose __index returns the method of that
  * name if there is one, else calls field(handle, key) (a closure over s),
  * plus the metamethods in meta (closures over s); __metatable hides it
- * from scripts.  Returns the metatable, for lua_api_checkhandle. */
-const void *lua_api_newclass(mg_script *s, const char *name, const luaL_Reg *methods,
-                             lua_CFunction field, const luaL_Reg *meta);
+ * from scripts. */
+void lua_api_newclass(mg_script *s, const char *name, const luaL_Reg *methods,
+                      lua_CFunction field, const luaL_Reg *meta);
 
-/* The userdata at idx if its metatable is mt, else the argument error of
- * luaL_checkudata(L, idx, name) — without its registry lookup by name. */
-void *lua_api_checkhandle(lua_State *L, int idx, const void *mt, const char *name);
+/* Handles (conn, msg, timer) are full userdata whose first field is their
+ * kind: the address of a tag the binding file owns.  A userdata's bytes
+ * are written only by C code, so a script cannot forge one, and one check
+ * serves every kind: size and tag, no metatable lookup.  lua_api_tohandle
+ * returns the handle at idx if it is one of this kind and size, else
+ * NULL; lua_api_checkhandle raises luaL_typerror(L, idx, name) instead. */
+void *lua_api_tohandle(lua_State *L, int idx, const void *tag, size_t size);
+void *lua_api_checkhandle(lua_State *L, int idx, const void *tag, size_t size, const char *name);
+
+/* The connection of the conn handle at idx (lua_conn.c), NULL if it is
+ * gone; an argument error if idx holds no conn handle. */
+mg_conn *lua_conn_check(lua_State *L, int idx);
 
 /* Register fns as closures with s as upvalue 1 into the table at the top. */
 void lua_api_setfuncs(mg_script *s, const luaL_Reg *fns);

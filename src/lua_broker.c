@@ -16,13 +16,20 @@
 #include "lua_api.h"
 
 #define MSG_MT "moongate.msg"
-#define MSG_HANDLES "moongate.msgs" /* registry: id -> handle, weak values */
 #define HEADERS_MAX_DEPTH 16
 
 typedef struct {
+    const void *tag; /* &lmsg_tag: this userdata is a msg handle */
     uint64_t id;
     const char *final; /* how it ended, once settled; NULL while unsettled */
 } lmsg;
+
+static const char lmsg_tag;
+
+static lmsg *lmsg_check(lua_State *L, int idx)
+{
+    return lua_api_checkhandle(L, idx, &lmsg_tag, sizeof(lmsg), MSG_MT);
+}
 
 /* ------------------------------------------------ AMQP field tables -> Lua */
 
@@ -203,7 +210,7 @@ static int lbroker_to_table(lua_State *L, int idx, amqp_pool_t *pool, amqp_table
 static mg_delivery *lmsg_delivery(lua_State *L, int idx, lmsg **hp)
 {
     mg_script *s = lua_api_script(L);
-    lmsg *h = lua_api_checkhandle(L, idx, s->msg_mt, MSG_MT);
+    lmsg *h = lmsg_check(L, idx);
     if (hp)
         *hp = h;
     return broker_find(s->gw, h->id);
@@ -365,19 +372,17 @@ static int lmsg_assign(lua_State *L)
         lua_pushboolean(L, 1);
         return 1;
     }
-    lua_getfield(L, 2, "id");
-    uint64_t id = (uint64_t)lua_tonumber(L, -1);
-    mg_conn *c = conn_find(lua_api_script(L)->gw, id);
+    mg_conn *c = lua_conn_check(L, 2);
     if (!conn_is_open(c))
         return lua_api_fail(L, "connection closed");
-    d->owner = id;
+    d->owner = c->id;
     lua_pushboolean(L, 1);
     return 1;
 }
 
 static int lmsg_tostring(lua_State *L)
 {
-    lmsg *h = lua_api_checkhandle(L, 1, lua_api_script(L)->msg_mt, MSG_MT);
+    lmsg *h = lmsg_check(L, 1);
     lua_pushfstring(L, "msg: %f", (double)h->id);
     return 1;
 }
@@ -385,7 +390,7 @@ static int lmsg_tostring(lua_State *L)
 static int lmsg_gc(lua_State *L)
 {
     mg_script *s = lua_api_script(L);
-    lmsg *h = lua_api_checkhandle(L, 1, s->msg_mt, MSG_MT);
+    lmsg *h = lmsg_check(L, 1);
     if (s->gw->script == s)
         broker_handle_dropped(s->gw, h->id);
     return 0;
@@ -457,54 +462,65 @@ static void lmsg_push_fields(lua_State *L, const mg_delivery *d)
     lmsg_field_bytes(L, p, AMQP_BASIC_CONTENT_TYPE_FLAG, p->content_type, "content_type");
 }
 
-/* Push the weak handle table. */
-static void lmsg_handles(lua_State *L)
+/* Push the weak table of live handles (id -> handle), or nil: a raw
+ * access, which neither allocates nor runs a metamethod. */
+static int lmsg_handles(lua_State *L, mg_script *s)
 {
-    lua_getfield(L, LUA_REGISTRYINDEX, MSG_HANDLES);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->msg_handles);
+    return lua_istable(L, -1);
 }
 
-void lua_msg_push(lua_State *L, mg_delivery *d)
+void lua_msg_push(lua_State *L, mg_script *s, mg_delivery *d)
 {
-    lmsg_handles(L);
-    lua_pushnumber(L, (lua_Number)d->id);
-    lua_rawget(L, -2);
-    if (!lua_isnil(L, -1)) {
-        lua_remove(L, -2);
-        return;
+    int cached = lmsg_handles(L, s);
+    if (cached) {
+        lua_pushnumber(L, (lua_Number)d->id);
+        lua_rawget(L, -2);
+        if (lua_api_tohandle(L, -1, &lmsg_tag, sizeof(lmsg))) {
+            lua_remove(L, -2);
+            return;
+        }
+        lua_pop(L, 1);
     }
-    lua_pop(L, 1);
     lmsg *h = lua_newuserdata(L, sizeof(*h));
+    h->tag = &lmsg_tag;
     h->id = d->id;
     h->final = NULL;
     luaL_getmetatable(L, MSG_MT);
     lua_setmetatable(L, -2);
     lmsg_push_fields(L, d);
     lua_setfenv(L, -2);
-    lua_pushnumber(L, (lua_Number)d->id);
-    lua_pushvalue(L, -2);
-    lua_rawset(L, -4);
-    lua_remove(L, -2);
+    if (cached) {
+        lua_pushnumber(L, (lua_Number)d->id);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, -4);
+    }
+    lua_remove(L, -2); /* the table, or nil */
 }
 
-/* The live handle for id pushed, or nothing and 0. */
-static int lmsg_find(mg_script *s, uint64_t id)
+/* The live handle for id pushed, or nothing and NULL (raw accesses only:
+ * broker.c calls this outside any hook). */
+static lmsg *lmsg_find(mg_script *s, uint64_t id)
 {
     lua_State *L = s->L;
-    lmsg_handles(L);
+    if (!lmsg_handles(L, s)) {
+        lua_pop(L, 1);
+        return NULL;
+    }
     lua_pushnumber(L, (lua_Number)id);
     lua_rawget(L, -2);
     lua_remove(L, -2);
-    if (lua_isuserdata(L, -1))
-        return 1;
-    lua_pop(L, 1);
-    return 0;
+    lmsg *h = lua_api_tohandle(L, -1, &lmsg_tag, sizeof(lmsg));
+    if (!h)
+        lua_pop(L, 1);
+    return h;
 }
 
 void lua_msg_settled(mg_script *s, uint64_t id, const char *final)
 {
-    if (!lmsg_find(s, id))
+    lmsg *h = lmsg_find(s, id);
+    if (!h)
         return;
-    lmsg *h = lua_touserdata(s->L, -1);
     h->final = final;
     lua_pop(s->L, 1);
 }
@@ -597,7 +613,7 @@ static int lbroker_message(lua_State *L)
         lua_pushnil(L);
         return 1;
     }
-    lua_msg_push(L, d);
+    lua_msg_push(L, s, d);
     return 1;
 }
 
@@ -607,18 +623,19 @@ static int lbroker_unsettled(lua_State *L)
     mg_script *s = lua_api_script(L);
     uint64_t owner = 0;
     if (!lua_isnoneornil(L, 1)) {
-        lua_getfield(L, 1, "id");
-        owner = (uint64_t)lua_tonumber(L, -1);
-        lua_pop(L, 1);
-        if (!owner)
-            return luaL_argerror(L, 1, "a conn handle expected");
+        mg_conn *c = lua_conn_check(L, 1);
+        if (!c) { /* gone: what it held has been requeued */
+            lua_newtable(L);
+            return 1;
+        }
+        owner = c->id;
     }
     lua_newtable(L);
     int n = 0;
     for (mg_delivery *d = broker_first(s->gw); d; d = d->next) {
         if (owner && d->owner != owner)
             continue;
-        lua_msg_push(L, d);
+        lua_msg_push(L, s, d);
         lua_rawseti(L, -2, ++n);
     }
     return 1;
@@ -651,14 +668,14 @@ void lua_broker_open(mg_script *s)
     };
     lua_State *L = s->L;
 
-    s->msg_mt = lua_api_newclass(s, MSG_MT, methods, lmsg_field, meta);
+    lua_api_newclass(s, MSG_MT, methods, lmsg_field, meta);
 
     lua_newtable(L);
     lua_createtable(L, 0, 1);
     lua_pushliteral(L, "v");
     lua_setfield(L, -2, "__mode");
     lua_setmetatable(L, -2);
-    lua_setfield(L, LUA_REGISTRYINDEX, MSG_HANDLES);
+    s->msg_handles = luaL_ref(L, LUA_REGISTRYINDEX);
 
     /* gw.broker, into the gw table at the top of the stack. */
     lua_newtable(L);

@@ -6,8 +6,12 @@
  * nil, "connection closed".  One handle per connection per generation is
  * cached in the registry, so hooks create no garbage per message; the
  * cached handle of the live generation also keeps the connection's pointer,
- * which script_forget_conn clears before the connection is freed, so it
- * finds it without a lookup by id. */
+ * so it finds it without a lookup by id.  The connection points back at
+ * that handle (c->lua_handle), and the two let go of each other together:
+ * when the connection goes (script_forget_conn, before it is freed), when
+ * the handle is collected (__gc: the state closes), or when the registry
+ * entry no longer holds it (a script can rewrite the registry with the
+ * debug library): a handle never keeps a pointer to a freed connection. */
 #include <lauxlib.h>
 #include <string.h>
 
@@ -27,17 +31,12 @@ typedef struct {
 
 static const char lconn_tag;
 
-/* The conn handle at idx, or luaL_checkudata's argument error.  A handle is
- * a full userdata of this size whose first word is &lconn_tag: a userdata's
- * bytes are written only by C code, and only lua_conn_push writes that
- * address.  (A metatable comparison costs four API calls on every method
- * call; this one, two.) */
+static int lconn_gc(lua_State *L);
+
+/* The conn handle at idx, or an argument error (lua_api_checkhandle). */
 static lconn *lconn_check(lua_State *L, int idx)
 {
-    lconn *h = lua_touserdata(L, idx);
-    if (!h || lua_objlen(L, idx) != sizeof(*h) || h->tag != &lconn_tag)
-        luaL_typerror(L, idx, CONN_MT);
-    return h;
+    return lua_api_checkhandle(L, idx, &lconn_tag, sizeof(lconn), CONN_MT);
 }
 
 /* The handle's connection, or NULL once it is gone. */
@@ -49,6 +48,11 @@ static mg_conn *lconn_conn(const lconn *h)
 static mg_conn *lconn_get(lua_State *L, int idx)
 {
     return lconn_conn(lconn_check(L, idx));
+}
+
+mg_conn *lua_conn_check(lua_State *L, int idx)
+{
+    return lconn_get(L, idx);
 }
 
 static int lconn_open_or_final(const mg_conn *c)
@@ -228,16 +232,44 @@ void lua_conn_open(mg_script *s)
     static const luaL_Reg meta[] = {
         {"__tostring", lconn_tostring},
         {"__eq", lconn_eq},
+        {"__gc", lconn_gc},
         {NULL, NULL},
     };
     lua_api_newclass(s, CONN_MT, methods, lconn_field, meta);
 }
 
+/* c's cached handle is gone, or no longer to be trusted: c forgets it, and
+ * it forgets c (it looks its connection up by id from now on). */
+static void lconn_uncache(mg_conn *c)
+{
+    lconn *h = c->lua_handle;
+    if (h)
+        h->c = NULL;
+    c->lua_handle = NULL;
+    c->lua_ref = -1;
+}
+
+/* __gc: a handle that held its connection's pointer lets go of it (the
+ * state is closing, or the script replaced the registry's reference). */
+static int lconn_gc(lua_State *L)
+{
+    lconn *h = lua_api_tohandle(L, 1, &lconn_tag, sizeof(lconn));
+    if (h && h->c && h->c->lua_handle == h)
+        lconn_uncache(h->c);
+    return 0;
+}
+
 void lua_conn_push(lua_State *L, mg_script *s, mg_conn *c)
 {
-    if (c->lua_ref >= 0 && c->lua_ref_gen == s->gen) {
+    if (c->lua_ref >= 0 && c->lua_ref_gen == (uint32_t)s->gen) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, c->lua_ref);
-        return;
+        /* The registry is the script's to write too (debug.getregistry):
+         * the entry counts only if it is still the handle c cached. */
+        if (c->lua_handle && lua_touserdata(L, -1) == c->lua_handle)
+            return;
+        lua_pop(L, 1);
+        luaL_unref(L, LUA_REGISTRYINDEX, c->lua_ref);
+        lconn_uncache(c);
     }
     lconn *h = lua_newuserdata(L, sizeof(*h));
     h->tag = &lconn_tag;
@@ -248,22 +280,21 @@ void lua_conn_push(lua_State *L, mg_script *s, mg_conn *c)
     lua_setmetatable(L, -2);
     /* Cache only in the live generation: a state being loaded for a
      * reload may still be thrown away, and script_forget_conn reaches only
-     * the live one's handles. */
-    if (s->gw->script == s) {
+     * the live one's handles; nor in one being closed (a finalizer's). */
+    if (s->gw->script == s && !s->closing) {
+        if (c->lua_handle) /* another generation's, still alive */
+            lconn_uncache(c);
         h->c = c;
         lua_pushvalue(L, -1);
         c->lua_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-        c->lua_ref_gen = s->gen;
+        c->lua_ref_gen = (uint32_t)s->gen;
+        c->lua_handle = h;
     }
 }
 
 void lua_conn_forget(mg_script *s, mg_conn *c)
 {
-    if (c->lua_ref < 0 || c->lua_ref_gen != s->gen)
-        return;
-    lua_rawgeti(s->L, LUA_REGISTRYINDEX, c->lua_ref);
-    lconn *h = lua_touserdata(s->L, -1);
-    h->c = NULL; /* the script may keep the handle: it looks the id up now */
-    lua_pop(s->L, 1);
-    luaL_unref(s->L, LUA_REGISTRYINDEX, c->lua_ref);
+    if (c->lua_ref >= 0 && c->lua_ref_gen == (uint32_t)s->gen)
+        luaL_unref(s->L, LUA_REGISTRYINDEX, c->lua_ref);
+    lconn_uncache(c);
 }

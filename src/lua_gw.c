@@ -31,12 +31,11 @@ static const char lua_api_index_src[] = "local methods, field = ...\n"
                                         "  return field(h, k)\n"
                                         "end\n";
 
-const void *lua_api_newclass(mg_script *s, const char *name, const luaL_Reg *methods,
-                             lua_CFunction field, const luaL_Reg *meta)
+void lua_api_newclass(mg_script *s, const char *name, const luaL_Reg *methods,
+                      lua_CFunction field, const luaL_Reg *meta)
 {
     lua_State *L = s->L;
     luaL_newmetatable(L, name);
-    const void *mt = lua_topointer(L, -1);
     if (luaL_loadbuffer(L, lua_api_index_src, sizeof(lua_api_index_src) - 1, "=handle __index"))
         lua_error(L); /* out of memory while building the state */
     lua_newtable(L);
@@ -49,20 +48,22 @@ const void *lua_api_newclass(mg_script *s, const char *name, const luaL_Reg *met
     lua_pushstring(L, name);
     lua_setfield(L, -2, "__metatable");
     lua_pop(L, 1);
-    return mt;
 }
 
-void *lua_api_checkhandle(lua_State *L, int idx, const void *mt, const char *name)
+void *lua_api_tohandle(lua_State *L, int idx, const void *tag, size_t size)
 {
-    void *p = lua_touserdata(L, idx);
-    if (p && lua_getmetatable(L, idx)) {
-        int ok = lua_topointer(L, -1) == mt;
-        lua_pop(L, 1);
-        if (ok)
-            return p;
-    }
-    luaL_typerror(L, idx, name);
-    return NULL;
+    const void *const *h = lua_touserdata(L, idx);
+    if (!h || lua_type(L, idx) != LUA_TUSERDATA || lua_objlen(L, idx) != size || *h != tag)
+        return NULL;
+    return (void *)h;
+}
+
+void *lua_api_checkhandle(lua_State *L, int idx, const void *tag, size_t size, const char *name)
+{
+    void *h = lua_api_tohandle(L, idx, tag, size);
+    if (!h)
+        luaL_typerror(L, idx, name);
+    return h;
 }
 
 int lua_api_fail(lua_State *L, const char *msg)
@@ -130,19 +131,15 @@ int lua_api_kind(const mg_script *s, lua_State *L, int idx)
     return MG_OP_TEXT;
 }
 
-/* A connection named by a handle, an id or a registered name. */
+/* A connection named by a conn handle, an id or a registered name. */
 static mg_conn *lgw_target(lua_State *L, mg_gw *gw, int idx)
 {
     if (lua_type(L, idx) == LUA_TNUMBER)
         return conn_find(gw, (uint64_t)lua_tonumber(L, idx));
     if (lua_type(L, idx) == LUA_TSTRING)
         return conn_find_name(gw, lua_tostring(L, idx));
-    if (lua_type(L, idx) == LUA_TUSERDATA) {
-        lua_getfield(L, idx, "id");
-        uint64_t id = (uint64_t)lua_tonumber(L, -1);
-        lua_pop(L, 1);
-        return conn_find(gw, id);
-    }
+    if (lua_type(L, idx) == LUA_TUSERDATA) /* a conn handle, and no other kind */
+        return lua_conn_check(L, idx);
     luaL_argerror(L, idx, "expected a connection, an id or a name");
     return NULL;
 }
@@ -434,6 +431,8 @@ static void lgw_open_config(lua_State *L, const mg_config *cfg)
     lua_newtable(L);
     lgw_setnum(L, "hook_budget", cfg->hook_budget_ms);
     lgw_setnum(L, "memory_limit", (double)cfg->lua_memory_limit);
+    lua_pushboolean(L, cfg->lua_sandbox);
+    lua_setfield(L, -2, "sandbox");
     lua_setfield(L, -2, "lua");
 
     lua_newtable(L);

@@ -2,14 +2,23 @@
  *
  * Timers run on the libwebsockets loop (lws_sul) and belong to the script
  * generation that created them: a reload cancels them all with the old
- * state.  A handle (userdata holding the timer id) offers :cancel(); a
- * handle whose timer has fired or been cancelled is harmless. */
+ * state, and a state being closed (whose finalizers may still call
+ * gw.after) gets no new ones.  A handle (userdata holding the timer id)
+ * offers :cancel(); a handle whose timer has fired or been cancelled is
+ * harmless. */
 #include <lauxlib.h>
 #include <stdlib.h>
 
 #include "lua_api.h"
 
 #define TIMER_MT "moongate.timer"
+
+typedef struct {
+    const void *tag; /* &ltimer_tag: this userdata is a timer handle */
+    uint64_t id;
+} ltimer;
+
+static const char ltimer_tag;
 
 typedef struct mg_timer {
     lws_sorted_usec_list_t sul; /* first: lws hands this back */
@@ -36,8 +45,7 @@ static void timer_fire(lws_sorted_usec_list_t *sul)
     if (t->interval_us)
         lws_sul_schedule(s->gw->lws, 0, &t->sul, timer_fire, t->interval_us);
     t->running = 1;
-    lua_rawgeti(s->L, LUA_REGISTRYINDEX, t->fn_ref);
-    script_call(s, "timer", 0, 0);
+    script_call_ref(s, "timer", t->fn_ref);
     t->running = 0;
     if (!t->interval_us || t->cancelled)
         timer_free(s, t);
@@ -46,8 +54,8 @@ static void timer_fire(lws_sorted_usec_list_t *sul)
 static int timer_start(lua_State *L, int repeat)
 {
     mg_script *s = lua_api_script(L);
-    if (s->gw->stopping)
-        return lua_api_fail(L, "shutting down");
+    if (s->gw->stopping || s->closing)
+        return lua_api_fail(L, s->closing ? "script generation closing" : "shutting down");
     lua_Number ms = luaL_checknumber(L, 1);
     luaL_checktype(L, 2, LUA_TFUNCTION);
     if (ms < 0 || (repeat && ms < 1))
@@ -69,8 +77,9 @@ static int timer_start(lua_State *L, int repeat)
     }
     lws_sul_schedule(s->gw->lws, 0, &t->sul, timer_fire, (lws_usec_t)(ms * 1000));
 
-    uint64_t *h = lua_newuserdata(L, sizeof(*h));
-    *h = t->id;
+    ltimer *h = lua_newuserdata(L, sizeof(*h));
+    h->tag = &ltimer_tag;
+    h->id = t->id;
     luaL_getmetatable(L, TIMER_MT);
     lua_setmetatable(L, -2);
     return 1;
@@ -89,8 +98,8 @@ static int timer_every(lua_State *L)
 static int timer_cancel(lua_State *L)
 {
     mg_script *s = lua_api_script(L);
-    uint64_t *h = luaL_checkudata(L, 1, TIMER_MT);
-    mg_timer *t = dict_get(&s->timers, h, sizeof(*h));
+    ltimer *h = lua_api_checkhandle(L, 1, &ltimer_tag, sizeof(ltimer), TIMER_MT);
+    mg_timer *t = dict_get(&s->timers, &h->id, sizeof(h->id));
     if (!t) {
         lua_pushboolean(L, 0);
         return 1;
@@ -119,17 +128,12 @@ void lua_timer_open(mg_script *s)
 void lua_timer_cancel_all(mg_script *s)
 {
     dict_entry *e;
-    size_t n = 0;
-    mg_timer **all = malloc((s->timers.count + 1) * sizeof(*all));
-    if (!all)
-        return;
-    for (size_t i = 0; (e = dict_next(&s->timers, &i));)
-        all[n++] = e->val;
-    for (size_t i = 0; i < n; i++) {
-        lws_sul_cancel(&all[i]->sul);
-        free(all[i]); /* the state and its registry go away with it */
+    /* Freeing a timer does not touch the dict, so it can be walked. */
+    for (size_t i = 0; (e = dict_next(&s->timers, &i));) {
+        mg_timer *t = e->val;
+        lws_sul_cancel(&t->sul);
+        free(t); /* its function goes away with the state's registry */
     }
-    free(all);
     dict_free(&s->timers);
     dict_init(&s->timers);
 }

@@ -17,6 +17,7 @@
 #include "broker.h"
 #include "budget.h"
 #include "conn.h"
+#include "cstack.h"
 #include "gwctl.h"
 #include "heartbeat.h"
 #include "log.h"
@@ -142,6 +143,47 @@ static void main_cleanup(mg_gw *gw)
     config_free(gw->cfg);
 }
 
+/* The event loop, on the thread cstack_run gives it: everything from the
+ * watchdog to the last cleanup happens here.  Returns the exit status. */
+static int main_loop(void *arg)
+{
+    mg_gw *gw = arg;
+    char err[2048];
+
+    if (budget_start(gw->cfg->hook_budget_ms) != 0) {
+        log_error("cannot start the hook watchdog: %s", strerror(errno));
+        config_free(gw->cfg);
+        return 1;
+    }
+    conn_table_init(gw);
+    pubsub_init(gw);
+    dict_init(&gw->store);
+    gw->exit_code = 0;
+
+    if (server_start(gw, gw->signal_fd, err, sizeof(err)) != 0) {
+        log_error("%s", err);
+        main_cleanup(gw);
+        return 1;
+    }
+    gw->generation = 1;
+    gw->script = script_load(gw, gw->cfg, gw->generation, err, sizeof(err));
+    if (!gw->script) {
+        log_error("cannot load script: %s", err);
+        main_cleanup(gw);
+        return 1;
+    }
+    if (broker_start(gw, err, sizeof(err)) != 0) {
+        log_error("%s", err);
+        main_cleanup(gw);
+        return 1;
+    }
+    log_info("moongate ready (pid %d)", (int)getpid());
+    server_run(gw);
+    main_cleanup(gw);
+    log_info("shutdown complete");
+    return gw->exit_code;
+}
+
 int main(int argc, char **argv)
 {
     static mg_gw gw;
@@ -160,6 +202,7 @@ int main(int argc, char **argv)
     gw.cfg = gwctl_build_config(&gw.over, err, sizeof(err));
     if (!gw.cfg) {
         fprintf(stderr, "moongate: %s\n", err);
+        free(script_abs);
         return 1;
     }
     if (test) {
@@ -175,40 +218,20 @@ int main(int argc, char **argv)
 
     log_configure(gw.cfg->log_level, gw.cfg->log_format);
     log_hook_lws();
-    int sfd = main_signalfd();
-    if (sfd < 0 || budget_start(gw.cfg->hook_budget_ms) != 0) {
+    /* Blocked before the loop thread starts, so every thread has them
+     * blocked and only the signalfd sees them. */
+    gw.signal_fd = main_signalfd();
+    if (gw.signal_fd < 0) {
         fprintf(stderr, "moongate: signal set-up failed: %s\n", strerror(errno));
-        return 1;
-    }
-    conn_table_init(&gw);
-    pubsub_init(&gw);
-    dict_init(&gw.store);
-    gw.exit_code = 0;
-
-    if (server_start(&gw, sfd, err, sizeof(err)) != 0) {
-        log_error("%s", err);
-        main_cleanup(&gw);
+        config_free(gw.cfg);
         free(script_abs);
         return 1;
     }
-    gw.generation = 1;
-    gw.script = script_load(&gw, gw.cfg, gw.generation, err, sizeof(err));
-    if (!gw.script) {
-        log_error("cannot load script: %s", err);
-        main_cleanup(&gw);
-        free(script_abs);
-        return 1;
+    int rc = cstack_run("mg-loop", main_loop, &gw);
+    if (rc < 0) {
+        fprintf(stderr, "moongate: cannot start the event loop thread: %s\n", strerror(errno));
+        rc = 1;
     }
-    if (broker_start(&gw, err, sizeof(err)) != 0) {
-        log_error("%s", err);
-        main_cleanup(&gw);
-        free(script_abs);
-        return 1;
-    }
-    log_info("moongate ready (pid %d)", (int)getpid());
-    server_run(&gw);
-    main_cleanup(&gw);
-    log_info("shutdown complete");
     free(script_abs);
-    return gw.exit_code;
+    return rc;
 }

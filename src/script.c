@@ -5,11 +5,14 @@
 #include <lauxlib.h>
 #include <luajit.h>
 #include <lualib.h>
+#include <setjmp.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "budget.h"
 #include "conn.h"
+#include "cstack.h"
 #include "lalloc.h"
 #include "log.h"
 #include "lua_api.h"
@@ -48,6 +51,13 @@ static const char *const script_hook_names[SCRIPT_HOOKS] = {
 #define SCRIPT_TRACEBACK 1
 #define SCRIPT_HOOK_NAME(id) (2 + (id))
 #define SCRIPT_KIND(binary) (2 + SCRIPT_HOOKS + (binary))
+#define SCRIPT_BASE SCRIPT_KIND(1)
+
+/* A failed attempt to push a call's arguments is retried this many times
+ * (see script_run), and the collector's cycle finished after each failure
+ * with at most this many finalizer errors reported. */
+#define SCRIPT_RESCUES 16
+#define SCRIPT_FINALIZER_ERRORS 100000
 
 static int script_traceback(lua_State *L)
 {
@@ -58,8 +68,16 @@ static int script_traceback(lua_State *L)
     return 1;
 }
 
-static void script_push_base(mg_script *s)
+/* 0, or -1 with Lua's error on the stack (out of memory: pushing
+ * allocates, outside a protected call, so under a rescue point). */
+static int script_push_base(mg_script *s)
 {
+    jmp_buf rescue;
+    if (_setjmp(rescue) != 0) {
+        s->rescue = NULL;
+        return -1;
+    }
+    s->rescue = &rescue;
     lua_pushcfunction(s->L, script_traceback);
     for (int i = 0; i < SCRIPT_HOOKS; i++)
         lua_pushstring(s->L, script_hook_names[i]);
@@ -68,38 +86,51 @@ static void script_push_base(mg_script *s)
         lua_pushstring(s->L, kinds[i]);
         s->kind_str[i] = lua_tostring(s->L, -1);
     }
-    assert(lua_gettop(s->L) == SCRIPT_KIND(1));
+    s->rescue = NULL;
+    assert(lua_gettop(s->L) == SCRIPT_BASE);
+    return 0;
 }
 
-static int script_jit_refused(lua_State *L)
+/* The generation a state belongs to: its allocator's user data is the
+ * lalloc inside the mg_script. */
+static mg_script *script_of(lua_State *L)
 {
-    return luaL_error(L, "the JIT stays off in moongate scripts (hook budgets depend on it)");
+    void *ud = NULL;
+    lua_getallocf(L, &ud);
+    return (mg_script *)(void *)((char *)ud - offsetof(mg_script, alloc));
 }
 
-/* Standard libraries, the JIT switched off for good, and package paths. */
-static void script_open_libs(lua_State *L, const mg_config *cfg)
+/* LuaJIT's panic function: an error was raised outside any protected
+ * call.  Where C code had set a rescue point (script_run, script_load),
+ * go back to it; anywhere else the state cannot be trusted, and the
+ * process ends with the reason in the log rather than LuaJIT's silent
+ * exit(1). */
+static int script_panic(lua_State *L)
 {
-    luaL_openlibs(L);
-    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
-    lua_getglobal(L, "jit");
-    if (lua_istable(L, -1)) {
-        lua_pushcfunction(L, script_jit_refused);
-        lua_setfield(L, -2, "on");
-    }
-    lua_pop(L, 1);
+    mg_script *s = script_of(L);
+    if (s->rescue)
+        _longjmp(*s->rescue, 1);
+    const char *msg = lua_tostring(L, -1);
+    log_error("lua error outside a protected call, cannot go on: %s", msg ? msg : "?");
+    abort();
+}
 
-    lua_getglobal(L, "package");
-    const char *fields[2] = {"path", "cpath"};
-    const char *extra[2] = {cfg->lua_path, cfg->lua_cpath};
-    for (int i = 0; i < 2; i++) {
-        if (!extra[i])
-            continue;
-        lua_getfield(L, -1, fields[i]);
-        lua_pushfstring(L, "%s;%s", extra[i], lua_tostring(L, -1));
-        lua_setfield(L, -3, fields[i]);
-        lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
+/* Libraries, the gw table and the conn handle type: in a protected call,
+ * so that running out of memory is an error, not a panic. */
+typedef struct script_build_ctx {
+    mg_script *s;
+    const mg_config *cfg;
+} script_build_ctx;
+
+static int script_build(lua_State *L)
+{
+    script_build_ctx *b = lua_touserdata(L, 1);
+    lua_stdlib_open(b->s, b->cfg);
+    lua_conn_open(b->s);
+    lua_gw_open(b->s, b->cfg);
+    lua_setglobal(L, "gw");
+    lua_stdlib_seal(b->s);
+    return 0;
 }
 
 static void script_gc_pace(mg_script *s)
@@ -112,22 +143,27 @@ static void script_gc_pace(mg_script *s)
     lua_gc(s->L, LUA_GCSETSTEPMUL, is_small ? SCRIPT_GC_STEPMUL_SMALL : SCRIPT_GC_STEPMUL_DEFAULT);
 }
 
-/* Run the function below nargs arguments under the budget.  On error the
- * traceback string is left on the stack and the result is non-zero; the
- * return value 2 means "aborted by the budget". */
-static int script_pcall(mg_script *s, int nargs, int nresults)
+/* ---- calls ---- */
+
+/* A call starts: counted, and from here the watchdog times it (the
+ * arguments are pushed after this, so a finalizer that loops while they
+ * are is seen too).  Returns the start on the watchdog's clock. */
+static int64_t script_enter(mg_script *s)
 {
-    lua_State *L = s->L;
-    mg_metrics *m = &s->gw->metrics;
     assert(s->alloc.capped == 0); /* not inside another call */
     /* Hook time, from the watchdog's tick clock (see budget.h): unbiased,
      * and two loads instead of clock reads that cost 5-9% of an echo. */
-    m->hook_calls++;
-    budget_enter(L); /* first: it sets the clock if the watchdog was parked */
-    int64_t t0 = budget_clock_us();
-    s->alloc.capped++;
-    int rc = lua_pcall(L, nargs, nresults, SCRIPT_TRACEBACK);
-    s->alloc.capped--;
+    s->gw->metrics.hook_calls++;
+    s->co_depth = 0;
+    budget_enter(s->L); /* first: it sets the clock if the watchdog was parked */
+    return budget_clock_us();
+}
+
+/* The call is over (rc as lua_pcall returned it): 0, or 1 for an error,
+ * 2 for an abort by the budget, with the traceback on the stack. */
+static int script_leave(mg_script *s, int64_t t0, int rc)
+{
+    mg_metrics *m = &s->gw->metrics;
     int aborted = budget_leave();
     if (rc == LUA_ERRMEM) /* free what the failed call left, before the next one */
         script_collect(s);
@@ -139,7 +175,26 @@ static int script_pcall(mg_script *s, int nargs, int nresults)
     return aborted ? 2 : 1;
 }
 
-/* Log and count a failed call whose traceback is on the stack; pops it. */
+/* lua_pcall under the memory cap, with the traceback handler. */
+static int script_pcall_raw(mg_script *s, int nargs, int nresults)
+{
+    s->alloc.capped++;
+    int rc = lua_pcall(s->L, nargs, nresults, SCRIPT_TRACEBACK);
+    s->alloc.capped--;
+    return rc;
+}
+
+/* Run the function below nargs arguments under the budget (see
+ * script_leave for the result). */
+static int script_pcall(mg_script *s, int nargs, int nresults)
+{
+    int64_t t0 = script_enter(s);
+    return script_leave(s, t0, script_pcall_raw(s, nargs, nresults));
+}
+
+/* Log and count a failed call whose traceback is on the stack; pops it.
+ * A call that ended in Lua's "stack overflow" may have gone deep into the
+ * C stack too (cstack.h): those pages go back. */
 static void script_report(mg_script *s, int rc, const char *what, uint64_t conn_id)
 {
     lua_State *L = s->L;
@@ -152,86 +207,23 @@ static void script_report(mg_script *s, int rc, const char *what, uint64_t conn_
         s->gw->metrics.lua_errors++;
         log_conn(MG_LOG_ERROR, conn_id, "lua error in %s: %s", what, msg ? msg : "?");
     }
+    if (msg && strstr(msg, "stack overflow"))
+        cstack_trim();
     lua_pop(L, 1);
 }
 
-int script_call(mg_script *s, const char *what, uint64_t conn_id, int nargs)
-{
-    s->cur_conn = conn_id;
-    int rc = script_pcall(s, nargs, 0);
-    s->cur_conn = 0;
-    if (rc) {
-        script_report(s, rc, what, conn_id);
-        return -1;
-    }
-    return 0;
-}
+/* What a call runs and what it passes. */
+typedef int (*script_args_fn)(mg_script *s, const void *ctx); /* pushes; returns how many */
 
-mg_script *script_load(mg_gw *gw, const mg_config *cfg, uint64_t gen, char *err, size_t errlen)
-{
-    mg_script *s = calloc(1, sizeof(*s));
-    if (!s) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    s->gw = gw;
-    s->gen = gen;
-    lalloc_init(&s->alloc, cfg->lua_memory_limit);
-    s->next_timer_id = 1;
-    dict_init(&s->timers);
-    s->L = lua_newstate(lalloc_fn, &s->alloc);
-    if (!s->L) {
-        snprintf(err, errlen, "cannot create a Lua state");
-        free(s);
-        return NULL;
-    }
-    lua_State *L = s->L;
-    script_gc_pace(s);
-    script_push_base(s);
-    script_open_libs(L, cfg);
-    lua_conn_open(s);
-    lua_gw_open(s, cfg);
-    lua_setglobal(L, "gw");
-
-    if (luaL_loadfile(L, cfg->script) != 0) {
-        snprintf(err, errlen, "%s", lua_tostring(L, -1));
-        script_free(s);
-        return NULL;
-    }
-    int rc = script_pcall(s, 0, 0);
-    if (rc) {
-        snprintf(err, errlen, "%s%s", rc == 2 ? "loading aborted: " : "", lua_tostring(L, -1));
-        script_free(s);
-        return NULL;
-    }
-    return s;
-}
-
-void script_free(mg_script *s)
-{
-    if (!s)
-        return;
-    lua_timer_cancel_all(s);
-    dict_free(&s->timers);
-    if (s->L)
-        lua_close(s->L);
-    lalloc_free(&s->alloc);
-    free(s);
-}
-
-int script_check(const char *path, char *err, size_t errlen)
-{
-    lua_State *L = luaL_newstate();
-    if (!L) {
-        snprintf(err, errlen, "cannot create a Lua state");
-        return -1;
-    }
-    int rc = luaL_loadfile(L, path);
-    if (rc)
-        snprintf(err, errlen, "%s", lua_tostring(L, -1));
-    lua_close(L);
-    return rc ? -1 : 0;
-}
+typedef struct script_job {
+    const char *what;     /* for the log: "on_message", "timer" */
+    uint64_t conn_id;     /* for the log, 0 if none */
+    script_hook_id hook;  /* a hook, looked up as a global ... */
+    int ref;              /* ... unless this is a registry reference (>= 0) */
+    script_args_fn args;  /* pushes the arguments, or NULL for none */
+    const void *ctx;      /* for args */
+    int nresults;         /* left on the stack if the call succeeded */
+} script_job;
 
 /* Push the hook if the script defines it as a global function; else push
  * nothing and return 0.  A raw lookup: a script that guards _G with an
@@ -247,25 +239,190 @@ static int script_hook(mg_script *s, script_hook_id id)
     return 0;
 }
 
-int script_reload(mg_gw *gw, const mg_config *cfg, char *err, size_t errlen)
+/* The function the job calls, pushed (raw accesses only: nothing can
+ * raise); 0 if there is none. */
+static int script_target(mg_script *s, const script_job *j)
 {
-    mg_script *ns = script_load(gw, cfg, gw->generation + 1, err, errlen);
-    if (!ns)
+    if (j->ref < 0)
+        return script_hook(s, j->hook);
+    lua_rawgeti(s->L, LUA_REGISTRYINDEX, j->ref);
+    return 1;
+}
+
+static int script_cycle_cf(lua_State *L)
+{
+    while (!lua_gc(L, LUA_GCSTEP, 0))
+        ;
+    return 0;
+}
+
+/* Finish the collector's cycle in a protected call, so that the finalizers
+ * it still owes run there, each error reported. */
+static void script_finish_cycle(mg_script *s, uint64_t conn_id)
+{
+    for (int i = 0; i < SCRIPT_FINALIZER_ERRORS && lua_cpcall(s->L, script_cycle_cf, NULL); i++)
+        script_report(s, 1, "a __gc finalizer", conn_id);
+}
+
+/* Run a job: -1 if the hook is not defined, 0 if it ran, 1 if it failed
+ * (logged and counted).  Pushing the arguments allocates, and any
+ * allocation may step the collector, which may run a __gc finalizer: if
+ * that raises, there is no protected call to catch it yet.  So a rescue
+ * point is set first (script_panic comes back to it): the finalizer's
+ * error is reported like a hook's, the collector's cycle is finished in a
+ * protected call (the other finalizers it owes run there), and the pushes
+ * start over.  The call still happens, and the event is not lost, unless
+ * SCRIPT_RESCUES tries all fail. */
+static int script_run(mg_script *s, const script_job *j)
+{
+    lua_State *L = s->L;
+    jmp_buf rescue;
+    volatile int tries = 0;
+    if (!script_target(s, j))
         return -1;
-    if (script_hook(ns, HOOK_ON_RELOAD)) {
-        int rc = script_pcall(ns, 0, 0);
-        if (rc) {
-            snprintf(err, errlen, "on_reload %s: %s", rc == 2 ? "aborted" : "failed",
-                     lua_tostring(ns->L, -1));
-            script_free(ns);
-            return -1;
+    int64_t t0 = script_enter(s);
+    s->cur_conn = j->conn_id;
+    if (_setjmp(rescue) != 0) {
+        s->rescue = NULL;
+        script_report(s, 1, "a __gc finalizer", j->conn_id);
+        lua_settop(L, SCRIPT_BASE);
+        script_finish_cycle(s, j->conn_id);
+        if (++tries == SCRIPT_RESCUES || !script_target(s, j)) {
+            s->cur_conn = 0;
+            script_leave(s, t0, 0);
+            return 1;
         }
     }
+    s->rescue = &rescue;
+    int nargs = j->args ? j->args(s, j->ctx) : 0;
+    s->rescue = NULL;
+    int rc = script_leave(s, t0, script_pcall_raw(s, nargs, j->nresults));
+    s->cur_conn = 0;
+    if (rc) {
+        script_report(s, rc, j->what, j->conn_id);
+        return 1;
+    }
+    return 0;
+}
+
+int script_call_ref(mg_script *s, const char *what, int ref)
+{
+    script_job j = {.what = what, .ref = ref};
+    return script_run(s, &j) == 0 ? 0 : -1;
+}
+
+/* ---- loading ---- */
+
+/* The script file's main chunk, run under the budget: 0, or -1 with err. */
+static int script_run_main(mg_script *s, const char *path, char *err, size_t errlen)
+{
+    lua_State *L = s->L;
+    if (lua_stdlib_loadfile(L, path, s->sandbox ? "t" : "bt") != 0) {
+        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+        return -1;
+    }
+    int rc = script_pcall(s, 0, 0);
+    if (rc) {
+        snprintf(err, errlen, "%s%s", rc == 2 ? "loading aborted: " : "", lua_tostring(L, -1));
+        return -1;
+    }
+    return 0;
+}
+
+mg_script *script_load(mg_gw *gw, const mg_config *cfg, uint64_t gen, char *err, size_t errlen)
+{
+    mg_script *s = calloc(1, sizeof(*s));
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->gw = gw;
+    s->gen = gen;
+    s->sandbox = cfg->lua_sandbox;
+    lalloc_init(&s->alloc, cfg->lua_memory_limit);
+    s->next_timer_id = 1;
+    dict_init(&s->timers);
+    s->L = lua_newstate(lalloc_fn, &s->alloc);
+    if (!s->L) {
+        snprintf(err, errlen, "cannot create a Lua state");
+        free(s);
+        return NULL;
+    }
+    lua_State *L = s->L;
+    lua_atpanic(L, script_panic);
+    script_gc_pace(s);
+    script_build_ctx b = {s, cfg};
+    if (script_push_base(s) != 0 || lua_cpcall(L, script_build, &b) != 0) {
+        snprintf(err, errlen, "cannot build a Lua state: %s", lua_tostring(L, -1));
+        script_free(s);
+        return NULL;
+    }
+    if (script_run_main(s, cfg->script, err, errlen) != 0) {
+        script_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void script_free(mg_script *s)
+{
+    if (!s)
+        return;
+    /* Finalizers run in lua_close and may call gw.after or gw.every: with
+     * closing set they get an error, not a timer that would outlive the
+     * state. */
+    s->closing = 1;
+    lua_timer_cancel_all(s);
+    if (s->L)
+        lua_close(s->L);
+    assert(s->timers.count == 0);
+    dict_free(&s->timers);
+    lalloc_free(&s->alloc);
+    free(s);
+}
+
+int script_check(const char *path, char *err, size_t errlen)
+{
+    lua_State *L = luaL_newstate();
+    if (!L) {
+        snprintf(err, errlen, "cannot create a Lua state");
+        return -1;
+    }
+    int rc = lua_stdlib_loadfile(L, path, "bt");
+    if (rc)
+        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+    lua_close(L);
+    return rc ? -1 : 0;
+}
+
+int script_prepare(mg_gw *gw, const mg_config *cfg, mg_script **out, char *err, size_t errlen)
+{
+    *out = script_load(gw, cfg, gw->generation + 1, err, errlen);
+    return *out ? 0 : -1;
+}
+
+int script_run_reload(mg_script *ns, char *err, size_t errlen)
+{
+    script_job j = {.what = "on_reload", .hook = HOOK_ON_RELOAD, .ref = -1};
+    lua_State *L = ns->L;
+    if (!script_target(ns, &j))
+        return 0;
+    int rc = script_pcall(ns, 0, 0);
+    if (rc) {
+        snprintf(err, errlen, "on_reload %s: %s", rc == 2 ? "aborted" : "failed",
+                 lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return -1;
+    }
+    return 0;
+}
+
+void script_switch(mg_gw *gw, mg_script *ns)
+{
     mg_script *old = gw->script;
     gw->script = ns;
     gw->generation = ns->gen;
     script_free(old);
-    return 0;
 }
 
 /* ---- hooks ---- */
@@ -316,19 +473,29 @@ static void script_push_request(mg_script *s, const mg_request *req)
     lua_setfield(L, -2, "header");
 }
 
+static int script_args_request(mg_script *s, const void *ctx)
+{
+    script_push_request(s, ctx);
+    return 1;
+}
+
 int script_on_handshake(mg_gw *gw, const mg_request *req, int *status, char *body, size_t bodylen)
 {
     mg_script *s = gw->script;
     lua_State *L = s->L;
-    if (!script_hook(s, HOOK_ON_HANDSHAKE))
-        return 1;
-    script_push_request(s, req);
+    script_job j = {.what = "on_handshake",
+                    .hook = HOOK_ON_HANDSHAKE,
+                    .ref = -1,
+                    .args = script_args_request,
+                    .ctx = req,
+                    .nresults = 3};
     s->live_req = req;
-    int rc = script_pcall(s, 1, 3);
+    int rc = script_run(s, &j);
     s->live_req = NULL;
-    if (rc) {
+    if (rc < 0)
+        return 1;
+    if (rc > 0) {
         /* An authorization hook that fails must not let the client in. */
-        script_report(s, rc, "on_handshake", 0);
         *status = 500;
         snprintf(body, bodylen, "internal error\n");
         return 0;
@@ -344,55 +511,118 @@ int script_on_handshake(mg_gw *gw, const mg_request *req, int *status, char *bod
     return accept;
 }
 
+static int script_args_conn(mg_script *s, const void *ctx)
+{
+    lua_conn_push(s->L, s, (mg_conn *)ctx);
+    return 1;
+}
+
 void script_on_connect(mg_gw *gw, mg_conn *c)
 {
-    mg_script *s = gw->script;
-    if (!script_hook(s, HOOK_ON_CONNECT))
-        return;
-    lua_conn_push(s->L, s, c);
-    script_call(s, "on_connect", c->id, 1);
+    script_job j = {.what = "on_connect",
+                    .conn_id = c->id,
+                    .hook = HOOK_ON_CONNECT,
+                    .ref = -1,
+                    .args = script_args_conn,
+                    .ctx = c};
+    script_run(gw->script, &j);
+}
+
+typedef struct script_msg {
+    mg_conn *c;
+    const void *data;
+    size_t len;
+    int binary;
+} script_msg;
+
+static int script_args_message(mg_script *s, const void *ctx)
+{
+    const script_msg *m = ctx;
+    lua_conn_push(s->L, s, m->c);
+    lua_pushlstring(s->L, m->data, m->len);
+    lua_pushvalue(s->L, SCRIPT_KIND(m->binary != 0));
+    return 3;
 }
 
 void script_on_message(mg_gw *gw, mg_conn *c, const void *data, size_t len, int binary)
 {
-    mg_script *s = gw->script;
-    if (!script_hook(s, HOOK_ON_MESSAGE))
-        return;
-    lua_conn_push(s->L, s, c);
-    lua_pushlstring(s->L, data, len);
-    lua_pushvalue(s->L, SCRIPT_KIND(binary != 0));
-    script_call(s, "on_message", c->id, 3);
+    script_msg m = {c, data, len, binary};
+    script_job j = {.what = "on_message",
+                    .conn_id = c->id,
+                    .hook = HOOK_ON_MESSAGE,
+                    .ref = -1,
+                    .args = script_args_message,
+                    .ctx = &m};
+    script_run(gw->script, &j);
+}
+
+typedef struct script_close {
+    mg_conn *c;
+    int code;
+    const char *reason;
+} script_close;
+
+static int script_args_disconnect(mg_script *s, const void *ctx)
+{
+    const script_close *x = ctx;
+    lua_conn_push(s->L, s, x->c);
+    lua_pushinteger(s->L, x->code);
+    lua_pushstring(s->L, x->reason);
+    return 3;
 }
 
 void script_on_disconnect(mg_gw *gw, mg_conn *c, int code, const char *reason)
 {
-    mg_script *s = gw->script;
     c->closed_hook = 1;
-    if (!s || !script_hook(s, HOOK_ON_DISCONNECT))
+    if (!gw->script)
         return;
-    lua_conn_push(s->L, s, c);
-    lua_pushinteger(s->L, code);
-    lua_pushstring(s->L, reason);
-    script_call(s, "on_disconnect", c->id, 3);
+    script_close x = {c, code, reason};
+    script_job j = {.what = "on_disconnect",
+                    .conn_id = c->id,
+                    .hook = HOOK_ON_DISCONNECT,
+                    .ref = -1,
+                    .args = script_args_disconnect,
+                    .ctx = &x};
+    script_run(gw->script, &j);
+}
+
+static int script_args_task(mg_script *s, const void *ctx)
+{
+    lua_msg_push(s->L, s, (struct mg_delivery *)ctx);
+    return 1;
 }
 
 int script_on_task(mg_gw *gw, struct mg_delivery *d)
 {
-    mg_script *s = gw->script;
-    if (!s || !script_hook(s, HOOK_ON_TASK))
+    if (!gw->script)
         return -1;
-    lua_msg_push(s->L, d);
-    return script_call(s, "on_task", 0, 1) == 0 ? 0 : 1;
+    script_job j = {.what = "on_task",
+                    .hook = HOOK_ON_TASK,
+                    .ref = -1,
+                    .args = script_args_task,
+                    .ctx = d};
+    return script_run(gw->script, &j);
+}
+
+static int script_args_broker(mg_script *s, const void *ctx)
+{
+    const char *const *sd = ctx;
+    lua_pushstring(s->L, sd[0]);
+    lua_pushstring(s->L, sd[1]);
+    return 2;
 }
 
 void script_on_broker(mg_gw *gw, const char *state, const char *detail)
 {
-    mg_script *s = gw->script;
-    if (!s || !script_hook(s, HOOK_ON_BROKER))
+    if (!gw->script)
         return;
-    lua_pushstring(s->L, state);
-    lua_pushstring(s->L, detail);
-    script_call(s, "on_broker", 0, 2);
+    const char *sd[2] = {state, detail};
+    script_job j = {.what = "on_broker",
+                    .hook = HOOK_ON_BROKER,
+                    .ref = -1,
+                    .args = script_args_broker,
+                    .ctx = sd};
+    script_run(gw->script, &j);
 }
 
 static int script_collect_cf(lua_State *L)

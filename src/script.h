@@ -7,11 +7,20 @@
  * connection id and counted, and never propagates.  A reload builds a new
  * generation beside the live one and switches only if loading and
  * on_reload succeed; durable state (connections, names, attributes,
- * subscriptions, gw.store) lives in C and is untouched. */
+ * subscriptions, gw.store) lives in C and is untouched.
+ *
+ * Nothing a script does may end the process, so no Lua code runs outside
+ * a protected call: states are built in lua_cpcall, hooks and timers run
+ * in lua_pcall, and a hook's arguments (whose allocation may step the
+ * collector and so run a finalizer) are pushed under a rescue point that
+ * LuaJIT's panic function jumps back to (script_run).  Elsewhere C code
+ * touches a state only with raw accesses, which neither allocate nor call
+ * metamethods (lua_rawgeti, luaL_unref). */
 #ifndef MG_SCRIPT_H
 #define MG_SCRIPT_H
 
 #include <lua.h>
+#include <setjmp.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,9 +47,13 @@ struct mg_script {
     uint64_t next_timer_id;
     const char *kind_str[2];           /* "text", "binary" as interned in L: a
                                         * string with these bytes is at this address */
-    const void *msg_mt;                /* the msg handles' metatable, for type checks */
     uint64_t cur_conn;                 /* connection of the hook running now, for gw.log */
     const struct mg_request *live_req; /* request of the on_handshake running now */
+    int msg_handles;                   /* registry ref of the live msg handles (lua_broker.c) */
+    int sandbox;                       /* lua.sandbox when it was built */
+    int closing;                       /* lua_close is running its finalizers */
+    int co_depth;                      /* coroutines nested in the call now (lua_stdlib.c) */
+    jmp_buf *rescue;                   /* where script_panic jumps back to, or NULL */
 };
 
 /* What on_handshake sees. */
@@ -61,9 +74,14 @@ void script_free(mg_script *s);
 /* Parse cfg's script without running it (moongate -t). */
 int script_check(const char *path, char *err, size_t errlen);
 
-/* Build a generation from cfg, run its on_reload, and switch to it.
- * On failure the live generation stays and err says why. */
-int script_reload(mg_gw *gw, const mg_config *cfg, char *err, size_t errlen);
+/* A reload, in three steps (gwctl.c applies the new config between the
+ * first two, so on_reload runs with the C side already enforcing it):
+ * build the next generation from cfg (0, or -1 with err); run its
+ * on_reload (0, or -1 with err: then free it); switch to it, closing the
+ * old one. */
+int script_prepare(mg_gw *gw, const mg_config *cfg, mg_script **out, char *err, size_t errlen);
+int script_run_reload(mg_script *ns, char *err, size_t errlen);
+void script_switch(mg_gw *gw, mg_script *ns);
 
 /* Hooks.  on_handshake returns 1 to accept, 0 to refuse (status and body
  * filled in). */
@@ -82,8 +100,8 @@ void script_collect(mg_script *s);
  * before the mg_conn is freed: the cached handle holds its pointer. */
 void script_forget_conn(mg_gw *gw, mg_conn *c);
 
-/* Call the function below nargs arguments on s->L under the budget; pops
- * them.  Logs and counts errors as "WHAT" for conn_id.  0 or -1. */
-int script_call(mg_script *s, const char *what, uint64_t conn_id, int nargs);
+/* Call the function at registry reference ref, with no arguments, under
+ * the budget; errors are logged and counted as "WHAT".  0 or -1. */
+int script_call_ref(mg_script *s, const char *what, int ref);
 
 #endif
