@@ -143,12 +143,21 @@ const char *broker_forward(mg_gw *gw, mg_delivery *d, link_cmd *c)
     c->forward = 1;
     c->epoch = d->epoch;
     c->tag = d->d->tag;
-    if ((why = broker_send(gw, c)))
-        return why;
-    d->state = MG_DLV_FORWARDING;
-    d->pub_id = gw->broker->next_pub_id;
+    /* Found by the copy's publish id when the broker confirms it (then d
+     * is acked): entered before the copy goes, or d could never be. */
+    uint64_t pub_id = gw->broker->next_pub_id + 1;
     int err = 0;
-    dict_set(&gw->broker->by_pub, &d->pub_id, sizeof(d->pub_id), d, &err);
+    dict_set(&gw->broker->by_pub, &pub_id, sizeof(pub_id), d, &err);
+    if (err) {
+        link_cmd_free(c);
+        return "out of memory";
+    }
+    if ((why = broker_send(gw, c))) {
+        dict_del(&gw->broker->by_pub, &pub_id, sizeof(pub_id));
+        return why;
+    }
+    d->state = MG_DLV_FORWARDING;
+    d->pub_id = pub_id;
     return NULL;
 }
 
@@ -228,18 +237,40 @@ static void broker_deliver(mg_gw *gw, mg_delivery *d)
               rc < 0 ? "the script has no on_task hook" : "on_task failed");
 }
 
+/* A delivery the gateway cannot keep track of (out of memory) goes back to
+ * the broker at once, rather than sit unacked and unreachable. */
+static void broker_refuse(mg_gw *gw, link_event *e)
+{
+    log_error("broker: out of memory for a delivery from queue '%s': requeued", e->d->queue);
+    link_cmd *c = link_cmd_new(LINK_CMD_REQUEUE);
+    if (c) { /* else it stays unacked: RabbitMQ requeues it when the link ends */
+        c->epoch = e->epoch;
+        c->tag = e->d->tag;
+        link_post(gw->broker->link, c);
+        gw->metrics.broker_requeues++;
+    }
+}
+
 static void broker_on_delivery(mg_gw *gw, link_event *e)
 {
     mg_broker *b = gw->broker;
     mg_delivery *d = calloc(1, sizeof(*d));
-    if (!d)
-        return; /* left unacked: RabbitMQ redelivers it when the link ends */
-    d->id = ++b->next_id;
+    if (!d) {
+        broker_refuse(gw, e);
+        return;
+    }
+    d->id = b->next_id + 1;
+    int err = 0;
+    dict_set(&b->by_id, &d->id, sizeof(d->id), d, &err);
+    if (err) {
+        free(d);
+        broker_refuse(gw, e);
+        return;
+    }
+    b->next_id++;
     d->epoch = e->epoch;
     d->d = e->d;
     e->d = NULL;
-    int err = 0;
-    dict_set(&b->by_id, &d->id, sizeof(d->id), d, &err);
     broker_link_in(b, d);
     gw->metrics.broker_deliveries++;
     gw->metrics.broker_unsettled++;

@@ -153,7 +153,8 @@ static void budget_stuck(int *said)
         (void)!write(2, stuck, sizeof(stuck) - 1);
     }
     sigset_t pending;
-    if (sigpending(&pending) == 0 && (sigismember(&pending, SIGTERM) || sigismember(&pending, SIGINT))) {
+    if (sigpending(&pending) == 0 &&
+        (sigismember(&pending, SIGTERM) || sigismember(&pending, SIGINT))) {
         (void)!write(2, bye, sizeof(bye) - 1);
         _exit(1);
     }

@@ -3,15 +3,15 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
+#include "admin.h"
 #include "broker.h"
 #include "conn.h"
 #include "gwctl.h"
 #include "log.h"
 #include "lwsmem.h"
 #include "pubsub.h"
-
-#define ADMIN_BODY_MAX (1024 * 1024)
 
 static const char *http_reason(int status)
 {
@@ -28,6 +28,8 @@ static const char *http_reason(int status)
         return "Not Found";
     case 405:
         return "Method Not Allowed";
+    case 411:
+        return "Length Required";
     case 413:
         return "Payload Too Large";
     case 426:
@@ -73,10 +75,11 @@ int http_respond(struct lws *wsi, int status, const char *ctype, const char *bod
 /* ---- admin API ---- */
 
 typedef struct {
-    char uri[128];
+    char path[128];
+    admin_route route;
     char *body;
     size_t len;
-    int post;
+    int discard; /* refused with a body coming: read it and drop it */
 } admin_session;
 
 size_t http_admin_session_size(void)
@@ -89,17 +92,6 @@ static int admin_reply(struct lws *wsi, int status, const char *ctype, const cha
 {
     http_respond(wsi, status, ctype, body, strlen(body), NULL, NULL);
     return -1;
-}
-
-static int admin_authorized(mg_gw *gw, struct lws *wsi)
-{
-    const char *token = gw->cfg->admin_token;
-    char auth[512];
-    if (!token)
-        return 1;
-    if (lws_hdr_copy(wsi, auth, sizeof(auth), WSI_TOKEN_HTTP_AUTHORIZATION) <= 0)
-        return 0;
-    return strncmp(auth, "Bearer ", 7) == 0 && strcmp(auth + 7, token) == 0;
 }
 
 /* Escape s as a JSON string body into out. */
@@ -120,60 +112,150 @@ static void admin_json_escape(char *out, size_t cap, const char *s)
     out[n] = '\0';
 }
 
-static int admin_get(mg_gw *gw, struct lws *wsi, const char *uri)
+static int admin_health(mg_gw *gw, struct lws *wsi)
 {
-    if (strcmp(uri, "/health") == 0) {
-        char body[256];
-        snprintf(body, sizeof(body),
-                 "{\"status\":\"%s\",\"connections\":%llu,\"generation\":%llu,"
-                 "\"broker\":\"%s\"}\n",
-                 gw->draining ? "draining" : "ok", (unsigned long long)gw->metrics.connections,
-                 (unsigned long long)gw->generation, broker_state(gw));
-        return admin_reply(wsi, gw->draining ? 503 : 200, "application/json", body);
-    }
-    if (strcmp(uri, "/metrics") == 0) {
-        char body[8192];
-        lwsmem_stats st;
-        lwsmem_get_stats(&st);
-        mg_mem_metrics mem = {.resident_bytes = metrics_resident_bytes(),
-                              .lws_heap_bytes = st.heap_bytes,
-                              .rx_buffers = st.rx_slots,
-                              .rx_releases = st.rx_releases,
-                              .kept_bytes = st.warm_bytes,
-                              .trimmed = st.trimmed};
-        size_t n = metrics_render(&gw->metrics, gw->generation, &mem, body, sizeof(body) - 1);
-        body[n] = '\0';
-        return admin_reply(wsi, 200, "text/plain; version=0.0.4", body);
-    }
-    return admin_reply(wsi, 404, "text/plain", "not found\n");
+    char body[256];
+    snprintf(body, sizeof(body),
+             "{\"status\":\"%s\",\"connections\":%llu,\"generation\":%llu,"
+             "\"broker\":\"%s\"}\n",
+             gw->draining ? "draining" : "ok", (unsigned long long)gw->metrics.connections,
+             (unsigned long long)gw->generation, broker_state(gw));
+    return admin_reply(wsi, gw->draining ? 503 : 200, "application/json", body);
 }
 
-static int admin_post(mg_gw *gw, struct lws *wsi, admin_session *s)
+static int admin_metrics(mg_gw *gw, struct lws *wsi)
+{
+    char body[8192];
+    lwsmem_stats st;
+    lwsmem_get_stats(&st);
+    mg_mem_metrics mem = {.resident_bytes = metrics_resident_bytes(),
+                          .lws_heap_bytes = st.heap_bytes,
+                          .rx_buffers = st.rx_slots,
+                          .rx_releases = st.rx_releases,
+                          .kept_bytes = st.warm_bytes,
+                          .trimmed = st.trimmed};
+    size_t n = metrics_render(&gw->metrics, gw->generation, &mem, body, sizeof(body) - 1);
+    body[n] = '\0';
+    return admin_reply(wsi, 200, "text/plain; version=0.0.4", body);
+}
+
+static int admin_reload(mg_gw *gw, struct lws *wsi)
 {
     char body[2300];
-    if (strcmp(s->uri, "/reload") == 0) {
-        if (gwctl_reload(gw) == 0) {
-            snprintf(body, sizeof(body), "{\"ok\":true,\"generation\":%llu}\n",
-                     (unsigned long long)gw->generation);
-            return admin_reply(wsi, 200, "application/json", body);
-        }
-        char esc[2048];
-        admin_json_escape(esc, sizeof(esc), gw->last_reload_error);
-        snprintf(body, sizeof(body), "{\"ok\":false,\"error\":\"%s\"}\n", esc);
-        return admin_reply(wsi, 500, "application/json", body);
+    if (gwctl_reload(gw) == 0) {
+        snprintf(body, sizeof(body), "{\"ok\":true,\"generation\":%llu}\n",
+                 (unsigned long long)gw->generation);
+        return admin_reply(wsi, 200, "application/json", body);
     }
-    if (strcmp(s->uri, "/broadcast") == 0) {
-        long n = pubsub_broadcast(gw, MG_OP_TEXT, s->body ? s->body : "", s->len, 0);
-        log_info("admin broadcast of %zu bytes to %ld connections", s->len, n);
-        snprintf(body, sizeof(body), "{\"ok\":%s,\"sent\":%ld}\n", n < 0 ? "false" : "true", n);
-        return admin_reply(wsi, n < 0 ? 500 : 200, "application/json", body);
+    char esc[2048];
+    admin_json_escape(esc, sizeof(esc), gw->last_reload_error);
+    snprintf(body, sizeof(body), "{\"ok\":false,\"error\":\"%s\"}\n", esc);
+    return admin_reply(wsi, 500, "application/json", body);
+}
+
+static int admin_broadcast(mg_gw *gw, struct lws *wsi, admin_session *s)
+{
+    char body[128];
+    const char *data = s->body ? s->body : "";
+    const char *bad = admin_body_check(&s->route, data, s->len);
+    if (bad)
+        return admin_reply(wsi, 400, "text/plain", bad);
+    int binary = s->route.binary;
+    long n = pubsub_broadcast(gw, binary ? MG_OP_BINARY : MG_OP_TEXT, data, s->len, 0);
+    log_info("admin broadcast of %zu bytes (%s) to %ld connections", s->len,
+             binary ? "binary" : "text", n);
+    snprintf(body, sizeof(body), "{\"ok\":%s,\"sent\":%ld}\n", n < 0 ? "false" : "true", n);
+    return admin_reply(wsi, n < 0 ? 500 : 200, "application/json", body);
+}
+
+/* What the route says, now that the body (if any) is in. */
+static int admin_act(mg_gw *gw, struct lws *wsi, admin_session *s)
+{
+    switch (s->route.action) {
+    case ADMIN_HEALTH:
+        return admin_health(gw, wsi);
+    case ADMIN_METRICS:
+        return admin_metrics(gw, wsi);
+    case ADMIN_RELOAD:
+        return admin_reload(gw, wsi);
+    case ADMIN_BROADCAST:
+        return admin_broadcast(gw, wsi, s);
+    default:
+        return admin_reply(wsi, 500, "text/plain", "internal error\n");
     }
-    return admin_reply(wsi, 404, "text/plain", "not found\n");
+}
+
+/* A header's value into buf, or NULL if the request has none. */
+static const char *admin_hdr(struct lws *wsi, enum lws_token_indexes t, char *buf, int len)
+{
+    if (lws_hdr_total_length(wsi, t) <= 0 || lws_hdr_copy(wsi, buf, len, t) < 0)
+        return NULL;
+    return buf;
+}
+
+static admin_method admin_method_of(struct lws *wsi)
+{
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0)
+        return ADMIN_GET;
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0)
+        return ADMIN_POST;
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HEAD_URI) > 0)
+        return ADMIN_HEAD;
+    return ADMIN_OTHER;
+}
+
+/* The refusal goes out at once.  A body the client is still sending is
+ * read and dropped (lws reads exactly Content-Length bytes, within
+ * ADMIN_DISCARD_S) before the connection closes: closing with unread bytes
+ * would reset it, and the client could lose the answer.  A chunked body,
+ * which lws cannot delimit, is drained as far as it has arrived. */
+#define ADMIN_DISCARD_S 10
+
+static int admin_refuse(struct lws *wsi, admin_session *s, const admin_req *r)
+{
+    http_respond(wsi, s->route.status, "text/plain", s->route.reason, strlen(s->route.reason),
+                 s->route.allow ? "allow:" : NULL, s->route.allow);
+    if (r->clen > 0 && !r->chunked) {
+        s->discard = 1;
+        lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, ADMIN_DISCARD_S);
+        return 0;
+    }
+    if (r->chunked) {
+        int fd = lws_get_socket_fd(wsi);
+        char sink[4096];
+        shutdown(fd, SHUT_WR);
+        for (int i = 0; i < 256 && recv(fd, sink, sizeof(sink), MSG_DONTWAIT) > 0; i++)
+            ;
+    }
+    return -1;
+}
+
+static int admin_request(mg_gw *gw, struct lws *wsi, admin_session *s, const char *path)
+{
+    char kind[64], ctype[128], auth[512], clen[32];
+    admin_req r = {.method = admin_method_of(wsi),
+                   .path = path,
+                   .kind = lws_get_urlarg_by_name(wsi, "kind=", kind, sizeof(kind)),
+                   .ctype = admin_hdr(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE, ctype, sizeof(ctype)),
+                   .auth = admin_hdr(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, auth, sizeof(auth)),
+                   .clen = -1,
+                   .chunked = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0};
+    if (admin_hdr(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, clen, sizeof(clen)))
+        r.clen = strtoll(clen, NULL, 10);
+    snprintf(s->path, sizeof(s->path), "%s", path);
+    admin_route_request(&r, gw->cfg->admin_token, &s->route);
+    if (s->route.action == ADMIN_REFUSE)
+        return admin_refuse(wsi, s, &r);
+    if (r.method == ADMIN_POST && r.clen > 0)
+        return 0; /* the body comes in HTTP_BODY */
+    return admin_act(gw, wsi, s);
 }
 
 static int admin_body(admin_session *s, const void *in, size_t len)
 {
-    if (s->len + len > ADMIN_BODY_MAX)
+    if (s->discard)
+        return 0;
+    if (s->len + len > ADMIN_BODY_MAX) /* more than Content-Length said */
         return -1;
     char *nb = realloc(s->body, s->len + len + 1);
     if (!nb)
@@ -194,21 +276,13 @@ int http_admin_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
 
     switch (reason) {
     case LWS_CALLBACK_HTTP:
-        if (!admin_authorized(gw, wsi))
-            return admin_reply(wsi, 401, "text/plain", "unauthorized\n");
-        snprintf(s->uri, sizeof(s->uri), "%s", (const char *)in);
-        s->post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
-        if (!s->post)
-            return admin_get(gw, wsi, s->uri);
-        if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0)
-            return admin_post(gw, wsi, s); /* no body coming */
-        return 0;                          /* wait for the body */
+        return admin_request(gw, wsi, s, in);
     case LWS_CALLBACK_HTTP_BODY:
         if (admin_body(s, in, len) != 0)
             return admin_reply(wsi, 413, "text/plain", "body too large\n");
         return 0;
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-        return admin_post(gw, wsi, s);
+        return s->discard ? -1 : admin_act(gw, wsi, s);
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
     case LWS_CALLBACK_CLOSED_HTTP:
         if (s) {

@@ -53,8 +53,8 @@ void lua_timer_cancel_all(mg_script *s);
  * name if there is one, else calls field(handle, key) (a closure over s),
  * plus the metamethods in meta (closures over s); __metatable hides it
  * from scripts. */
-void lua_api_newclass(mg_script *s, const char *name, const luaL_Reg *methods,
-                      lua_CFunction field, const luaL_Reg *meta);
+void lua_api_newclass(mg_script *s, const char *name, const luaL_Reg *methods, lua_CFunction field,
+                      const luaL_Reg *meta);
 
 /* Handles (conn, msg, timer) are full userdata whose first field is their
  * kind: the address of a tag the binding file owns.  A userdata's bytes

@@ -31,8 +31,8 @@ static const char lua_api_index_src[] = "local methods, field = ...\n"
                                         "  return field(h, k)\n"
                                         "end\n";
 
-void lua_api_newclass(mg_script *s, const char *name, const luaL_Reg *methods,
-                      lua_CFunction field, const luaL_Reg *meta)
+void lua_api_newclass(mg_script *s, const char *name, const luaL_Reg *methods, lua_CFunction field,
+                      const luaL_Reg *meta)
 {
     lua_State *L = s->L;
     luaL_newmetatable(L, name);

@@ -126,8 +126,8 @@ static int stdlib_searcher(lua_State *L)
             if (rc == 0)
                 return 1;
             if (rc != LUA_ERRFILE || access(file, F_OK) == 0)
-                return luaL_error(L, "error loading module '%s' from file '%s':\n\t%s", name,
-                                  file, lua_tostring(L, -1));
+                return luaL_error(L, "error loading module '%s' from file '%s':\n\t%s", name, file,
+                                  lua_tostring(L, -1));
             lua_pop(L, 1);
             lua_pushfstring(L, "\n\tno file '%s'", file);
             lua_remove(L, -2); /* the file name */

@@ -216,13 +216,13 @@ static void script_report(mg_script *s, int rc, const char *what, uint64_t conn_
 typedef int (*script_args_fn)(mg_script *s, const void *ctx); /* pushes; returns how many */
 
 typedef struct script_job {
-    const char *what;     /* for the log: "on_message", "timer" */
-    uint64_t conn_id;     /* for the log, 0 if none */
-    script_hook_id hook;  /* a hook, looked up as a global ... */
-    int ref;              /* ... unless this is a registry reference (>= 0) */
-    script_args_fn args;  /* pushes the arguments, or NULL for none */
-    const void *ctx;      /* for args */
-    int nresults;         /* left on the stack if the call succeeded */
+    const char *what;    /* for the log: "on_message", "timer" */
+    uint64_t conn_id;    /* for the log, 0 if none */
+    script_hook_id hook; /* a hook, looked up as a global ... */
+    int ref;             /* ... unless this is a registry reference (>= 0) */
+    script_args_fn args; /* pushes the arguments, or NULL for none */
+    const void *ctx;     /* for args */
+    int nresults;        /* left on the stack if the call succeeded */
 } script_job;
 
 /* Push the hook if the script defines it as a global function; else push
@@ -596,11 +596,8 @@ int script_on_task(mg_gw *gw, struct mg_delivery *d)
 {
     if (!gw->script)
         return -1;
-    script_job j = {.what = "on_task",
-                    .hook = HOOK_ON_TASK,
-                    .ref = -1,
-                    .args = script_args_task,
-                    .ctx = d};
+    script_job j = {
+        .what = "on_task", .hook = HOOK_ON_TASK, .ref = -1, .args = script_args_task, .ctx = d};
     return script_run(gw->script, &j);
 }
 

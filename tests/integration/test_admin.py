@@ -127,3 +127,77 @@ def test_token_required(gateway, raw):
     status, _, body = g.http("POST", "/broadcast", body="with token")
     assert status == 200 and json.loads(body) == {"ok": True, "sent": 1}
     assert c.recv_text() == "with token"
+
+
+def test_broadcast_refuses_a_body_that_is_not_utf8(gw, raw):
+    """A text broadcast must be UTF-8 (otherwise every client would close
+    the connection with 1007): 400, and nothing is sent."""
+    c = raw(gw.port)
+    c.send_text("hi")
+    assert c.recv_text() == "hi"
+    status, _, body = gw.http("POST", "/broadcast", body=b"caf\xe9 \xff")
+    assert status == 400 and b"not UTF-8" in body, (status, body)
+    c.send_text("after")
+    assert c.recv_message(5) == ("text", "after")
+    assert gw.alive()
+
+
+@pytest.mark.parametrize("how", ["query", "content-type"])
+def test_broadcast_binary(gw, raw, how):
+    """?kind=binary or Content-Type: application/octet-stream broadcast the
+    bytes as a binary message, whatever they are."""
+    c = raw(gw.port)
+    c.send_text("hi")
+    assert c.recv_text() == "hi"
+    data = bytes(range(256))
+    if how == "query":
+        status, _, body = gw.http("POST", "/broadcast?kind=binary", body=data)
+    else:
+        status, _, body = gw.http("POST", "/broadcast", body=data,
+                                  headers={"Content-Type": "application/octet-stream"})
+    assert status == 200 and json.loads(body) == {"ok": True, "sent": 1}, body
+    assert c.recv_message(5) == ("binary", data)
+    status, _, body = gw.http("POST", "/broadcast?kind=weird", body=b"x")
+    assert status == 400, body
+
+
+def test_chunked_post_gets_411_and_nothing_is_broadcast(gw, raw):
+    import http.client
+    c = raw(gw.port)
+    c.send_text("hi")
+    assert c.recv_text() == "hi"
+    conn = http.client.HTTPConnection("127.0.0.1", gw.admin_port, timeout=5)
+    try:
+        conn.request("POST", "/broadcast", body=iter([b"chunked ", b"body"]),
+                     encode_chunked=True)
+        resp = conn.getresponse()
+        assert resp.status == 411, resp.status
+        resp.read()
+    finally:
+        conn.close()
+    c.send_text("after")
+    assert c.recv_message(5) == ("text", "after")   # no broadcast came first
+
+
+def test_oversized_body_gets_413_not_a_reset(gw, raw):
+    """A 10 MB body is refused with 413 as soon as its Content-Length is
+    read; the gateway reads and drops the rest, so the client, which sends
+    it all before reading, gets the answer instead of a connection reset."""
+    c = raw(gw.port)
+    c.send_text("hi")
+    assert c.recv_text() == "hi"
+    for _ in range(2):
+        status, _, body = gw.http("POST", "/broadcast", body=b"x" * (10 << 20), timeout=15)
+        assert status == 413, (status, body)
+    c.send_text("after")
+    assert c.recv_message(5) == ("text", "after")
+    assert gw.health()["status"] == "ok"
+
+
+def test_wrong_method_gets_405(gw):
+    status, headers, _ = gw.http("GET", "/broadcast")
+    assert status == 405 and headers.get("allow") == "POST", (status, headers)
+    status, headers, _ = gw.http("POST", "/health", body="x")
+    assert status == 405 and headers.get("allow") == "GET", (status, headers)
+    status, _, _ = gw.http("DELETE", "/reload")
+    assert status == 405
