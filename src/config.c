@@ -37,6 +37,7 @@
 #define DURATION_MAX_MS 86400000u   /* 24h: longest heartbeat/limit/shutdown time */
 #define HOOK_BUDGET_MAX_MS 60000u
 #define APP_MAX_DEPTH 64     /* nesting of the app: tree */
+#define CONFIG_MAX_DEPTH 128 /* nesting of the whole file, checked before it is loaded */
 #define APP_MAX_NODES 100000 /* values in the app: tree, aliases expanded */
 #define DEFAULT_HOST "127.0.0.1"
 
@@ -1340,6 +1341,38 @@ static int load_yaml_error(load_ctx *lc, const yaml_parser_t *parser, const char
     }
 }
 
+/* libyaml's scanner keeps a possible simple key per open flow collection
+ * and rescans them all at every token, so its time grows with the square
+ * of the nesting: 50,000 '[' took 5 s, and a reload stalled every client
+ * that long.  So the file's events are read once first, and a file nested
+ * deeper than CONFIG_MAX_DEPTH is refused before libyaml builds a document
+ * of it (reading the events stops there, after a bounded amount of work).
+ * Syntax errors are left to the load that follows, which reports them. */
+static int load_depth_check(load_ctx *lc, const char *text, size_t len)
+{
+    yaml_parser_t parser;
+    yaml_event_t ev;
+    int depth = 0, rc = 0;
+    if (!yaml_parser_initialize(&parser))
+        return load_fail_file(lc, "out of memory while parsing");
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    while (yaml_parser_parse(&parser, &ev)) {
+        yaml_event_type_t t = ev.type;
+        if (t == YAML_SEQUENCE_START_EVENT || t == YAML_MAPPING_START_EVENT)
+            depth++;
+        else if (t == YAML_SEQUENCE_END_EVENT || t == YAML_MAPPING_END_EVENT)
+            depth--;
+        if (depth > CONFIG_MAX_DEPTH)
+            rc = load_fail(lc, ev.start_mark, "nested too deeply (more than %d levels)",
+                           CONFIG_MAX_DEPTH);
+        yaml_event_delete(&ev);
+        if (rc || t == YAML_STREAM_END_EVENT)
+            break;
+    }
+    yaml_parser_delete(&parser);
+    return rc;
+}
+
 /* Anything after the first document is a mistake (or a syntax error). */
 static int load_single_document(load_ctx *lc, yaml_parser_t *parser, const char *text, size_t len)
 {
@@ -1380,8 +1413,9 @@ mg_config *config_load(const char *path, char *err, size_t errlen)
         err[0] = '\0';
     if (load_read(&lc, &text, &len) != 0)
         return NULL;
-    if (load_dir(&lc) != 0) {
+    if (load_dir(&lc) != 0 || load_depth_check(&lc, text, len) != 0) {
         free(text);
+        free(lc.dir);
         return NULL;
     }
     if (!yaml_parser_initialize(&parser)) {

@@ -63,6 +63,8 @@ typedef struct mg_gw {
     mg_script *script; /* live Lua state (script.c) */
     uint64_t generation;
     char last_reload_error[1024];
+    struct mg_reload *reload; /* the reload under way, if any (gwctl.c) */
+    struct lws *reload_wsi;   /* its eventfd, adopted into the loop */
 
     mg_metrics metrics;
     int64_t now_ms;  /* monotonic clock: read at most once per loop turn ... */

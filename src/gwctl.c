@@ -1,9 +1,11 @@
 /* gwctl.c — the gateway's life cycle: config building, reload, drain. */
 #include "gwctl.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -78,6 +80,53 @@ static void gwctl_apply(mg_gw *gw, mg_config *cfg)
     heartbeat_reconfigure(gw);
 }
 
+/* ---- reload ----
+ *
+ * One reload at a time: its config is built on a thread (gwctl_read), which
+ * signals an eventfd the loop watches when it is done; the loop joins it and
+ * goes on with the script (gwctl_finish).  Who asked meanwhile waits for the
+ * next one. */
+
+#define GWCTL_WAITERS_MAX 64
+
+typedef struct gwctl_waiter {
+    gwctl_done_fn fn;
+    void *arg;
+} gwctl_waiter;
+
+struct mg_reload {
+    int efd;     /* eventfd: the config thread is done */
+    int running; /* a thread is reading */
+    int again;   /* a reload was asked for while it read */
+    pthread_t thread;
+    int64_t t0;        /* when the reload began, for the log */
+    mg_overrides over; /* what the thread reads from (the gateway's own, unchanged) */
+    mg_config *cfg;    /* its result, or NULL with err */
+    char err[1024];
+    gwctl_waiter waiting[GWCTL_WAITERS_MAX]; /* this reload's */
+    int nwaiting;
+    gwctl_waiter next[GWCTL_WAITERS_MAX]; /* the next one's */
+    int nnext;
+};
+
+static void *gwctl_read(void *arg)
+{
+    struct mg_reload *r = arg;
+    r->cfg = gwctl_build_config(&r->over, r->err, sizeof(r->err));
+    uint64_t one = 1;
+    (void)!write(r->efd, &one, sizeof(one));
+    return NULL;
+}
+
+/* Tell this reload's waiters how it ended. */
+static void gwctl_tell(struct mg_reload *r, int ok)
+{
+    int n = r->nwaiting;
+    r->nwaiting = 0;
+    for (int i = 0; i < n; i++)
+        r->waiting[i].fn(r->waiting[i].arg, ok);
+}
+
 static int gwctl_reload_failed(mg_gw *gw, char *err)
 {
     /* One line: a require()d module's error spans several. */
@@ -90,20 +139,19 @@ static int gwctl_reload_failed(mg_gw *gw, char *err)
     return -1;
 }
 
-int gwctl_reload(mg_gw *gw)
+/* The config is read (nc, or NULL with err): load the script on it, run
+ * on_reload, switch.  0 or -1. */
+static int gwctl_finish(mg_gw *gw, mg_config *nc, char *err, size_t errlen, int64_t t0)
 {
-    char err[sizeof(gw->last_reload_error)];
     mg_script *ns;
-
-    if (gw->draining) {
-        snprintf(gw->last_reload_error, sizeof(gw->last_reload_error), "shutting down");
-        return -1;
-    }
-    int64_t t0 = gw_clock_ms();
-    mg_config *nc = gwctl_build_config(&gw->over, err, sizeof(err));
     if (!nc)
         return gwctl_reload_failed(gw, err);
-    if (script_prepare(gw, nc, &ns, err, sizeof(err)) != 0) {
+    if (gw->draining) {
+        config_free(nc);
+        snprintf(err, errlen, "shutting down");
+        return gwctl_reload_failed(gw, err);
+    }
+    if (script_prepare(gw, nc, &ns, err, errlen) != 0) {
         config_free(nc);
         return gwctl_reload_failed(gw, err);
     }
@@ -111,7 +159,7 @@ int gwctl_reload(mg_gw *gw)
      * reads gw.config there expects; if it fails, the old one is back. */
     mg_config *old = gw->cfg;
     gwctl_apply(gw, nc);
-    if (script_run_reload(ns, err, sizeof(err)) != 0) {
+    if (script_run_reload(ns, err, errlen) != 0) {
         gwctl_apply(gw, old);
         script_free(ns);
         config_free(nc);
@@ -130,6 +178,116 @@ int gwctl_reload(mg_gw *gw)
     log_info("reload ok (generation %llu, %lld ms)", (unsigned long long)gw->generation,
              (long long)(gw_clock_ms() - t0));
     return 0;
+}
+
+/* Start the thread for the waiters queued as next.  0, or -1 (they have
+ * been told it failed). */
+static int gwctl_begin(mg_gw *gw)
+{
+    struct mg_reload *r = gw->reload;
+    memcpy(r->waiting, r->next, sizeof(r->next[0]) * (size_t)r->nnext);
+    r->nwaiting = r->nnext;
+    r->nnext = 0;
+    r->again = 0;
+    r->t0 = gw_clock_ms();
+    r->over = gw->over;
+    r->cfg = NULL;
+    r->err[0] = '\0';
+    int rc = pthread_create(&r->thread, NULL, gwctl_read, r);
+    if (rc != 0) {
+        snprintf(r->err, sizeof(r->err), "cannot start the config reader: %s", strerror(rc));
+        gwctl_reload_failed(gw, r->err);
+        gwctl_tell(r, 0);
+        return -1;
+    }
+    r->running = 1;
+    return 0;
+}
+
+void gwctl_reload(mg_gw *gw, gwctl_done_fn done, void *arg)
+{
+    struct mg_reload *r = gw->reload;
+    if (gw->draining || !r) {
+        snprintf(gw->last_reload_error, sizeof(gw->last_reload_error), "shutting down");
+        if (done)
+            done(arg, 0);
+        return;
+    }
+    if (done) {
+        if (r->nnext == GWCTL_WAITERS_MAX) {
+            snprintf(gw->last_reload_error, sizeof(gw->last_reload_error),
+                     "too many reloads waiting");
+            done(arg, 0);
+            return;
+        }
+        r->next[r->nnext++] = (gwctl_waiter){done, arg};
+    }
+    if (r->running)
+        r->again = 1; /* when this one ends */
+    else
+        gwctl_begin(gw);
+}
+
+void gwctl_reload_ready(mg_gw *gw)
+{
+    struct mg_reload *r = gw->reload;
+    uint64_t n;
+    (void)!read(r->efd, &n, sizeof(n));
+    if (!r->running)
+        return;
+    pthread_join(r->thread, NULL);
+    r->running = 0;
+    int ok = gwctl_finish(gw, r->cfg, r->err, sizeof(r->err), r->t0) == 0;
+    r->cfg = NULL;
+    gwctl_tell(r, ok);
+    if (r->again || r->nnext)
+        gwctl_begin(gw);
+}
+
+void gwctl_reload_forget(mg_gw *gw, void *arg)
+{
+    struct mg_reload *r = gw->reload;
+    if (!r)
+        return;
+    for (int i = 0; i < r->nwaiting; i++)
+        if (r->waiting[i].arg == arg)
+            r->waiting[i] = r->waiting[--r->nwaiting];
+    for (int i = 0; i < r->nnext; i++)
+        if (r->next[i].arg == arg)
+            r->next[i] = r->next[--r->nnext];
+}
+
+int gwctl_reload_init(mg_gw *gw)
+{
+    struct mg_reload *r = calloc(1, sizeof(*r));
+    if (!r)
+        return -1;
+    r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (r->efd < 0) {
+        free(r);
+        return -1;
+    }
+    gw->reload = r;
+    return 0;
+}
+
+int gwctl_reload_fd(const mg_gw *gw)
+{
+    return gw->reload ? gw->reload->efd : -1;
+}
+
+void gwctl_reload_stop(mg_gw *gw)
+{
+    struct mg_reload *r = gw->reload;
+    if (!r)
+        return;
+    if (r->running) {
+        pthread_join(r->thread, NULL);
+        config_free(r->cfg);
+    }
+    close(r->efd);
+    free(r);
+    gw->reload = NULL;
 }
 
 static void gwctl_drain_deadline(lws_sorted_usec_list_t *sul)
@@ -160,7 +318,7 @@ void gwctl_on_signal(mg_gw *gw, int fd)
         switch (si.ssi_signo) {
         case SIGHUP:
             log_info("SIGHUP: reloading");
-            gwctl_reload(gw);
+            gwctl_reload(gw, NULL, NULL);
             break;
         case SIGTERM:
         case SIGINT:

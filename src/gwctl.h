@@ -10,9 +10,24 @@
  * command-line flags applied, validated.  NULL with err on failure. */
 mg_config *gwctl_build_config(const mg_overrides *o, char *err, size_t errlen);
 
-/* Re-read config and script; switch only if both are good.  0 or -1 (the
- * reason is in gw->last_reload_error and the log). */
-int gwctl_reload(mg_gw *gw);
+/* Re-read config and script; switch only if both are good.  The config
+ * file is read and checked on a thread of its own, so that no file, however
+ * big or hostile, stalls the event loop; the script is then loaded on the
+ * loop (gwctl_reload_ready).  A reload asked for while one is under way
+ * runs once more after it (the files may have changed since they were
+ * read).  done(arg, ok), if given, is called when this reload has ended:
+ * ok 1, or 0 with the reason in gw->last_reload_error (and the log). */
+typedef void (*gwctl_done_fn)(void *arg, int ok);
+void gwctl_reload(mg_gw *gw, gwctl_done_fn done, void *arg);
+/* arg no longer wants to hear of it (an admin client went away). */
+void gwctl_reload_forget(mg_gw *gw, void *arg);
+/* The reload's config thread is done (its eventfd is readable). */
+void gwctl_reload_ready(mg_gw *gw);
+/* Set up the eventfd (0 or -1), which the loop watches (gwctl_reload_fd);
+ * at the end, wait for a thread still reading. */
+int gwctl_reload_init(mg_gw *gw);
+int gwctl_reload_fd(const mg_gw *gw);
+void gwctl_reload_stop(mg_gw *gw);
 
 /* The signalfd in the loop is readable. */
 void gwctl_on_signal(mg_gw *gw, int fd);

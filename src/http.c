@@ -80,7 +80,16 @@ typedef struct {
     char *body;
     size_t len;
     int discard; /* refused with a body coming: read it and drop it */
+    int waiting; /* for the body: acted on at HTTP_BODY_COMPLETION */
+    int reload;  /* POST /reload: ADMIN_RELOAD_WAITING, _OK or _FAILED */
 } admin_session;
+
+enum { ADMIN_RELOAD_NONE, ADMIN_RELOAD_WAITING, ADMIN_RELOAD_OK, ADMIN_RELOAD_FAILED };
+
+/* How long a POST /reload waits for its answer: the config is read on a
+ * thread, then the script's main chunk and on_reload run (each within the
+ * hook budget, 60 s at most). */
+#define ADMIN_RELOAD_WAIT_S 130
 
 size_t http_admin_session_size(void)
 {
@@ -139,10 +148,27 @@ static int admin_metrics(mg_gw *gw, struct lws *wsi)
     return admin_reply(wsi, 200, "text/plain; version=0.0.4", body);
 }
 
-static int admin_reload(mg_gw *gw, struct lws *wsi)
+/* gwctl_done_fn: the reload asked for by the request on wsi has ended. */
+static void admin_reloaded(void *arg, int ok)
+{
+    struct lws *wsi = arg;
+    admin_session *s = lws_wsi_user(wsi);
+    s->reload = ok ? ADMIN_RELOAD_OK : ADMIN_RELOAD_FAILED;
+    lws_callback_on_writable(wsi);
+}
+
+static int admin_reload(mg_gw *gw, struct lws *wsi, admin_session *s)
+{
+    s->reload = ADMIN_RELOAD_WAITING;
+    lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, ADMIN_RELOAD_WAIT_S);
+    gwctl_reload(gw, admin_reloaded, wsi);
+    return 0; /* answered when it has ended (admin_reload_answer) */
+}
+
+static int admin_reload_answer(mg_gw *gw, struct lws *wsi, admin_session *s)
 {
     char body[2300];
-    if (gwctl_reload(gw) == 0) {
+    if (s->reload == ADMIN_RELOAD_OK) {
         snprintf(body, sizeof(body), "{\"ok\":true,\"generation\":%llu}\n",
                  (unsigned long long)gw->generation);
         return admin_reply(wsi, 200, "application/json", body);
@@ -177,7 +203,7 @@ static int admin_act(mg_gw *gw, struct lws *wsi, admin_session *s)
     case ADMIN_METRICS:
         return admin_metrics(gw, wsi);
     case ADMIN_RELOAD:
-        return admin_reload(gw, wsi);
+        return admin_reload(gw, wsi, s);
     case ADMIN_BROADCAST:
         return admin_broadcast(gw, wsi, s);
     default:
@@ -246,8 +272,10 @@ static int admin_request(mg_gw *gw, struct lws *wsi, admin_session *s, const cha
     admin_route_request(&r, gw->cfg->admin_token, &s->route);
     if (s->route.action == ADMIN_REFUSE)
         return admin_refuse(wsi, s, &r);
-    if (r.method == ADMIN_POST && r.clen > 0)
+    if (r.method == ADMIN_POST && r.clen > 0) {
+        s->waiting = 1;
         return 0; /* the body comes in HTTP_BODY */
+    }
     return admin_act(gw, wsi, s);
 }
 
@@ -282,10 +310,22 @@ int http_admin_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
             return admin_reply(wsi, 413, "text/plain", "body too large\n");
         return 0;
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-        return s->discard ? -1 : admin_act(gw, wsi, s);
+        if (s->discard)
+            return -1;
+        if (!s->waiting) /* "Content-Length: 0": acted on already */
+            return 0;
+        s->waiting = 0;
+        return admin_act(gw, wsi, s);
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        if (s && s->reload > ADMIN_RELOAD_WAITING)
+            return admin_reload_answer(gw, wsi, s);
+        return 0;
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
     case LWS_CALLBACK_CLOSED_HTTP:
+        if (s && s->reload == ADMIN_RELOAD_WAITING)
+            gwctl_reload_forget(gw, wsi);
         if (s) {
+            s->reload = ADMIN_RELOAD_NONE;
             free(s->body);
             s->body = NULL;
             s->len = 0;

@@ -127,6 +127,7 @@ static void main_cleanup(mg_gw *gw)
     if (gw->script)
         lua_timer_cancel_all(gw->script);
     broker_stop(gw);
+    gwctl_reload_stop(gw);
     server_stop(gw);
     script_free(gw->script);
     gw->script = NULL;
@@ -159,6 +160,11 @@ static int main_loop(void *arg)
     pubsub_init(gw);
     dict_init(&gw->store);
     gw->exit_code = 0;
+    if (gwctl_reload_init(gw) != 0) {
+        log_error("cannot set up reloads: %s", strerror(errno));
+        main_cleanup(gw);
+        return 1;
+    }
 
     if (server_start(gw, gw->signal_fd, err, sizeof(err)) != 0) {
         log_error("%s", err);

@@ -640,6 +640,8 @@ static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
     case LWS_CALLBACK_RAW_RX_FILE:
         if (wsi == gw->signal_wsi)
             gwctl_on_signal(gw, lws_get_socket_fd(wsi));
+        else if (wsi == gw->reload_wsi)
+            gwctl_reload_ready(gw);
         else
             broker_on_events(gw);
         return 0;
@@ -819,6 +821,17 @@ static void server_uring_start(mg_gw *gw)
         log_warn("socket I/O: a recv() and a send() per socket, no io_uring (%s)", why);
 }
 
+/* A descriptor of ours (signalfd, eventfd) in lws's loop: readable calls
+ * RAW_RX_FILE on the WebSocket protocol (server_callback). */
+static struct lws *server_watch(mg_gw *gw, int fd)
+{
+    lws_sock_file_fd_type f;
+    if (fd < 0)
+        return NULL;
+    f.filefd = fd;
+    return lws_adopt_descriptor_vhost(gw->vhosts[0], LWS_ADOPT_RAW_FILE_DESC, f, "moongate", NULL);
+}
+
 int server_start(mg_gw *gw, int signal_fd, char *err, size_t errlen)
 {
     struct lws_context_creation_info info;
@@ -861,11 +874,9 @@ int server_start(mg_gw *gw, int signal_fd, char *err, size_t errlen)
     if (server_admin(gw, err, errlen) != 0)
         return -1;
 
-    lws_sock_file_fd_type fd;
-    fd.filefd = signal_fd;
-    gw->signal_wsi =
-        lws_adopt_descriptor_vhost(gw->vhosts[0], LWS_ADOPT_RAW_FILE_DESC, fd, "moongate", NULL);
-    if (!gw->signal_wsi) {
+    gw->signal_wsi = server_watch(gw, signal_fd);
+    gw->reload_wsi = server_watch(gw, gwctl_reload_fd(gw));
+    if (!gw->signal_wsi || !gw->reload_wsi) {
         snprintf(err, errlen, "cannot watch signals in the event loop");
         return -1;
     }

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from conftest import metric_sum, parse_metrics
+from conftest import http_raw, metric_sum, parse_metrics
 
 SCRIPT = """
 function on_connect(conn)
@@ -162,19 +162,18 @@ def test_broadcast_binary(gw, raw, how):
 
 
 def test_chunked_post_gets_411_and_nothing_is_broadcast(gw, raw):
-    import http.client
+    """libwebsockets 4.1 cannot read a chunked request body: such a POST is
+    answered 411 (it used to be broadcast as an empty message, with 200).
+    The request and its body are written at once, as a client that does not
+    wait for 100-continue does."""
     c = raw(gw.port)
     c.send_text("hi")
     assert c.recv_text() == "hi"
-    conn = http.client.HTTPConnection("127.0.0.1", gw.admin_port, timeout=5)
-    try:
-        conn.request("POST", "/broadcast", body=iter([b"chunked ", b"body"]),
-                     encode_chunked=True)
-        resp = conn.getresponse()
-        assert resp.status == 411, resp.status
-        resp.read()
-    finally:
-        conn.close()
+    req = (b"POST /broadcast HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+           b"Transfer-Encoding: chunked\r\n\r\n"
+           b"8\r\nchunked \r\n4\r\nbody\r\n0\r\n\r\n")
+    r = http_raw(gw.admin_port, req, timeout=5)
+    assert r.status == 411, r
     c.send_text("after")
     assert c.recv_message(5) == ("text", "after")   # no broadcast came first
 

@@ -436,3 +436,33 @@ def test_reload_reloads_required_modules(gateway, raw):
     g.wait_log(r"greet\.lua:\d+:", 5, since)
     c.send_text("bob")
     assert c.recv_text() == "hi bob"
+
+
+def test_a_hostile_or_big_config_does_not_stall_the_loop(gateway, raw):
+    """The config is read on a thread of its own: a file nested 50,000 deep
+    (which libyaml alone takes seconds over) is refused with FILE:LINE:COL
+    and a 1 MiB one of plain keys is loaded, while a client's echoes keep
+    coming back within a fraction of a second all along."""
+    g = gateway(script("v1"), admin=True)
+    c = raw(g.port)
+    base = to_yaml(g.config) + "\n"
+    nested = base + "app: " + "[" * 50000 + "]" * 50000 + "\n"
+    big = base + "app:\n" + "".join("  key%06d: value %d\n" % (i, i) for i in range(45000))
+    assert len(big) > 1 << 20
+    for text, outcome in ((nested, "failed"), (big, "ok")):
+        g.write_conf_text(text)
+        since = g.mark()
+        g.send_signal(signal.SIGHUP)
+        worst, pings = 0.0, 0
+        deadline = time.monotonic() + 30
+        while not g.find_logs(r"reload (ok|failed)", since) and time.monotonic() < deadline:
+            t0 = time.monotonic()
+            c.send_text("ping %d" % pings)
+            assert c.recv_text(10) == "v1:ping %d" % pings
+            worst = max(worst, time.monotonic() - t0)
+            pings += 1
+        m = g.wait_log(r"reload (ok|failed)(.*)", 1, since)
+        assert m.group(1) == outcome, m.group(0)
+        if outcome == "failed":
+            assert re.search(r"conf\.yaml:\d+:\d+: nested too deeply", m.group(2)), m.group(2)
+        assert worst < 0.3, "an echo took %.3f s during the reload" % worst

@@ -1194,12 +1194,31 @@ static void test_set_listen(void)
     scratch_close(&s);
 }
 
-TEST_MAIN("config", T(test_defaults), T(test_duration_units), T(test_size_units),
-          T(test_minimal_config), T(test_full_config), T(test_empty_sections_quotes_aliases),
-          T(test_relative_paths), T(test_shipped_config), T(test_admin_section),
-          T(test_broker_section), T(test_app_tree), T(test_app_scalar_and_null), T(test_app_errors),
-          T(test_err_unknown_keys), T(test_err_durations), T(test_err_sizes), T(test_err_integers),
-          T(test_err_ports), T(test_err_missing_required), T(test_err_listen_shape),
-          T(test_err_files), T(test_err_tls_pair), T(test_err_text_ping_pair), T(test_err_enums),
-          T(test_err_types), T(test_err_duplicate_keys), T(test_err_syntax), T(test_err_documents),
+/* A file nested past CONFIG_MAX_DEPTH (128) is refused where the 129th
+ * level opens, before libyaml builds it (50,000 levels took seconds);
+ * 128 levels outside app: still load up to the keys' own checks. */
+static void test_err_nesting(void)
+{
+    static char yaml[200000];
+    int n = snprintf(yaml, sizeof yaml, "listen:\n  - port: 8080\nscript: app.lua\nx: ");
+    for (int i = 0; i < 50000; i++)
+        yaml[n++] = '[';
+    yaml[n] = '\0';
+    expect_error(yaml, "4:131: nested too deeply (more than 128 levels)");
+
+    n = snprintf(yaml, sizeof yaml, "listen:\n  - port: 8080\nscript: app.lua\napp:\n");
+    for (int i = 0; i < 200; i++)
+        n += snprintf(yaml + n, sizeof yaml - (size_t)n, "%*s- \n", 2 + 2 * i, "");
+    expect_error(yaml, "132:257: nested too deeply (more than 128 levels)");
+}
+
+TEST_MAIN("config", T(test_defaults), T(test_err_nesting), T(test_duration_units),
+          T(test_size_units), T(test_minimal_config), T(test_full_config),
+          T(test_empty_sections_quotes_aliases), T(test_relative_paths), T(test_shipped_config),
+          T(test_admin_section), T(test_broker_section), T(test_app_tree),
+          T(test_app_scalar_and_null), T(test_app_errors), T(test_err_unknown_keys),
+          T(test_err_durations), T(test_err_sizes), T(test_err_integers), T(test_err_ports),
+          T(test_err_missing_required), T(test_err_listen_shape), T(test_err_files),
+          T(test_err_tls_pair), T(test_err_text_ping_pair), T(test_err_enums), T(test_err_types),
+          T(test_err_duplicate_keys), T(test_err_syntax), T(test_err_documents),
           T(test_err_config_file), T(test_validate), T(test_set_listen))
