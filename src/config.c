@@ -968,6 +968,7 @@ static const key_spec lua_keys[] = {
 static const key_spec static_keys[] = {
     {.name = "root",  .parse = parse_dir,    .offset = CFG(static_root), .required = 1},
     {.name = "index", .parse = parse_string, .offset = CFG(static_index)},
+    {.name = "follow_symlinks", .parse = parse_bool, .offset = CFG(static_follow_symlinks)},
     {0}};
 
 static const key_spec heartbeat_keys[] = {

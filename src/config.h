@@ -86,8 +86,9 @@ typedef struct mg_config {
     uint64_t lua_memory_limit; /* bytes, default 256 MiB, 0 = unlimited */
     int lua_sandbox;           /* lua.sandbox: no debug, io, ffi, os.exit... (lua_stdlib.c) */
 
-    char *static_root;  /* folder served on plain GET, or NULL */
-    char *static_index; /* default "index.html" */
+    char *static_root;          /* folder served on plain GET, or NULL */
+    char *static_index;         /* default "index.html" */
+    int static_follow_symlinks; /* serve symlinks that lead out of the root */
 
     uint32_t ping_interval_ms; /* default 25000, 0 = no protocol pings */
     uint32_t ping_timeout_ms;  /* default 60000, 0 = never evict */

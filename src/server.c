@@ -53,6 +53,7 @@
 #include "log.h"
 #include "lwsmem.h"
 #include "script.h"
+#include "static.h"
 #include "sul.h"
 #include "uring.h"
 #include "utf8.h"
@@ -69,8 +70,7 @@ struct mg_slot {
     size_t idx;
     int fast; /* moongate reads its connections (fastrx.c) */
     char name[32];
-    char *path, *root, *index;
-    struct lws_http_mount mounts[2];
+    char *path;
 };
 
 /* lws must not ping or hang up on its own. */
@@ -599,10 +599,17 @@ static void server_closed(mg_gw *gw, struct lws *wsi)
 
 /* ---- plain HTTP on a WebSocket listener ---- */
 
-static int server_http(struct lws *wsi, const char *uri)
+/* The WebSocket path answers 400; anything else is a static file, if
+ * static.root is set (read at each request: a reload may change it). */
+static int server_http(mg_gw *gw, struct lws *wsi, const char *uri)
 {
+    const mg_config *cfg = gw->cfg;
     if (strcmp(uri, server_ws_path(wsi)) == 0)
         http_respond(wsi, 400, "text/plain", "this is a WebSocket endpoint\n", 29, NULL, NULL);
+    else if (cfg->static_root)
+        return static_serve(wsi, cfg->static_root,
+                            cfg->static_index ? cfg->static_index : "index.html",
+                            cfg->static_follow_symlinks, uri);
     else
         http_respond(wsi, 404, "text/plain", "not found\n", 10, NULL, NULL);
     return -1; /* answered with "connection: close" */
@@ -623,7 +630,9 @@ static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         return handshake_check(gw, wsi, server_ws_path(wsi), in);
     case LWS_CALLBACK_HTTP:
-        return server_http(wsi, in);
+        return server_http(gw, wsi, in);
+    case LWS_CALLBACK_HTTP_FILE_COMPLETION:
+        return static_done(wsi);
     case LWS_CALLBACK_ESTABLISHED:
         return server_established(gw, wsi);
     case LWS_CALLBACK_RECEIVE:
@@ -652,28 +661,6 @@ static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
 
 /* ---- context and listeners ---- */
 
-static const struct lws_http_mount *server_mounts(mg_slot *sl)
-{
-    if (!sl->root)
-        return NULL;
-    /* [0] sends plain GETs on the WebSocket path to our callback (400);
-     * [1] serves the static folder everywhere else. */
-    struct lws_http_mount *m = sl->mounts;
-    m[1].mountpoint = "/";
-    m[1].mountpoint_len = 1;
-    m[1].origin = sl->root;
-    m[1].def = sl->index;
-    m[1].origin_protocol = LWSMPRO_FILE;
-    if (strcmp(sl->path, "/") == 0)
-        return &m[1];
-    m[0].mountpoint = sl->path;
-    m[0].mountpoint_len = (unsigned char)strlen(sl->path);
-    m[0].origin = "moongate";
-    m[0].origin_protocol = LWSMPRO_CALLBACK;
-    m[0].mount_next = &m[1];
-    return m;
-}
-
 /* moongate reads (and writes) this listener's connections (fastrx.c). */
 static int server_listener_fast(const mg_listener *l)
 {
@@ -686,16 +673,12 @@ static int server_slot_init(mg_slot *sl, const mg_config *cfg, size_t i)
     sl->fast = server_listener_fast(&cfg->listeners[i]);
     snprintf(sl->name, sizeof(sl->name), "listener%zu", i);
     sl->path = strdup(cfg->listeners[i].path);
-    sl->root = cfg->static_root ? strdup(cfg->static_root) : NULL;
-    sl->index = strdup(cfg->static_index ? cfg->static_index : "index.html");
-    return (sl->path && sl->index && (sl->root || !cfg->static_root)) ? 0 : -1;
+    return sl->path ? 0 : -1;
 }
 
 static void server_slot_free(mg_slot *sl)
 {
     free(sl->path);
-    free(sl->root);
-    free(sl->index);
 }
 
 static struct lws_vhost *server_vhost(mg_gw *gw, size_t i, char *err, size_t errlen)
@@ -715,7 +698,6 @@ static struct lws_vhost *server_vhost(mg_gw *gw, size_t i, char *err, size_t err
     v.port = l->port;
     v.protocols = server_protocols;
     v.user = sl;
-    v.mounts = server_mounts(sl);
     v.retry_and_idle_policy = &server_no_validity;
     /* Waiting for request headers is bounded by the handshake timeout. */
     v.keepalive_timeout = (int)((cfg->handshake_timeout_ms + 999) / 1000);

@@ -76,3 +76,55 @@ def test_no_path_traversal(gw, path):
     r = http_raw(gw.port, plain_get(path, gw.port))
     assert SECRET.encode() not in r.body, (path, r)
     assert r.status != 200 or r.body.decode() == INDEX, (path, r)
+
+
+@pytest.fixture
+def linked(gateway):
+    """A static root holding a symlink to a file outside it, one to a file
+    inside it, a FIFO, and a folder without an index file."""
+    def make(follow=None):
+        cfg = {"static": {"root": "static"}}
+        if follow is not None:
+            cfg["static"]["follow_symlinks"] = follow
+        g = gateway(SCRIPT, cfg, path="/ws", start=False)
+        root = os.path.join(g.dir, "static")
+        os.makedirs(os.path.join(root, "empty"))
+        with open(os.path.join(root, "inside.txt"), "w") as f:
+            f.write("inside\n")
+        with open(os.path.join(g.dir, "secret.txt"), "w") as f:
+            f.write(SECRET)
+        os.symlink(os.path.join(g.dir, "secret.txt"), os.path.join(root, "out.txt"))
+        os.symlink("inside.txt", os.path.join(root, "alias.txt"))
+        os.symlink(g.dir, os.path.join(root, "updir"))
+        os.mkfifo(os.path.join(root, "pipe"))
+        g.start()
+        return g
+    return make
+
+
+def test_symlink_out_of_the_root_is_not_served(linked):
+    g = linked()
+    for path in ("/out.txt", "/updir/secret.txt"):
+        r = http_raw(g.port, plain_get(path, g.port))
+        assert r.status == 404 and SECRET.encode() not in r.body, (path, r)
+    r = http_raw(g.port, plain_get("/alias.txt", g.port))   # a link inside the root is fine
+    assert r.status == 200 and r.body == b"inside\n", r
+
+
+def test_follow_symlinks_serves_them(linked):
+    g = linked(follow=True)
+    r = http_raw(g.port, plain_get("/out.txt", g.port))
+    assert r.status == 200 and r.body == SECRET.encode(), r
+
+
+def test_fifo_and_folder_without_index(linked, raw):
+    """A FIFO under the root is refused at once (opening it would block the
+    event loop until a writer came); a folder without its index is 404."""
+    g = linked()
+    r = http_raw(g.port, plain_get("/pipe", g.port), timeout=3)
+    assert r.status == 403, r
+    r = http_raw(g.port, plain_get("/empty/", g.port), timeout=3)
+    assert r.status == 404, r
+    c = raw(g.port, "/ws")
+    c.send_text("still serving")
+    assert c.recv_text() == "still serving"
