@@ -96,6 +96,7 @@ typedef struct mg_config {
     char *text_pong;           /* its answer; set iff text_ping is */
 
     uint32_t max_connections;      /* default 10000 */
+    uint32_t max_handshakes;       /* sockets accepted, not yet upgraded; default 1024 */
     uint64_t max_message_size;     /* default 1 MiB */
     uint64_t send_queue_max;       /* default 4 MiB */
     mg_slow_action slow_consumer;  /* default close */

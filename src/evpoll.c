@@ -9,10 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef int (*evpoll_poll_fn)(struct pollfd *, nfds_t, int);
-typedef int (*evpoll_close_fn)(int);
+typedef int (*evpoll_libc_close_fn)(int);
 
 /* What the epoll set holds for one descriptor number. */
 typedef struct {
@@ -37,8 +38,15 @@ static struct {
     int ready_cap;
     evpoll_ready_fn on_ready;
     void *on_ready_arg;
+    evpoll_close_fn on_close;
+    void *on_close_arg;
+    struct {
+        int fd;
+        int64_t until_ms;
+    } mutes[EVPOLL_MUTES]; /* listeners not polled for POLLIN for now */
+    int nmutes;
     evpoll_poll_fn real_poll;
-    evpoll_close_fn real_close;
+    evpoll_libc_close_fn real_close;
 } ev = {.epfd = -1};
 
 static evpoll_poll_fn evpoll_libc_poll(void)
@@ -48,11 +56,64 @@ static evpoll_poll_fn evpoll_libc_poll(void)
     return ev.real_poll;
 }
 
-static evpoll_close_fn evpoll_libc_close(void)
+static evpoll_libc_close_fn evpoll_libc_close(void)
 {
     if (!ev.real_close)
-        ev.real_close = (evpoll_close_fn)dlsym(RTLD_NEXT, "close");
+        ev.real_close = (evpoll_libc_close_fn)dlsym(RTLD_NEXT, "close");
     return ev.real_close;
+}
+
+static int64_t evpoll_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Drop the mutes that have run out; the poll timeout shortened so the
+ * wait ends when the next does (timeout as poll() takes it). */
+static int evpoll_mutes_due(int timeout)
+{
+    int64_t now = evpoll_now_ms();
+    for (int i = 0; i < ev.nmutes;) {
+        int64_t left = ev.mutes[i].until_ms - now;
+        if (left <= 0) {
+            ev.mutes[i] = ev.mutes[--ev.nmutes];
+            continue;
+        }
+        if (timeout < 0 || left < timeout)
+            timeout = (int)left;
+        i++;
+    }
+    return timeout;
+}
+
+/* The events poll() asks of fd, POLLIN left out while it is muted. */
+static short evpoll_events(int fd, short events)
+{
+    for (int i = 0; i < ev.nmutes; i++)
+        if (ev.mutes[i].fd == fd)
+            return (short)(events & ~POLLIN);
+    return events;
+}
+
+/* libc's poll() on fds, the muted ones' POLLIN left out for the call. */
+static int evpoll_libc_poll_muted(struct pollfd *fds, nfds_t n, int timeout)
+{
+    short saved[EVPOLL_MUTES];
+    int at[EVPOLL_MUTES], k = 0;
+    for (nfds_t i = 0; i < n && k < ev.nmutes; i++) {
+        short e = evpoll_events(fds[i].fd, fds[i].events);
+        if (e != fds[i].events) {
+            at[k] = (int)i;
+            saved[k++] = fds[i].events;
+            fds[i].events = e;
+        }
+    }
+    int rc = evpoll_libc_poll()(fds, n, timeout);
+    for (int j = 0; j < k; j++)
+        fds[at[j]].events = saved[j];
+    return rc;
 }
 
 static int evpoll_ours(void)
@@ -202,7 +263,7 @@ static int evpoll_serve(struct pollfd *fds, nfds_t n, int timeout)
             return evpoll_libc_poll()(fds, n, timeout);
         ev.slots[fd].index = (uint32_t)i;
         ev.slots[fd].seen = ev.call;
-        int rc = evpoll_sync(fd, fds[i].events);
+        int rc = evpoll_sync(fd, ev.nmutes ? evpoll_events(fd, fds[i].events) : fds[i].events);
         if (rc != 0) {
             fds[i].revents = rc < 0 ? POLLNVAL : fds[i].events & (POLLIN | POLLOUT);
             if (fds[i].revents)
@@ -227,7 +288,8 @@ static int evpoll_serve(struct pollfd *fds, nfds_t n, int timeout)
         if (fd < 0 || fd >= ev.cap || ev.slots[fd].seen != ev.call)
             continue;
         struct pollfd *p = &fds[ev.slots[fd].index];
-        short r = evpoll_to_poll(ev.evs[k].events) & (p->events | POLLERR | POLLHUP);
+        short r =
+            evpoll_to_poll(ev.evs[k].events) & (evpoll_events(fd, p->events) | POLLERR | POLLHUP);
         if (r && !p->revents)
             evpoll_note(&ready, ev.slots[fd].index);
         p->revents |= r;
@@ -245,11 +307,13 @@ int poll(struct pollfd *fds, nfds_t n, int timeout)
     if (!evpoll_ours())
         return evpoll_libc_poll()(fds, n, timeout);
     ev.call_seen = 1;
+    if (ev.nmutes)
+        timeout = evpoll_mutes_due(timeout);
     if (ev.on_ready && evpoll_ready_room(n) != 0)
-        return evpoll_libc_poll()(fds, n, timeout); /* no report this once */
+        return evpoll_libc_poll_muted(fds, n, timeout); /* no report this once */
     if (n >= EVPOLL_MIN_FDS)
         return evpoll_serve(fds, n, timeout);
-    int ready = evpoll_libc_poll()(fds, n, timeout);
+    int ready = evpoll_libc_poll_muted(fds, n, timeout);
     if (ev.on_ready && ready > 0) {
         int k = 0;
         for (nfds_t i = 0; i < n && k < ready; i++)
@@ -270,11 +334,41 @@ void evpoll_on_ready(evpoll_ready_fn fn, void *arg)
  * back at once for another socket. */
 int close(int fd)
 {
-    if (evpoll_ours() && fd >= 0 && fd < ev.cap && ev.slots[fd].in_set) {
+    if (!evpoll_ours())
+        return evpoll_libc_close()(fd);
+    if (fd >= 0 && fd < ev.cap && ev.slots[fd].in_set) {
         epoll_ctl(ev.epfd, EPOLL_CTL_DEL, fd, NULL);
         ev.slots[fd].in_set = 0;
     }
-    return evpoll_libc_close()(fd);
+    int rc = evpoll_libc_close()(fd);
+    if (ev.on_close)
+        ev.on_close(ev.on_close_arg, fd);
+    return rc;
+}
+
+void evpoll_on_close(evpoll_close_fn fn, void *arg)
+{
+    ev.on_close = fn;
+    ev.on_close_arg = arg;
+}
+
+int evpoll_mute(int fd, int64_t until_ms)
+{
+    for (int i = 0; i < ev.nmutes; i++)
+        if (ev.mutes[i].fd == fd) {
+            ev.mutes[i].until_ms = until_ms;
+            return 0;
+        }
+    if (ev.nmutes == EVPOLL_MUTES)
+        return -1;
+    ev.mutes[ev.nmutes].fd = fd;
+    ev.mutes[ev.nmutes++].until_ms = until_ms;
+    return 0;
+}
+
+void evpoll_unmute_all(void)
+{
+    ev.nmutes = 0;
 }
 
 void evpoll_forget(int fd)

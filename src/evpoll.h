@@ -20,6 +20,8 @@
 #ifndef MG_EVPOLL_H
 #define MG_EVPOLL_H
 
+#include <stdint.h>
+
 /* Serve this thread's poll() calls from epoll from now on.  0, or -1 (the
  * calls keep going to libc's poll()). */
 int evpoll_start(void);
@@ -37,5 +39,18 @@ void evpoll_on_ready(evpoll_ready_fn fn, void *arg);
 
 /* 1 if lws's poll() calls reach evpoll.c (checked after the first turn). */
 int evpoll_active(void);
+
+/* Leave POLLIN out of what the loop's poll() waits for on fd until
+ * until_ms (monotonic, gw_clock_ms), or until evpoll_unmute_all: a
+ * listener out of descriptors is not polled meanwhile (fdguard.c), so the
+ * loop does not spin on a readiness it cannot act on.  Up to
+ * EVPOLL_MUTES descriptors at once; -1 if there is no room. */
+#define EVPOLL_MUTES 32
+int evpoll_mute(int fd, int64_t until_ms);
+void evpoll_unmute_all(void);
+
+/* After a close() on the loop's thread: fn(arg, fd).  NULL: none. */
+typedef void (*evpoll_close_fn)(void *arg, int fd);
+void evpoll_on_close(evpoll_close_fn fn, void *arg);
 
 #endif

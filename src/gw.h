@@ -46,6 +46,7 @@ typedef struct mg_gw {
     lws_sorted_usec_list_t flush_sul; /* a timer queued writes: flush_cb writes them */
     sul_cb_t flush_cb;                /* server.c's: write every queue on flush_list */
     uint32_t conn_capacity;           /* connections the open-files limit set at start allows */
+    uint32_t hs_capacity;             /* ... and sockets in their handshake (fdguard.c) */
     struct mg_buf *ping_frame;        /* the heartbeat ping, one block every queue shares */
 
     /* Client table (conn.c). */

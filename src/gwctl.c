@@ -12,6 +12,7 @@
 
 #include "broker.h"
 #include "budget.h"
+#include "fdguard.h"
 #include "heartbeat.h"
 #include "log.h"
 #include "script.h"
@@ -77,6 +78,7 @@ static void gwctl_apply(mg_gw *gw, mg_config *cfg)
     gw->cfg = cfg;
     log_configure(cfg->log_level, cfg->log_format);
     budget_set(cfg->hook_budget_ms);
+    fdguard_set_max(server_max_handshakes(gw, cfg));
     heartbeat_reconfigure(gw);
 }
 

@@ -7,6 +7,7 @@
 
 #include "admin.h"
 #include "broker.h"
+#include "fdguard.h"
 #include "conn.h"
 #include "gwctl.h"
 #include "log.h"
@@ -136,6 +137,7 @@ static int admin_metrics(mg_gw *gw, struct lws *wsi)
 {
     char body[8192];
     lwsmem_stats st;
+    gw->metrics.handshakes_pending = fdguard_pending();
     lwsmem_get_stats(&st);
     mg_mem_metrics mem = {.resident_bytes = metrics_resident_bytes(),
                           .lws_heap_bytes = st.heap_bytes,

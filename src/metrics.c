@@ -84,6 +84,15 @@ size_t metrics_render(const mg_metrics *m, uint64_t generation, const mg_mem_met
     metrics_one(&o, "moongate_handshakes_refused_total", "counter",
                 "Upgrade requests refused (bad handshake, limits, on_handshake).",
                 m->handshakes_refused);
+    metrics_one(&o, "moongate_handshakes_pending", "gauge",
+                "Accepted sockets that have not finished their WebSocket handshake.",
+                m->handshakes_pending);
+    metrics_one(&o, "moongate_handshakes_evicted_total", "counter",
+                "Sockets closed in their handshake to make room (limits.max_handshakes).",
+                m->handshakes_evicted);
+    metrics_one(&o, "moongate_accept_refused_total", "counter",
+                "Clients answered 503 at accept() for lack of file descriptors.",
+                m->accept_refused);
     metrics_one(&o, "moongate_messages_in_total", "counter", "Messages received.", m->messages_in);
     metrics_one(&o, "moongate_messages_out_total", "counter", "Messages queued to clients.",
                 m->messages_out);

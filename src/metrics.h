@@ -24,6 +24,9 @@ typedef struct mg_metrics {
     uint64_t connections;       /* open now */
     uint64_t connections_total; /* accepted since start */
     uint64_t handshakes_refused;
+    uint64_t handshakes_evicted; /* sockets shut for being the oldest in handshake (fdguard.c) */
+    uint64_t accept_refused;     /* clients answered 503 for lack of descriptors (fdguard.c) */
+    uint64_t handshakes_pending; /* gauge, read when rendered: sockets in their handshake */
     uint64_t messages_in, messages_out;
     uint64_t bytes_in, bytes_out;
     uint64_t lua_errors;

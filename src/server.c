@@ -46,6 +46,7 @@
 #include "conn.h"
 #include "evpoll.h"
 #include "fastrx.h"
+#include "fdguard.h"
 #include "gwctl.h"
 #include "handshake.h"
 #include "heartbeat.h"
@@ -108,6 +109,7 @@ static int server_established(mg_gw *gw, struct lws *wsi)
     lws_set_opaque_user_data(wsi, c);
     lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
     conn_fd_bind(gw, c, lws_get_socket_fd(wsi));
+    fdguard_upgraded(c->fd);
     mg_slot *sl = lws_vhost_user(lws_get_vhost(wsi));
     if (sl && sl->fast)
         fastrx_attach(gw, c);
@@ -757,18 +759,27 @@ static int server_admin(mg_gw *gw, char *err, size_t errlen)
  * below the need is reported, and bounds conn_capacity. */
 static void server_fd_limit(mg_gw *gw)
 {
+    const mg_config *cfg = gw->cfg;
     struct rlimit rl;
-    rlim_t want = (rlim_t)gw->cfg->max_connections + SERVER_SPARE_FDS;
-    gw->conn_capacity = gw->cfg->max_connections;
+    rlim_t want = (rlim_t)cfg->max_connections + cfg->max_handshakes + SERVER_SPARE_FDS;
+    gw->conn_capacity = cfg->max_connections;
+    gw->hs_capacity = cfg->max_handshakes;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
         return;
     if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want) {
+        /* What there is goes to connections, an eighth of it (at least
+         * 16) kept for handshakes. */
         want = rl.rlim_max;
-        gw->conn_capacity = want > SERVER_SPARE_FDS * 2 ? (uint32_t)(want - SERVER_SPARE_FDS)
-                                                        : (uint32_t)(want / 2);
-        log_warn("open files: the hard limit (%llu) allows about %u connections, fewer than "
-                 "limits.max_connections (%u); raise it (ulimit -Hn, systemd LimitNOFILE=)",
-                 (unsigned long long)rl.rlim_max, gw->conn_capacity, gw->cfg->max_connections);
+        uint32_t room = want > SERVER_SPARE_FDS * 2 ? (uint32_t)(want - SERVER_SPARE_FDS)
+                                                    : (uint32_t)(want / 2);
+        uint32_t hs = room / 8 > 16 ? room / 8 : 16;
+        gw->hs_capacity = hs < cfg->max_handshakes ? hs : cfg->max_handshakes;
+        gw->conn_capacity = room > gw->hs_capacity ? room - gw->hs_capacity : 1;
+        log_warn("open files: the hard limit (%llu) allows about %u connections and %u "
+                 "handshakes at once, fewer than limits.max_connections (%u) and "
+                 "limits.max_handshakes (%u); raise it (ulimit -Hn, systemd LimitNOFILE=)",
+                 (unsigned long long)rl.rlim_max, gw->conn_capacity, gw->hs_capacity,
+                 cfg->max_connections, cfg->max_handshakes);
     }
     if (rl.rlim_cur == want)
         return;
@@ -779,8 +790,17 @@ static void server_fd_limit(mg_gw *gw)
                  strerror(errno));
         return;
     }
-    log_info("open files: limit %llu (was %llu) for limits.max_connections %u",
-             (unsigned long long)want, (unsigned long long)was, gw->cfg->max_connections);
+    log_info("open files: limit %llu (was %llu) for limits.max_connections %u and "
+             "limits.max_handshakes %u",
+             (unsigned long long)want, (unsigned long long)was, cfg->max_connections,
+             cfg->max_handshakes);
+}
+
+/* The handshake bound a config asks for, within what the open-files limit
+ * set at start allows. */
+uint32_t server_max_handshakes(const mg_gw *gw, const mg_config *cfg)
+{
+    return cfg->max_handshakes < gw->hs_capacity ? cfg->max_handshakes : gw->hs_capacity;
 }
 
 /* Batched writes for the connections moongate reads (io.uring). */
@@ -830,6 +850,9 @@ int server_start(mg_gw *gw, int signal_fd, char *err, size_t errlen)
     lwsmem_install();
     if (evpoll_start() != 0)
         log_warn("no epoll set: the event loop polls every socket on each turn");
+    if (fdguard_start(gw, gw->fd_cap, server_max_handshakes(gw, gw->cfg)) != 0)
+        log_warn("no guard on accept(): sockets in their handshake are not bounded, and running "
+                 "out of descriptors makes the loop spin");
     gw->lws = lws_create_context(&info);
     if (!gw->lws) {
         snprintf(err, errlen, "cannot create the libwebsockets context");
@@ -953,6 +976,7 @@ void server_stop(mg_gw *gw)
     if (gw->lws) {
         lws_context_destroy(gw->lws);
         lwsmem_shutdown();
+        fdguard_stop();
         evpoll_stop();
     }
     gw->lws = NULL;

@@ -28,4 +28,8 @@ void server_rx_error(mg_gw *gw, mg_conn *c, int code, const char *reason);
 void server_flush(mg_gw *gw, mg_conn *c);
 void server_uring_failed(mg_gw *gw);
 
+/* The handshake bound cfg asks for, within what the open-files limit set
+ * at start allows (limits.max_handshakes). */
+uint32_t server_max_handshakes(const mg_gw *gw, const mg_config *cfg);
+
 #endif

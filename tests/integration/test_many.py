@@ -85,7 +85,8 @@ def test_open_files_limit_raised_for_max_connections(gateway, raw):
     own_open_files(4096)
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     gw = gateway(SCRIPT, {"limits": {"max_connections": 2000}}, admin=True, nofile=(1024, hard))
-    gw.wait_log(r"open files: limit 2128 \(was 1024\)", 5)
+    gw.wait_log(r"open files: limit 3152 \(was 1024\) for limits.max_connections 2000 and "
+                r"limits.max_handshakes 1024", 5)
     clients = [raw(gw.port) for _ in range(1100)]
     assert gw.metrics()["moongate_connections"] == 1100
     echo_all(clients[-5:], "late")
@@ -102,8 +103,9 @@ def test_open_files_hard_limit_caps_connections(gateway, raw):
     own_open_files(4096)
     gw = gateway(SCRIPT, {"limits": {"max_connections": 2000}}, admin=True,
                  nofile=(1024, 1024))
-    gw.wait_log(r"open files: the hard limit \(1024\) allows about 896 connections", 5)
-    clients = [raw(gw.port) for _ in range(896)]
+    gw.wait_log(r"open files: the hard limit \(1024\) allows about 784 connections and 112 "
+                r"handshakes at once", 5)
+    clients = [raw(gw.port) for _ in range(784)]
     r = http_raw(gw.port, handshake_request("/", gw.port))
     assert r.status == 503, r
     echo_all(clients[-5:], "still")
