@@ -25,6 +25,7 @@ function on_message(conn, data, kind)
   if n then  -- a small message, then a big one queued behind it
     assert(conn:send("small"))
     assert(conn:send(("0123456789abcdef"):rep(n / 16), "binary"))
+    gw.log.info("BIG queued")
     return
   end
   local count, size = data:match("^numbered (%d+) (%d+)$")
@@ -127,11 +128,15 @@ def test_write_cut_by_a_full_socket_resumes(gateway, raw):
     not read: the kernel takes only part of it (moongate_send_blocked_total
     counts that), the rest goes out as the client reads; the message
     arrives whole, then the reply to a message sent meanwhile."""
-    g = gateway(SCRIPT, {"limits": {"send_queue": "64MiB", "slow_consumer": "close"}},
-                admin=True)
+    # The hook builds and queues 16 MiB: with the default 250 ms budget a
+    # loaded machine (ASan, busy cores) could abort it, and then nothing
+    # was ever cut (CI saw moongate_send_blocked_total == 0 once).
+    g = gateway(SCRIPT, {"limits": {"send_queue": "64MiB", "slow_consumer": "close"},
+                         "lua": {"hook_budget": "30s"}}, admin=True)
     since = g.mark()
     c = raw(g.port, rcvbuf=4096)
     c.send_text("big %d" % (16 << 20))
+    g.wait_log(r"BIG queued", 30, since)   # the hook ran to the end
     deadline = time.monotonic() + 20
     while g.metrics()["moongate_send_blocked_total"] == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -142,6 +147,7 @@ def test_write_cut_by_a_full_socket_resumes(gateway, raw):
     assert kind == "binary" and data == b"0123456789abcdef" * (1 << 20)
     assert c.recv_message(10) == ("text", "after")
     assert not g.find_logs(r"DISC ", since)
+    assert not g.find_logs(r"aborted|lua error", since)
 
 
 def kernel_allows_io_uring():
@@ -166,7 +172,8 @@ def test_replies_to_a_client_that_stops_reading_arrive_whole(gateway, raw, uring
     a kernel that allows it the reads and writes go through io_uring
     (moongate_uring_reads_total, _writes_total); with off, or
     libwebsockets' reader, none do."""
-    g = gateway(SCRIPT, {"limits": {"send_queue": "64MiB"}, "io": {"uring": uring}}, admin=True)
+    g = gateway(SCRIPT, {"limits": {"send_queue": "64MiB"}, "io": {"uring": uring},
+                         "lua": {"hook_budget": "30s"}}, admin=True)
     batched = (uring == "auto" and kernel_allows_io_uring()
                and READER == "moongate")
     if READER == "libwebsockets":
