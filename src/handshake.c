@@ -31,7 +31,7 @@ static const char *handshake_hdr(struct lws *wsi, enum lws_token_indexes t, char
 }
 
 /* A Sec-WebSocket-Key must be base64 of exactly 16 bytes. */
-static int handshake_key_valid(const char *key)
+int handshake_key_valid(const char *key)
 {
     static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     if (strlen(key) != 24 || key[22] != '=' || key[23] != '=')
@@ -43,7 +43,7 @@ static int handshake_key_valid(const char *key)
     return strchr("AQgw", key[21]) != NULL;
 }
 
-static int handshake_token_has(const char *list, const char *word)
+int handshake_token_has(const char *list, const char *word)
 {
     size_t wl = strlen(word);
     for (const char *p = list; *p;) {
