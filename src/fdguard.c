@@ -19,6 +19,9 @@ static const char fdguard_503[] = "HTTP/1.1 503 Service Unavailable\r\n"
                                   "connection: close\r\n\r\n"
                                   "server out of file descriptors\n";
 
+/* A socket's place in the handshake count (fg.in). */
+enum { FDGUARD_WAITING = 1, FDGUARD_DYING = 2 };
+
 /* Log lines about refusals and evictions: at most one a second. */
 #define FDGUARD_LOG_MS 1000
 
@@ -33,9 +36,11 @@ static struct {
      * arrays indexed by descriptor. */
     int cap;
     int *prev, *next;
-    unsigned char *in;
+    unsigned char *in; /* FDGUARD_WAITING, FDGUARD_DYING or 0 */
     int head, tail;
-    uint32_t pending, max;
+    uint32_t pending; /* in the list */
+    uint32_t dying;   /* shut down to make room, not closed yet */
+    uint32_t max;
     int spare;                 /* a descriptor held to be let go when accept() runs out */
     int muted;                 /* a listener is left out of poll() (evpoll_mute) */
     int64_t log_at;            /* when the last line about refusals or evictions was */
@@ -67,7 +72,7 @@ static int fdguard_ours(void)
 
 static void fdguard_unlink(int fd)
 {
-    if (fd < 0 || fd >= fg.cap || !fg.in[fd])
+    if (fd < 0 || fd >= fg.cap || fg.in[fd] != FDGUARD_WAITING)
         return;
     if (fg.prev[fd] >= 0)
         fg.next[fg.prev[fd]] = fg.next[fd];
@@ -90,7 +95,7 @@ static void fdguard_append(int fd)
     else
         fg.head = fd;
     fg.tail = fd;
-    fg.in[fd] = 1;
+    fg.in[fd] = FDGUARD_WAITING;
     fg.pending++;
 }
 
@@ -113,19 +118,35 @@ static void fdguard_report(void)
     fg.log_at = now;
 }
 
-/* A new socket in its handshake; the oldest makes room if need be: shut
- * down, so that libwebsockets reads EOF and closes it its usual way. */
-static void fdguard_track(int fd)
+/* The listener rests until a descriptor is closed (fdguard_closed), or
+ * until until_ms. */
+static void fdguard_rest(int lfd, int64_t until_ms)
+{
+    if (evpoll_mute(lfd, until_ms) == 0)
+        fg.muted = 1;
+}
+
+/* A new socket in its handshake, accepted on lfd.  At the bound the one
+ * that has waited longest makes room: shut down, so that libwebsockets
+ * reads EOF and closes it its usual way.  It keeps its descriptor until
+ * then, so it still counts, and the listener rests until a close: a burst
+ * of connects never holds more than the bound, and one more. */
+static void fdguard_track(int lfd, int fd)
 {
     if (fd < 0 || fd >= fg.cap)
         return;
-    while (fg.pending >= fg.max && fg.head >= 0) {
-        int old = fg.head;
-        fdguard_unlink(old);
-        shutdown(old, SHUT_RDWR);
-        fg.evicted++;
-        fg.gw->metrics.handshakes_evicted++;
-        fdguard_report();
+    if (fg.pending + fg.dying >= fg.max) {
+        if (fg.head >= 0) {
+            int old = fg.head;
+            fdguard_unlink(old);
+            fg.in[old] = FDGUARD_DYING;
+            fg.dying++;
+            shutdown(old, SHUT_RDWR);
+            fg.evicted++;
+            fg.gw->metrics.handshakes_evicted++;
+            fdguard_report();
+        }
+        fdguard_rest(lfd, gw_clock_ms() + FDGUARD_LOG_MS);
     }
     fdguard_append(fd);
 }
@@ -152,8 +173,7 @@ static void fdguard_exhausted(int lfd)
         }
         fg.spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
     }
-    if (evpoll_mute(lfd, gw_clock_ms() + FDGUARD_BACKOFF_MS) == 0)
-        fg.muted = 1;
+    fdguard_rest(lfd, gw_clock_ms() + FDGUARD_BACKOFF_MS);
     fdguard_report();
 }
 
@@ -163,7 +183,7 @@ static void fdguard_exhausted(int lfd)
 static int fdguard_accepted(int lfd, int k)
 {
     if (k >= 0) {
-        fdguard_track(k);
+        fdguard_track(lfd, k);
         return k;
     }
     int e = errno;
@@ -191,6 +211,10 @@ int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 static void fdguard_closed(void *arg, int fd)
 {
     (void)arg;
+    if (fd >= 0 && fd < fg.cap && fg.in[fd] == FDGUARD_DYING) {
+        fg.in[fd] = 0;
+        fg.dying--;
+    }
     fdguard_unlink(fd);
     if (fg.muted) { /* a descriptor is free again: the listeners may go on */
         evpoll_unmute_all();
@@ -208,7 +232,7 @@ void fdguard_upgraded(int fd)
 
 uint32_t fdguard_pending(void)
 {
-    return fg.pending;
+    return fg.pending + fg.dying;
 }
 
 void fdguard_set_max(uint32_t max_handshakes)
@@ -252,6 +276,6 @@ void fdguard_stop(void)
     fg.cap = 0;
     fg.spare = -1;
     fg.head = fg.tail = -1;
-    fg.pending = 0;
+    fg.pending = fg.dying = 0;
     fg.muted = 0;
 }

@@ -7,8 +7,9 @@
  *    them took every descriptor.  Now at most limits.max_handshakes
  *    accepted sockets are in their handshake at once; past that, the one
  *    that has waited longest is shut down to make room (as nginx reuses
- *    its oldest idle connection): a real client's handshake takes
- *    milliseconds, so it is never the oldest for long.
+ *    its oldest idle connection), and until it is closed the listener
+ *    rests: a real client's handshake takes milliseconds, so it is never
+ *    the oldest for long.
  *  - When accept() fails for lack of descriptors (EMFILE, ENFILE: other
  *    files the process holds, a system-wide limit), the listener stayed
  *    readable and libwebsockets retried at once, forever: 100% CPU and an

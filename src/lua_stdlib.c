@@ -18,9 +18,10 @@
  *  - The JIT stays off: jit.on() raises (hook budgets depend on it).
  *  - With lua.sandbox: no debug, io, ffi or jit libraries, no loadfile or
  *    dofile, no C modules (package.loadlib, the C searchers), os reduced to
- *    time, clock, date and difftime, and load and loadstring take source
- *    text only (LuaJIT bytecode is not verified: a crafted chunk can read
- *    and write any memory).
+ *    time, clock, date and difftime, load and loadstring take source text
+ *    only (LuaJIT bytecode is not verified: a crafted chunk can read and
+ *    write any memory), and no newproxy (the only way Lua 5.1 code makes a
+ *    __gc finalizer, which the hook budget cannot interrupt).
  *
  * Opened inside a protected call while a state is built (script.c). */
 #include <errno.h>
@@ -224,7 +225,7 @@ static const char stdlib_sandbox[] =
     "  return raw_load(s, name, 't')\n"
     "end\n"
     "local os_ = {time = os.time, clock = os.clock, date = os.date, difftime = os.difftime}\n"
-    "os, io, debug, jit, loadfile, dofile = os_, nil, nil, nil, nil, nil\n"
+    "os, io, debug, jit, loadfile, dofile, newproxy = os_, nil, nil, nil, nil, nil, nil\n"
     "local loaded, preload = package.loaded, package.preload\n"
     "loaded.os = os_\n"
     "for _, m in ipairs({'io', 'debug', 'ffi', 'jit', 'jit.util', 'jit.opt', 'jit.profile'}) do\n"

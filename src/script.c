@@ -72,8 +72,8 @@ static int script_traceback(lua_State *L)
  * allocates, outside a protected call, so under a rescue point). */
 static int script_push_base(mg_script *s)
 {
-    jmp_buf rescue;
-    if (_setjmp(rescue) != 0) {
+    sigjmp_buf rescue; /* sigsetjmp(.., 0): no signal mask saved, and sanitizers see it */
+    if (sigsetjmp(rescue, 0) != 0) {
         s->rescue = NULL;
         return -1;
     }
@@ -109,7 +109,7 @@ static int script_panic(lua_State *L)
 {
     mg_script *s = script_of(L);
     if (s->rescue)
-        _longjmp(*s->rescue, 1);
+        siglongjmp(*s->rescue, 1);
     const char *msg = lua_tostring(L, -1);
     log_error("lua error outside a protected call, cannot go on: %s", msg ? msg : "?");
     abort();
@@ -276,13 +276,13 @@ static void script_finish_cycle(mg_script *s, uint64_t conn_id)
 static int script_run(mg_script *s, const script_job *j)
 {
     lua_State *L = s->L;
-    jmp_buf rescue;
+    sigjmp_buf rescue; /* sigsetjmp(.., 0): no signal mask saved, and sanitizers see it */
     volatile int tries = 0;
     if (!script_target(s, j))
         return -1;
     int64_t t0 = script_enter(s);
     s->cur_conn = j->conn_id;
-    if (_setjmp(rescue) != 0) {
+    if (sigsetjmp(rescue, 0) != 0) {
         s->rescue = NULL;
         script_report(s, 1, "a __gc finalizer", j->conn_id);
         lua_settop(L, SCRIPT_BASE);

@@ -53,7 +53,7 @@ struct mg_script {
     int sandbox;                       /* lua.sandbox when it was built */
     int closing;                       /* lua_close is running its finalizers */
     int co_depth;                      /* coroutines nested in the call now (lua_stdlib.c) */
-    jmp_buf *rescue;                   /* where script_panic jumps back to, or NULL */
+    sigjmp_buf *rescue;                /* where script_panic jumps back to, or NULL */
 };
 
 /* What on_handshake sees. */

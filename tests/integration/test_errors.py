@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import lua, line_of
+from conftest import NEEDS_ABORT, lua, line_of
 
 SCRIPT = lua(r"""
 function helper_that_fails(x)
@@ -130,6 +130,7 @@ def test_lua_errors_are_counted(gw, raw):
     assert delta == 2, (before["moongate_lua_errors_total"], after["moongate_lua_errors_total"])
 
 
+@NEEDS_ABORT
 @pytest.mark.parametrize("trigger", ["spin", "spin-calls"])
 def test_infinite_loop_aborted_repeatedly(gw, raw, trigger):
     c = raw(gw.port)
@@ -149,6 +150,7 @@ def test_infinite_loop_aborted_repeatedly(gw, raw, trigger):
     assert after - before == 3, (before, after)
 
 
+@NEEDS_ABORT
 def test_aborts_between_quick_calls_hit_only_the_runaway_ones(gw, raw):
     """Runaway and instant hooks, alternating and pipelined: each runaway one
     is aborted, every instant one runs (the abort never lands on the call
@@ -168,6 +170,7 @@ def test_aborts_between_quick_calls_hit_only_the_runaway_ones(gw, raw):
     echo(c, "still fine")
 
 
+@NEEDS_ABORT
 def test_infinite_loop_inside_pcall_is_still_aborted(gw, raw):
     """The abort cannot be swallowed by a pcall in the script."""
     c = raw(gw.port)
@@ -179,6 +182,7 @@ def test_infinite_loop_inside_pcall_is_still_aborted(gw, raw):
     assert time.monotonic() - t0 < 5.0
 
 
+@NEEDS_ABORT
 def test_hook_time_is_measured(gw, raw):
     c = raw(gw.port)
     echo(c, "x")
@@ -238,6 +242,7 @@ def wait_watchdog_still(pid, timeout=10):
     raise AssertionError("the hook watchdog still wakes %d s after the last hook" % timeout)
 
 
+@NEEDS_ABORT
 def test_idle_watchdog_sleeps_and_still_aborts(gw, raw):
     """With no hook running for a second the watchdog stops ticking; the
     next hook wakes it, its time does not include the idle stretch, and a

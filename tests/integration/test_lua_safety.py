@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import lua, metric_sum, run_cli
+from conftest import NEEDS_ABORT, lua, metric_sum, run_cli
 
 ECHO_TAIL = """
 function on_message(conn, data, kind)
@@ -98,6 +98,7 @@ end
 """
 
 
+@NEEDS_ABORT
 def test_xpcall_handler_that_loops_is_aborted_with_the_call(gateway, raw):
     """xpcall(loop, loop): the budget's error must not land in the looping
     message handler (which LuaJIT runs where no hook fires): the whole call
@@ -261,6 +262,7 @@ def test_handles_are_checked_by_kind(gateway, raw):
     assert ok3 == "true"
 
 
+@NEEDS_ABORT
 def test_on_reload_runs_under_the_new_config(gateway, raw):
     """on_reload runs with the new config already enforced by the C side
     (here: its hook budget), and if it fails the old config is back."""
@@ -302,6 +304,7 @@ def test_sandbox_takes_dangerous_libraries_away(gateway, raw):
           r[#r + 1] = "time=" .. tostring(type(os.time()) == "number")
           r[#r + 1] = "loadfile=" .. tostring(has(loadfile))
           r[#r + 1] = "dofile=" .. tostring(has(dofile))
+          r[#r + 1] = "newproxy=" .. tostring(has(newproxy))
           r[#r + 1] = "loadlib=" .. tostring(has(package.loadlib))
           r[#r + 1] = "ffi=" .. tostring((pcall(require, "ffi")))
           r[#r + 1] = "jitutil=" .. tostring((pcall(require, "jit.util")))
@@ -319,7 +322,7 @@ def test_sandbox_takes_dangerous_libraries_away(gateway, raw):
     got = dict(kv.split("=", 1) for kv in c.recv_text().split(" "))
     assert got == {"debug": "false", "io": "false", "jit": "false", "exit": "false",
                    "execute": "false", "getenv": "false", "time": "true", "loadfile": "false",
-                   "dofile": "false", "loadlib": "false", "ffi": "false", "jitutil": "false",
+                   "dofile": "false", "newproxy": "false", "loadlib": "false", "ffi": "false", "jitutil": "false",
                    "bytecode": "false", "source": "42", "loadstring": "2", "json": "[1]",
                    "flag": "true"}, got
 

@@ -237,12 +237,56 @@ static void test_active(void)
     CHECK(evpoll_active());
 }
 
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void mute_case(nfds_t n)
+{
+    /* A readable pipe, muted: poll() neither reports it nor waits past the
+     * mute's end; after, it is readable again, and evpoll_unmute_all
+     * lifts a mute early. */
+    int p[2];
+    CHECK(pipe(p) == 0);
+    CHECK(write(p[1], "x", 1) == 1);
+    static struct pollfd fds[NPIPES + 1];
+    for (nfds_t i = 0; i + 1 < n; i++)
+        fds[i] = (struct pollfd){.fd = -1, .events = POLLIN}; /* ignored: only n counts */
+    fds[n - 1] = (struct pollfd){.fd = p[0], .events = POLLIN};
+    CHECK(evpoll_mute(p[0], now_ms() + 150) == 0);
+    int64_t t0 = now_ms();
+    CHECK(poll(fds, n, 0) == 0);
+    CHECK(fds[n - 1].events == POLLIN); /* the caller's array is as it was */
+    int rc = poll(fds, n, 5000);          /* wakes when the mute ends ... */
+    int64_t waited = now_ms() - t0;
+    CHECK(waited >= 100 && waited < 2000);
+    if (rc == 0)
+        rc = poll(fds, n, 0); /* ... and then sees it readable */
+    CHECK(rc == 1 && (fds[n - 1].revents & POLLIN));
+    CHECK(evpoll_mute(p[0], now_ms() + 60000) == 0);
+    CHECK(poll(fds, n, 0) == 0);
+    evpoll_unmute_all();
+    CHECK(poll(fds, n, 0) == 1);
+    close(p[0]);
+    close(p[1]);
+}
+
+static void test_mute(void)
+{
+    mute_case(3);          /* libc's poll() */
+    mute_case(NPIPES + 1); /* the epoll set */
+}
+
 int main(void)
 {
     setup();
     const tl_case cases[] = {T(test_readable),    T(test_events_change), T(test_drop_and_reuse),
                              T(test_timeout),     T(test_other_thread),  T(test_active),
-                             T(test_ready_report)};
+                             T(test_ready_report),
+                             T(test_mute)};
     int rc = tl_run("evpoll", cases, (int)(sizeof(cases) / sizeof(cases[0])));
     evpoll_stop();
     return rc;
