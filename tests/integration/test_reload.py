@@ -442,7 +442,7 @@ def test_a_hostile_or_big_config_does_not_stall_the_loop(gateway, raw):
     """The config is read on a thread of its own: a file nested 50,000 deep
     (which libyaml alone takes seconds over) is refused with FILE:LINE:COL
     and a 1 MiB one of plain keys is loaded, while a client's echoes keep
-    coming back within a fraction of a second all along."""
+    coming back all along, each within a second even on a loaded machine."""
     g = gateway(script("v1"), admin=True)
     c = raw(g.port)
     base = to_yaml(g.config) + "\n"
@@ -465,4 +465,8 @@ def test_a_hostile_or_big_config_does_not_stall_the_loop(gateway, raw):
         assert m.group(1) == outcome, m.group(0)
         if outcome == "failed":
             assert re.search(r"conf\.yaml:\d+:\d+: nested too deeply", m.group(2)), m.group(2)
-        assert worst < 0.3, "an echo took %.3f s during the reload" % worst
+        # (Only the script's load runs on the loop: with this app section,
+        # building gw.config takes milliseconds, tens under the sanitizers;
+        # the nested file alone held the loop for 5 s before.)
+        print("worst echo during the %s reload: %.3f s" % (outcome, worst))
+        assert worst < 1.0, "an echo took %.3f s during the reload" % worst
