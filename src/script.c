@@ -219,7 +219,7 @@ typedef struct script_job {
     const char *what;    /* for the log: "on_message", "timer" */
     uint64_t conn_id;    /* for the log, 0 if none */
     script_hook_id hook; /* a hook, looked up as a global ... */
-    int ref;             /* ... unless this is a registry reference (>= 0) */
+    int ref;             /* ... unless this is a registry reference (> 0; luaL_ref never gives 0) */
     script_args_fn args; /* pushes the arguments, or NULL for none */
     const void *ctx;     /* for args */
     int nresults;        /* left on the stack if the call succeeded */
@@ -243,7 +243,7 @@ static int script_hook(mg_script *s, script_hook_id id)
  * raise); 0 if there is none. */
 static int script_target(mg_script *s, const script_job *j)
 {
-    if (j->ref < 0)
+    if (j->ref <= 0)
         return script_hook(s, j->hook);
     lua_rawgeti(s->L, LUA_REGISTRYINDEX, j->ref);
     return 1;
@@ -403,7 +403,7 @@ int script_prepare(mg_gw *gw, const mg_config *cfg, mg_script **out, char *err, 
 
 int script_run_reload(mg_script *ns, char *err, size_t errlen)
 {
-    script_job j = {.what = "on_reload", .hook = HOOK_ON_RELOAD, .ref = -1};
+    script_job j = {.what = "on_reload", .hook = HOOK_ON_RELOAD};
     lua_State *L = ns->L;
     if (!script_target(ns, &j))
         return 0;
@@ -485,7 +485,6 @@ int script_on_handshake(mg_gw *gw, const mg_request *req, int *status, char *bod
     lua_State *L = s->L;
     script_job j = {.what = "on_handshake",
                     .hook = HOOK_ON_HANDSHAKE,
-                    .ref = -1,
                     .args = script_args_request,
                     .ctx = req,
                     .nresults = 3};
@@ -522,7 +521,6 @@ void script_on_connect(mg_gw *gw, mg_conn *c)
     script_job j = {.what = "on_connect",
                     .conn_id = c->id,
                     .hook = HOOK_ON_CONNECT,
-                    .ref = -1,
                     .args = script_args_conn,
                     .ctx = c};
     script_run(gw->script, &j);
@@ -550,7 +548,6 @@ void script_on_message(mg_gw *gw, mg_conn *c, const void *data, size_t len, int 
     script_job j = {.what = "on_message",
                     .conn_id = c->id,
                     .hook = HOOK_ON_MESSAGE,
-                    .ref = -1,
                     .args = script_args_message,
                     .ctx = &m};
     script_run(gw->script, &j);
@@ -580,7 +577,6 @@ void script_on_disconnect(mg_gw *gw, mg_conn *c, int code, const char *reason)
     script_job j = {.what = "on_disconnect",
                     .conn_id = c->id,
                     .hook = HOOK_ON_DISCONNECT,
-                    .ref = -1,
                     .args = script_args_disconnect,
                     .ctx = &x};
     script_run(gw->script, &j);
@@ -596,8 +592,7 @@ int script_on_task(mg_gw *gw, struct mg_delivery *d)
 {
     if (!gw->script)
         return -1;
-    script_job j = {
-        .what = "on_task", .hook = HOOK_ON_TASK, .ref = -1, .args = script_args_task, .ctx = d};
+    script_job j = {.what = "on_task", .hook = HOOK_ON_TASK, .args = script_args_task, .ctx = d};
     return script_run(gw->script, &j);
 }
 
@@ -614,11 +609,8 @@ void script_on_broker(mg_gw *gw, const char *state, const char *detail)
     if (!gw->script)
         return;
     const char *sd[2] = {state, detail};
-    script_job j = {.what = "on_broker",
-                    .hook = HOOK_ON_BROKER,
-                    .ref = -1,
-                    .args = script_args_broker,
-                    .ctx = sd};
+    script_job j = {
+        .what = "on_broker", .hook = HOOK_ON_BROKER, .args = script_args_broker, .ctx = sd};
     script_run(gw->script, &j);
 }
 

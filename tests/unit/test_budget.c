@@ -67,8 +67,8 @@ static lua_State *state_new(void)
     lua_State *L = luaL_newstate();
     luaL_openlibs(L);
     luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
-    if (luaL_dostring(L, SPIN
-                         "function quick() local x = 0 for i = 1, 10 do x = x + i end end") != 0)
+    if (luaL_dostring(L, SPIN "function quick() local x = 0 for i = 1, 10 do x = x + i end end") !=
+        0)
         return NULL;
     return L;
 }

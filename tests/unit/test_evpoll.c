@@ -260,7 +260,7 @@ static void mute_case(nfds_t n)
     int64_t t0 = now_ms();
     CHECK(poll(fds, n, 0) == 0);
     CHECK(fds[n - 1].events == POLLIN); /* the caller's array is as it was */
-    int rc = poll(fds, n, 5000);          /* wakes when the mute ends ... */
+    int rc = poll(fds, n, 5000);        /* wakes when the mute ends ... */
     int64_t waited = now_ms() - t0;
     CHECK(waited >= 100 && waited < 2000);
     if (rc == 0)
@@ -283,10 +283,9 @@ static void test_mute(void)
 int main(void)
 {
     setup();
-    const tl_case cases[] = {T(test_readable),    T(test_events_change), T(test_drop_and_reuse),
-                             T(test_timeout),     T(test_other_thread),  T(test_active),
-                             T(test_ready_report),
-                             T(test_mute)};
+    const tl_case cases[] = {T(test_readable),     T(test_events_change), T(test_drop_and_reuse),
+                             T(test_timeout),      T(test_other_thread),  T(test_active),
+                             T(test_ready_report), T(test_mute)};
     int rc = tl_run("evpoll", cases, (int)(sizeof(cases) / sizeof(cases[0])));
     evpoll_stop();
     return rc;
