@@ -58,7 +58,7 @@ static void broker_forget(mg_gw *gw, mg_delivery *d, const char *final)
         b->tail = d->prev;
     if (gw->script)
         lua_msg_settled(gw->script, d->id, final);
-    gw->metrics.broker_unsettled--;
+    gw->metrics->broker_unsettled--;
     link_delivery_free(d->d);
     free(d);
 }
@@ -86,7 +86,7 @@ static const char *broker_usable(mg_gw *gw, mg_delivery *d)
     if (d->state == MG_DLV_FORWARDING)
         return "already settled (being forwarded)";
     if (!b->up || d->epoch != b->epoch) {
-        gw->metrics.broker_lost++;
+        gw->metrics->broker_lost++;
         broker_forget(gw, d, "lost");
         return "broker connection lost: the broker requeued it";
     }
@@ -105,11 +105,11 @@ const char *broker_settle(mg_gw *gw, mg_delivery *d, link_cmd_type how)
     c->tag = d->d->tag;
     link_post(gw->broker->link, c);
     if (how == LINK_CMD_ACK)
-        gw->metrics.broker_acks++;
+        gw->metrics->broker_acks++;
     else if (how == LINK_CMD_REQUEUE)
-        gw->metrics.broker_requeues++;
+        gw->metrics->broker_requeues++;
     else
-        gw->metrics.broker_rejects++;
+        gw->metrics->broker_rejects++;
     broker_forget(gw, d,
                   how == LINK_CMD_ACK       ? "acked"
                   : how == LINK_CMD_REQUEUE ? "requeued"
@@ -122,13 +122,13 @@ static const char *broker_send(mg_gw *gw, link_cmd *c)
     mg_broker *b = gw->broker;
     if (b->pub_pending >= b->pub_max) {
         link_cmd_free(c);
-        gw->metrics.broker_publish_failures++;
+        gw->metrics->broker_publish_failures++;
         return "broker publish buffer full";
     }
     c->type = LINK_CMD_PUBLISH;
     c->pub_id = ++b->next_pub_id;
     b->pub_pending++;
-    gw->metrics.broker_published++;
+    gw->metrics->broker_published++;
     link_post(b->link, c);
     return NULL;
 }
@@ -247,7 +247,7 @@ static void broker_refuse(mg_gw *gw, link_event *e)
         c->epoch = e->epoch;
         c->tag = e->d->tag;
         link_post(gw->broker->link, c);
-        gw->metrics.broker_requeues++;
+        gw->metrics->broker_requeues++;
     }
 }
 
@@ -272,8 +272,8 @@ static void broker_on_delivery(mg_gw *gw, link_event *e)
     d->d = e->d;
     e->d = NULL;
     broker_link_in(b, d);
-    gw->metrics.broker_deliveries++;
-    gw->metrics.broker_unsettled++;
+    gw->metrics->broker_deliveries++;
+    gw->metrics->broker_unsettled++;
     broker_deliver(gw, d);
 }
 
@@ -283,7 +283,7 @@ static void broker_on_published(mg_gw *gw, link_event *e)
     if (b->pub_pending)
         b->pub_pending--;
     if (!e->ok)
-        gw->metrics.broker_publish_failures++;
+        gw->metrics->broker_publish_failures++;
     mg_delivery *d = dict_get_u64(&b->by_pub, e->pub_id);
     if (!d) {
         if (!e->ok)
@@ -293,7 +293,7 @@ static void broker_on_published(mg_gw *gw, link_event *e)
     dict_del(&b->by_pub, &d->pub_id, sizeof(d->pub_id));
     if (e->ok) {
         d->state = MG_DLV_UNSETTLED; /* so broker_forget skips by_pub */
-        gw->metrics.broker_forwards++;
+        gw->metrics->broker_forwards++;
         broker_forget(gw, d, "forwarded");
         return;
     }
@@ -312,8 +312,8 @@ static void broker_on_up(mg_gw *gw, link_event *e)
     mg_broker *b = gw->broker;
     b->up = 1;
     b->epoch = e->epoch;
-    gw->metrics.broker_up = 1;
-    gw->metrics.broker_connects++;
+    gw->metrics->broker_up = 1;
+    gw->metrics->broker_connects++;
     log_info("broker: up %s", e->text ? e->text : "");
     script_on_broker(gw, "up", e->text ? e->text : "");
 }
@@ -323,11 +323,11 @@ static void broker_on_down(mg_gw *gw, link_event *e)
     mg_broker *b = gw->broker;
     int was_up = b->up;
     b->up = 0;
-    gw->metrics.broker_up = 0;
+    gw->metrics->broker_up = 0;
     for (mg_delivery *d = b->head, *next; d; d = next) {
         next = d->next;
         if (d->epoch <= e->epoch) {
-            gw->metrics.broker_lost++;
+            gw->metrics->broker_lost++;
             broker_forget(gw, d, "lost");
         }
     }

@@ -1245,6 +1245,20 @@ static void broker_config_free(mg_broker_config *b)
     free(b);
 }
 
+/* workers: N, or auto (the online CPUs, at most CONFIG_MAX_WORKERS). */
+static int parse_workers(load_ctx *lc, const yaml_node_t *val, const char *where,
+                         const key_spec *ks, void *base)
+{
+    if (val->type == YAML_SCALAR_NODE && !strcmp((const char *)val->data.scalar.value, "auto")) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        if (n < 1)
+            n = 1;
+        *FIELD(base, ks, uint32_t) = n > CONFIG_MAX_WORKERS ? CONFIG_MAX_WORKERS : (uint32_t)n;
+        return 0;
+    }
+    return parse_uint32(lc, val, where, ks, base);
+}
+
 /* clang-format off */
 static const key_spec top_keys[] = {
     {.name = "listen",    .parse = parse_listen,    .required = 1},
@@ -1260,6 +1274,7 @@ static const key_spec top_keys[] = {
     {.name = "log",       .parse = parse_section,   .keys = log_keys},
     {.name = "admin",     .parse = parse_admin,     .keys = admin_keys},
     {.name = "broker",    .parse = parse_broker,    .keys = broker_keys},
+    {.name = "workers",   .parse = parse_workers,   .offset = CFG(workers), .min = 1, .max = CONFIG_MAX_WORKERS},
     {.name = "app",       .parse = parse_app},
     {0}};
 /* clang-format on */
@@ -1456,6 +1471,7 @@ mg_config *config_new_defaults(void)
     cfg->ping_interval_ms = 25000;
     cfg->ping_timeout_ms = 60000;
     cfg->max_connections = 10000;
+    cfg->workers = 1;
     cfg->max_handshakes = 1024;
     cfg->max_message_size = 1ull << 20;
     cfg->send_queue_max = 4ull << 20;

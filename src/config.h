@@ -73,6 +73,10 @@ typedef struct mg_broker_config {
     size_t nconsume;
 } mg_broker_config;
 
+/* Bounds of `workers:` (a connection id keeps its worker in id % workers,
+ * and a peer set is a 64-bit mask). */
+#define CONFIG_MAX_WORKERS 64
+
 typedef struct mg_config {
     char *file; /* the YAML file it came from, NULL when built from flags */
 
@@ -118,6 +122,8 @@ typedef struct mg_config {
     char *admin_host;  /* default "127.0.0.1" when admin: is present */
     int admin_port;    /* 0 = admin endpoint off (no admin: section) */
     char *admin_token; /* bearer token, or NULL */
+
+    uint32_t workers; /* worker processes, default 1; `auto` = online CPUs (master.c) */
 
     mg_broker_config *broker; /* `broker:` section, or NULL */
 

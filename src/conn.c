@@ -14,10 +14,34 @@
 #include <sys/uio.h>
 
 #include "log.h"
+#include "peer.h"
 #include "pubsub.h"
+#include "workers.h"
 #include "wsrx.h"
 
 static void conn_flush_unlink(mg_gw *gw, mg_conn *c);
+
+/* Clients in state open went up or down by one; other workers read the
+ * count from the shared slot (gw.count("all")). */
+static void conn_count(mg_gw *gw, int d)
+{
+    gw->conns_open += (uint64_t)(int64_t)d;
+    if (gw->self)
+        __atomic_store_n(&gw->self->conns_open, gw->conns_open, __ATOMIC_RELAXED);
+}
+
+/* c lets its name go: out of the table, and the other workers told. */
+static void conn_drop_name(mg_gw *gw, mg_conn *c)
+{
+    if (!c->name)
+        return;
+    if (dict_get(&gw->conns_by_name, c->name, strlen(c->name)) == c) {
+        dict_del(&gw->conns_by_name, c->name, strlen(c->name));
+        peers_unclaim(gw, c->name, c->id);
+    }
+    free(c->name);
+    c->name = NULL;
+}
 
 void conn_table_init(mg_gw *gw)
 {
@@ -44,7 +68,7 @@ mg_conn *conn_create(mg_gw *gw, struct lws *wsi, const char *path, const char *q
     mg_conn *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
-    c->id = gw->next_conn_id++;
+    c->id = workers_conn_id(gw);
     c->wsi = wsi;
     /* One block for the request's strings: a malloc header, not four. */
     size_t pl = strlen(path ? path : "") + 1, ql = strlen(query ? query : "") + 1;
@@ -72,9 +96,9 @@ mg_conn *conn_create(mg_gw *gw, struct lws *wsi, const char *path, const char *q
     if (gw->conn_list)
         gw->conn_list->prev = c;
     gw->conn_list = c;
-    gw->metrics.connections++;
-    gw->metrics.connections_total++;
-    gw->conns_open++;
+    gw->metrics->connections++;
+    gw->metrics->connections_total++;
+    conn_count(gw, +1);
     return c;
 oom:
     free(c->headers);
@@ -87,8 +111,7 @@ void conn_destroy(mg_gw *gw, mg_conn *c)
     if (c->in_flush)
         conn_flush_unlink(gw, c);
     pubsub_unsubscribe_all(gw, c);
-    if (c->name && dict_get(&gw->conns_by_name, c->name, strlen(c->name)) == c)
-        dict_del(&gw->conns_by_name, c->name, strlen(c->name));
+    conn_drop_name(gw, c);
     dict_del(&gw->conns_by_id, &c->id, sizeof(c->id));
     if (c->prev)
         c->prev->next = c->next;
@@ -96,9 +119,9 @@ void conn_destroy(mg_gw *gw, mg_conn *c)
         gw->conn_list = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    gw->metrics.connections--;
+    gw->metrics->connections--;
     if (c->state == MG_CONN_OPEN)
-        gw->conns_open--;
+        conn_count(gw, -1);
 
     for (uint32_t i = 0; i < c->nattrs; i++) {
         free(c->attrs[i].key);
@@ -109,7 +132,6 @@ void conn_destroy(mg_gw *gw, mg_conn *c)
     free(c->rx);
     wsrx_free(&c->wsrx);
     free(c->headers); /* and path, query, remote */
-    free(c->name);
     free(c->close_reason);
     free(c);
 }
@@ -185,7 +207,7 @@ int conn_set_name(mg_gw *gw, mg_conn *c, const char *name, const char **err)
 
     if (holder == c)
         return 0;
-    if (holder && gw->cfg->duplicate_names == MG_DUP_REJECT) {
+    if (gw->cfg->duplicate_names == MG_DUP_REJECT && (holder || peers_name_free(gw, name) != 0)) {
         *err = "name taken";
         return -1;
     }
@@ -194,17 +216,9 @@ int conn_set_name(mg_gw *gw, mg_conn *c, const char *name, const char **err)
         *err = "out of memory";
         return -1;
     }
-    if (holder) {
-        log_conn(MG_LOG_INFO, holder->id, "replaced by conn %llu under name '%s'",
-                 (unsigned long long)c->id, name);
-        free(holder->name);
-        holder->name = NULL;
-        gw->metrics.evictions[MG_EVICT_REPLACED]++;
-        conn_close(gw, holder, 4001, "a new client with the same id connected", 0);
-    }
-    if (c->name && dict_get(&gw->conns_by_name, c->name, strlen(c->name)) == c)
-        dict_del(&gw->conns_by_name, c->name, strlen(c->name));
-    free(c->name);
+    if (holder)
+        conn_name_lost(gw, holder, "a new client with the same id connected");
+    conn_drop_name(gw, c);
     c->name = copy;
     int derr;
     dict_set(&gw->conns_by_name, copy, len, c, &derr);
@@ -214,7 +228,19 @@ int conn_set_name(mg_gw *gw, mg_conn *c, const char *name, const char **err)
         c->name = NULL;
         return -1;
     }
+    peers_claim(gw, copy, c->id);
     return 0;
+}
+
+void conn_name_lost(mg_gw *gw, mg_conn *c, const char *reason)
+{
+    log_conn(MG_LOG_INFO, c->id, "loses its name '%s': %s", c->name ? c->name : "", reason);
+    if (c->name && dict_get(&gw->conns_by_name, c->name, strlen(c->name)) == c)
+        dict_del(&gw->conns_by_name, c->name, strlen(c->name));
+    free(c->name);
+    c->name = NULL;
+    gw->metrics->evictions[MG_EVICT_REPLACED]++;
+    conn_close(gw, c, 4001, reason, 0);
 }
 
 const mg_value *conn_attr_get(const mg_conn *c, const char *key)
@@ -264,11 +290,11 @@ static int conn_over_limit(mg_gw *gw, mg_conn *c, size_t add)
     if (c->q.bytes == 0 || c->q.bytes + add <= gw->cfg->send_queue_max)
         return MG_SEND_OK;
     if (gw->cfg->slow_consumer == MG_SLOW_DROP) {
-        gw->metrics.sendq_drops++;
+        gw->metrics->sendq_drops++;
         return MG_SEND_DROPPED;
     }
     log_conn(MG_LOG_WARN, c->id, "slow consumer: %zu bytes queued, closing", c->q.bytes);
-    gw->metrics.evictions[MG_EVICT_SLOW_CONSUMER]++;
+    gw->metrics->evictions[MG_EVICT_SLOW_CONSUMER]++;
     conn_close(gw, c, 4002, "slow consumer", 1);
     return MG_SEND_EVICTED;
 }
@@ -330,8 +356,8 @@ static int conn_push(mg_gw *gw, mg_conn *c, int opcode, const void *data, size_t
 
 static void conn_count_out(mg_gw *gw, size_t payload)
 {
-    gw->metrics.messages_out++;
-    gw->metrics.bytes_out += payload;
+    gw->metrics->messages_out++;
+    gw->metrics->bytes_out += payload;
 }
 
 /* A frame this big goes straight to the socket when nothing waits ahead
@@ -362,7 +388,7 @@ static int conn_send_direct(mg_gw *gw, mg_conn *c, int opcode, const void *data,
     if (sendq_push_frame_rest(&c->q, opcode, data, len, sent) != 0)
         return MG_SEND_NOMEM;
     c->wr_blocked = 1;
-    gw->metrics.send_blocked++;
+    gw->metrics->send_blocked++;
     lws_callback_on_writable(c->wsi); /* the socket is full: wait for POLLOUT */
     return MG_SEND_OK;
 }
@@ -442,7 +468,7 @@ const char *conn_close_reason(const mg_conn *c)
 void conn_leave_open(mg_gw *gw, mg_conn *c, mg_conn_state state)
 {
     if (c->state == MG_CONN_OPEN)
-        gw->conns_open--;
+        conn_count(gw, -1);
     c->state = state;
 }
 

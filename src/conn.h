@@ -112,6 +112,10 @@ static inline mg_conn *conn_by_fd(const mg_gw *gw, int fd)
 
 mg_conn *conn_find(mg_gw *gw, uint64_t id);
 mg_conn *conn_find_name(mg_gw *gw, const char *name);
+/* c's name went to a newer connection (names.duplicate: replace), here or
+ * on another worker, or, with reject, to an older one on another worker
+ * whose claim crossed c's: c is closed with 4001 and reason. */
+void conn_name_lost(mg_gw *gw, mg_conn *c, const char *reason);
 /* Open (not closing) and still attached to a socket. */
 int conn_is_open(const mg_conn *c);
 

@@ -130,7 +130,7 @@ static int fastrx_read(mg_gw *gw, mg_conn *c, int fd)
 static void fastrx_read_done(void *arg, void *ctx, int res, size_t len)
 {
     (void)len;
-    ((mg_gw *)arg)->metrics.uring_reads++;
+    ((mg_gw *)arg)->metrics->uring_reads++;
     ((fastrx_slot *)ctx)->res = res;
 }
 

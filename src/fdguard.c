@@ -47,6 +47,8 @@ static struct {
     uint64_t refused, evicted; /* ... and how many since */
     fdguard_accept_fn real_accept;
     fdguard_accept4_fn real_accept4;
+    int share;          /* bind() listeners with SO_REUSEPORT (fdguard_share_ports) ... */
+    pthread_t share_on; /* ... on this thread */
 } fg = {.head = -1, .tail = -1, .spare = -1};
 
 static fdguard_accept_fn fdguard_libc_accept(void)
@@ -143,7 +145,7 @@ static void fdguard_track(int lfd, int fd)
             fg.dying++;
             shutdown(old, SHUT_RDWR);
             fg.evicted++;
-            fg.gw->metrics.handshakes_evicted++;
+            fg.gw->metrics->handshakes_evicted++;
             fdguard_report();
         }
         fdguard_rest(lfd, gw_clock_ms() + FDGUARD_LOG_MS);
@@ -159,7 +161,7 @@ static void fdguard_track(int lfd, int fd)
 static void fdguard_exhausted(int lfd)
 {
     fg.refused++;
-    fg.gw->metrics.accept_refused++;
+    fg.gw->metrics->accept_refused++;
     if (fg.spare >= 0) {
         close(fg.spare);
         fg.spare = -1;
@@ -205,6 +207,30 @@ int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 {
     int k = fdguard_libc_accept4()(fd, addr, len, flags);
     return fdguard_ours() ? fdguard_accepted(fd, k) : k;
+}
+
+typedef int (*fdguard_bind_fn)(int, const struct sockaddr *, socklen_t);
+
+int bind(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    static fdguard_bind_fn real;
+    if (!real && !(real = (fdguard_bind_fn)dlsym(RTLD_NEXT, "bind"))) {
+        errno = ENOSYS;
+        return -1;
+    }
+    if (fg.share && pthread_equal(pthread_self(), fg.share_on) && addr &&
+        (addr->sa_family == AF_INET || addr->sa_family == AF_INET6)) {
+        int one = 1;
+        if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
+            return -1;
+    }
+    return real(fd, addr, len);
+}
+
+void fdguard_share_ports(int on)
+{
+    fg.share = on;
+    fg.share_on = pthread_self();
 }
 
 /* evpoll_close_fn: a descriptor closed on the loop's thread. */

@@ -29,6 +29,13 @@
 
 #include "gw.h"
 
+/* workers: N.  While on, TCP sockets bound on the calling thread get
+ * SO_REUSEPORT first: each worker's libwebsockets binds the listeners
+ * itself (lws 4.1 sets SO_REUSEPORT nowhere on Linux), and the kernel
+ * spreads new connections over the workers.  bind() is defined here for
+ * that, as accept() is. */
+void fdguard_share_ports(int on);
+
 /* How long a listener out of descriptors is not polled. */
 #define FDGUARD_BACKOFF_MS 100
 

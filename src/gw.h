@@ -21,6 +21,9 @@ typedef struct mg_conn mg_conn;
 typedef struct mg_script mg_script;
 typedef struct mg_slot mg_slot;
 typedef struct mg_broker mg_broker;
+typedef struct mg_shared mg_shared;
+typedef struct mg_worker_slot mg_worker_slot;
+typedef struct mg_peers mg_peers;
 
 /* Command-line choices that override the YAML file, re-applied on reload. */
 typedef struct mg_overrides {
@@ -67,7 +70,17 @@ typedef struct mg_gw {
     struct mg_reload *reload; /* the reload under way, if any (gwctl.c) */
     struct lws *reload_wsi;   /* its eventfd, adopted into the loop */
 
-    mg_metrics metrics;
+    /* Worker processes (master.c, workers.h, peer.c).  With one process:
+     * worker 1 of 1, shared NULL, metrics pointing at metrics_own. */
+    uint32_t worker, nworkers; /* this process is worker `worker` of `nworkers` */
+    mg_shared *shared;         /* the memory the master and its workers share */
+    mg_worker_slot *self;      /* this worker's slot in it */
+    mg_peers *peers;           /* links to the other workers, or NULL */
+    int ctl_fd;                /* socket to the master, or -1 */
+    struct lws *ctl_wsi;       /* ... adopted into the loop */
+
+    mg_metrics *metrics; /* metrics_own, or this worker's shared slot */
+    mg_metrics metrics_own;
     int64_t now_ms;  /* monotonic clock: read at most once per loop turn ... */
     int clock_stale; /* ... after the loop waited (see gw_now) */
 

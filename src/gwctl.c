@@ -1,12 +1,15 @@
 /* gwctl.c — the gateway's life cycle: config building, reload, drain. */
 #include "gwctl.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -15,6 +18,7 @@
 #include "fdguard.h"
 #include "heartbeat.h"
 #include "log.h"
+#include "master.h"
 #include "script.h"
 #include "server.h"
 
@@ -69,6 +73,8 @@ static void gwctl_check_listeners(const mg_config *a, const mg_config *b)
         log_warn("reload: broker changes take effect only after a restart");
     if (a->admin_port != b->admin_port)
         log_warn("reload: admin listener changes take effect only after a restart");
+    if (a->workers != b->workers)
+        log_warn("reload: workers changes take effect only after a restart");
 }
 
 /* Make cfg the config the C side enforces: limits and heartbeats of every
@@ -109,6 +115,12 @@ struct mg_reload {
     int nwaiting;
     gwctl_waiter next[GWCTL_WAITERS_MAX]; /* the next one's */
     int nnext;
+    /* Reloads of every worker asked of the master (gwctl_reload_all). */
+    gwctl_waiter asks[GWCTL_WAITERS_MAX];
+    uint32_t ask_seq[GWCTL_WAITERS_MAX];
+    int nasks;
+    uint32_t last_seq;
+    uint32_t last_master_seq; /* the master's latest MG_CTL_RELOAD */
 };
 
 static void *gwctl_read(void *arg)
@@ -135,7 +147,7 @@ static int gwctl_reload_failed(mg_gw *gw, char *err)
     for (char *p = err; *p; p++)
         if (*p == '\n' || *p == '\t')
             *p = ' ';
-    gw->metrics.reload_failures++;
+    gw->metrics->reload_failures++;
     snprintf(gw->last_reload_error, sizeof(gw->last_reload_error), "%s", err);
     log_error("reload failed: %s", err);
     return -1;
@@ -175,7 +187,7 @@ static int gwctl_finish(mg_gw *gw, mg_config *nc, char *err, size_t errlen, int6
                  nc->max_connections, gw->conn_capacity);
     config_free(old);
     broker_after_reload(gw);
-    gw->metrics.reloads++;
+    gw->metrics->reloads++;
     gw->last_reload_error[0] = '\0';
     log_info("reload ok (generation %llu, %lld ms)", (unsigned long long)gw->generation,
              (long long)(gw_clock_ms() - t0));
@@ -257,6 +269,97 @@ void gwctl_reload_forget(mg_gw *gw, void *arg)
     for (int i = 0; i < r->nnext; i++)
         if (r->next[i].arg == arg)
             r->next[i] = r->next[--r->nnext];
+    for (int i = 0; i < r->nasks; i++)
+        if (r->asks[i].arg == arg) {
+            r->asks[i] = r->asks[--r->nasks];
+            r->ask_seq[i] = r->ask_seq[r->nasks];
+        }
+}
+
+/* ---- the master's channel (workers: N) ---- */
+
+void gwctl_reload_all(mg_gw *gw, gwctl_done_fn done, void *arg)
+{
+    struct mg_reload *r = gw->reload;
+    if (gw->ctl_fd < 0 || !r) {
+        gwctl_reload(gw, done, arg);
+        return;
+    }
+    mg_ctl_msg m = {.type = MG_CTL_RELOAD_ASK, .seq = ++r->last_seq, .worker = gw->worker};
+    if (r->nasks == GWCTL_WAITERS_MAX || master_ctl_send(gw->ctl_fd, &m) != 0) {
+        snprintf(gw->last_reload_error, sizeof(gw->last_reload_error),
+                 r->nasks == GWCTL_WAITERS_MAX ? "too many reloads waiting"
+                                               : "cannot reach the master");
+        done(arg, 0);
+        return;
+    }
+    r->asks[r->nasks] = (gwctl_waiter){done, arg};
+    r->ask_seq[r->nasks++] = m.seq;
+}
+
+/* gwctl_done_fn: a reload the master asked for has ended here. */
+static void gwctl_tell_master(void *arg, int ok)
+{
+    mg_gw *gw = arg;
+    mg_ctl_msg m = {.type = MG_CTL_RELOADED,
+                    .seq = gw->reload ? gw->reload->last_master_seq : 0,
+                    .ok = (uint32_t)ok,
+                    .worker = gw->worker,
+                    .generation = gw->generation};
+    if (!ok)
+        snprintf(m.error, sizeof(m.error), "%s", gw->last_reload_error);
+    if (gw->ctl_fd >= 0)
+        master_ctl_send(gw->ctl_fd, &m);
+}
+
+static void gwctl_master_done(mg_gw *gw, const mg_ctl_msg *m)
+{
+    struct mg_reload *r = gw->reload;
+    for (int i = 0; r && i < r->nasks; i++) {
+        if (r->ask_seq[i] != m->seq)
+            continue;
+        gwctl_waiter w = r->asks[i];
+        r->asks[i] = r->asks[--r->nasks];
+        r->ask_seq[i] = r->ask_seq[r->nasks];
+        if (!m->ok)
+            snprintf(gw->last_reload_error, sizeof(gw->last_reload_error), "%s", m->error);
+        w.fn(w.arg, (int)m->ok);
+        return;
+    }
+}
+
+void gwctl_on_ctl(mg_gw *gw)
+{
+    mg_ctl_msg m;
+    for (;;) {
+        ssize_t n = recv(gw->ctl_fd, &m, sizeof(m), MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+            if (!gw->draining) {
+                log_error("worker %u: the master has gone: draining", gw->worker);
+                gwctl_drain(gw);
+            }
+            return;
+        }
+        if (n != (ssize_t)sizeof(m))
+            return;
+        m.error[sizeof(m.error) - 1] = 0;
+        if (m.type == MG_CTL_RELOAD) {
+            if (gw->reload)
+                gw->reload->last_master_seq = m.seq;
+            gwctl_reload(gw, gwctl_tell_master, gw);
+        } else if (m.type == MG_CTL_RELOAD_DONE) {
+            gwctl_master_done(gw, &m);
+        }
+    }
+}
+
+void gwctl_ready(mg_gw *gw)
+{
+    mg_ctl_msg m = {.type = MG_CTL_READY, .worker = gw->worker, .generation = gw->generation};
+    if (gw->ctl_fd >= 0)
+        master_ctl_send(gw->ctl_fd, &m);
 }
 
 int gwctl_reload_init(mg_gw *gw)
@@ -296,7 +399,7 @@ static void gwctl_drain_deadline(lws_sorted_usec_list_t *sul)
 {
     mg_gw *gw = lws_container_of(sul, mg_gw, drain_sul);
     log_warn("drain timeout: closing %llu connections that did not finish",
-             (unsigned long long)gw->metrics.connections);
+             (unsigned long long)gw->metrics->connections);
     gw->stopping = 1;
 }
 
@@ -306,7 +409,7 @@ void gwctl_drain(mg_gw *gw)
         gw->stopping = 1;
         return;
     }
-    log_info("draining %llu connections", (unsigned long long)gw->metrics.connections);
+    log_info("draining %llu connections", (unsigned long long)gw->metrics->connections);
     broker_drain(gw);
     server_drain(gw);
     lws_sul_schedule(gw->lws, 0, &gw->drain_sul, gwctl_drain_deadline,

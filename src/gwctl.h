@@ -29,6 +29,15 @@ int gwctl_reload_init(mg_gw *gw);
 int gwctl_reload_fd(const mg_gw *gw);
 void gwctl_reload_stop(mg_gw *gw);
 
+/* POST /reload: with workers, the master reloads every worker (master.h)
+ * and done is called when all have; with one process, gwctl_reload. */
+void gwctl_reload_all(mg_gw *gw, gwctl_done_fn done, void *arg);
+/* The master's channel is readable: a reload to run, or the end of one
+ * asked for; EOF (the master is gone) drains. */
+void gwctl_on_ctl(mg_gw *gw);
+/* Tell the master this worker serves. */
+void gwctl_ready(mg_gw *gw);
+
 /* The signalfd in the loop is readable. */
 void gwctl_on_signal(mg_gw *gw, int fd);
 

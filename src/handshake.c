@@ -139,7 +139,7 @@ static int handshake_refuse(mg_gw *gw, struct lws *wsi, int status, const char *
     char remote[64];
     handshake_remote(wsi, remote, sizeof(remote));
     log_conn(MG_LOG_INFO, 0, "upgrade from %s refused: %d %s", remote, status, body);
-    gw->metrics.handshakes_refused++;
+    gw->metrics->handshakes_refused++;
     http_respond(wsi, status, "text/plain", body, strlen(body), extra_name, extra_value);
     return -1; /* hang up once the answer is out */
 }
@@ -183,8 +183,8 @@ int handshake_check(mg_gw *gw, struct lws *wsi, const char *ws_path, const char 
         return handshake_refuse(gw, wsi, 400, "no subprotocol is supported\n", NULL, NULL);
     if (gw->draining)
         return handshake_refuse(gw, wsi, 503, "shutting down\n", NULL, NULL);
-    if (gw->metrics.connections >= gw->cfg->max_connections ||
-        gw->metrics.connections >= gw->conn_capacity)
+    if (gw->metrics->connections >= gw->cfg->max_connections ||
+        gw->metrics->connections >= gw->conn_capacity)
         return handshake_refuse(gw, wsi, 503, "too many connections\n", NULL, NULL);
 
     char remote[64], *headers = malloc(HANDSHAKE_HEADERS_MAX);

@@ -46,7 +46,7 @@ static void heartbeat_sweep(lws_sorted_usec_list_t *sul)
         if (cfg->ping_timeout_ms && now - c->last_rx_ms > (int64_t)cfg->ping_timeout_ms) {
             log_conn(MG_LOG_INFO, c->id, "heartbeat timeout: silent for %lld ms",
                      (long long)(now - c->last_rx_ms));
-            gw->metrics.evictions[MG_EVICT_HEARTBEAT]++;
+            gw->metrics->evictions[MG_EVICT_HEARTBEAT]++;
             conn_close(gw, c, 4000, "heartbeat timeout", 0);
             continue;
         }

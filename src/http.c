@@ -12,7 +12,9 @@
 #include "gwctl.h"
 #include "log.h"
 #include "lwsmem.h"
+#include "peer.h"
 #include "pubsub.h"
+#include "workers.h"
 
 static const char *http_reason(int status)
 {
@@ -122,22 +124,66 @@ static void admin_json_escape(char *out, size_t cap, const char *s)
     out[n] = '\0';
 }
 
+/* Workers running, of how many (1 of 1 with one process). */
+static uint32_t admin_workers_up(const mg_gw *gw)
+{
+    uint32_t up = 0;
+    if (!gw->shared)
+        return 1;
+    for (uint32_t i = 0; i < gw->shared->nworkers; i++)
+        up += __atomic_load_n(&gw->shared->slot[i].pid, __ATOMIC_RELAXED) != 0;
+    return up;
+}
+
 static int admin_health(mg_gw *gw, struct lws *wsi)
 {
-    char body[256];
-    snprintf(body, sizeof(body),
-             "{\"status\":\"%s\",\"connections\":%llu,\"generation\":%llu,"
-             "\"broker\":\"%s\"}\n",
-             gw->draining ? "draining" : "ok", (unsigned long long)gw->metrics.connections,
-             (unsigned long long)gw->generation, broker_state(gw));
+    char body[320];
+    uint64_t conns = gw->metrics->connections;
+    if (gw->shared) {
+        mg_metrics all;
+        workers_metrics_sum(gw->shared, &all);
+        conns = all.connections;
+    }
+    int n = snprintf(body, sizeof(body),
+                     "{\"status\":\"%s\",\"connections\":%llu,\"generation\":%llu,"
+                     "\"broker\":\"%s\"",
+                     gw->draining ? "draining" : "ok", (unsigned long long)conns,
+                     (unsigned long long)gw->generation, broker_state(gw));
+    if (gw->shared) /* which worker answered, and how many run */
+        snprintf(body + n, sizeof(body) - (size_t)n,
+                 ",\"worker\":%u,\"workers\":%u,\"workers_up\":%u}\n", gw->worker, gw->nworkers,
+                 admin_workers_up(gw));
+    else
+        snprintf(body + n, sizeof(body) - (size_t)n, "}\n");
     return admin_reply(wsi, gw->draining ? 503 : 200, "application/json", body);
+}
+
+/* The per-worker series, after the sums. */
+static size_t admin_metrics_workers(const mg_gw *gw, char *buf, size_t len)
+{
+    mg_worker_metrics w[CONFIG_MAX_WORKERS];
+    const mg_shared *sh = gw->shared;
+    for (uint32_t i = 0; i < sh->nworkers; i++) {
+        const mg_worker_slot *sl = &sh->slot[i];
+        int32_t pid = __atomic_load_n(&sl->pid, __ATOMIC_RELAXED);
+        w[i] = (mg_worker_metrics){
+            .worker = i + 1,
+            .pid = pid,
+            .connections = __atomic_load_n(&sl->metrics.connections, __ATOMIC_RELAXED),
+            .restarts = __atomic_load_n(&sl->restarts, __ATOMIC_RELAXED),
+            .resident_bytes = pid ? workers_resident(pid) : 0,
+            .messages_in = __atomic_load_n(&sl->metrics.messages_in, __ATOMIC_RELAXED),
+            .peer_dropped = __atomic_load_n(&sl->metrics.peer_dropped, __ATOMIC_RELAXED),
+        };
+    }
+    return metrics_render_workers(w, sh->nworkers, buf, len);
 }
 
 static int admin_metrics(mg_gw *gw, struct lws *wsi)
 {
-    char body[8192];
+    char body[32768];
     lwsmem_stats st;
-    gw->metrics.handshakes_pending = fdguard_pending();
+    gw->metrics->handshakes_pending = fdguard_pending();
     lwsmem_get_stats(&st);
     mg_mem_metrics mem = {.resident_bytes = metrics_resident_bytes(),
                           .lws_heap_bytes = st.heap_bytes,
@@ -145,7 +191,25 @@ static int admin_metrics(mg_gw *gw, struct lws *wsi)
                           .rx_releases = st.rx_releases,
                           .kept_bytes = st.warm_bytes,
                           .trimmed = st.trimmed};
-    size_t n = metrics_render(&gw->metrics, gw->generation, &mem, body, sizeof(body) - 1);
+    const mg_metrics *m = gw->metrics;
+    mg_metrics all;
+    if (gw->shared) {
+        /* Every worker's, added up; reloads are the gateway's (the master
+         * counts one per reload of all workers); memory is every worker's
+         * (the lws figures are this worker's). */
+        workers_metrics_sum(gw->shared, &all);
+        all.reloads = gw->shared->reloads;
+        all.reload_failures = gw->shared->reload_failures;
+        mem.resident_bytes = 0;
+        for (uint32_t i = 0; i < gw->shared->nworkers; i++) {
+            int32_t pid = __atomic_load_n(&gw->shared->slot[i].pid, __ATOMIC_RELAXED);
+            mem.resident_bytes += pid ? workers_resident(pid) : 0;
+        }
+        m = &all;
+    }
+    size_t n = metrics_render(m, gw->generation, &mem, body, sizeof(body) - 1);
+    if (gw->shared)
+        n += admin_metrics_workers(gw, body + n, sizeof(body) - 1 - n);
     body[n] = '\0';
     return admin_reply(wsi, 200, "text/plain; version=0.0.4", body);
 }
@@ -163,7 +227,7 @@ static int admin_reload(mg_gw *gw, struct lws *wsi, admin_session *s)
 {
     s->reload = ADMIN_RELOAD_WAITING;
     lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, ADMIN_RELOAD_WAIT_S);
-    gwctl_reload(gw, admin_reloaded, wsi);
+    gwctl_reload_all(gw, admin_reloaded, wsi);
     return 0; /* answered when it has ended (admin_reload_answer) */
 }
 
@@ -189,10 +253,19 @@ static int admin_broadcast(mg_gw *gw, struct lws *wsi, admin_session *s)
     if (bad)
         return admin_reply(wsi, 400, "text/plain", bad);
     int binary = s->route.binary;
-    long n = pubsub_broadcast(gw, binary ? MG_OP_BINARY : MG_OP_TEXT, data, s->len, 0);
-    log_info("admin broadcast of %zu bytes (%s) to %ld connections", s->len,
-             binary ? "binary" : "text", n);
-    snprintf(body, sizeof(body), "{\"ok\":%s,\"sent\":%ld}\n", n < 0 ? "false" : "true", n);
+    int op = binary ? MG_OP_BINARY : MG_OP_TEXT;
+    long n = pubsub_broadcast(gw, op, data, s->len, 0);
+    if (n >= 0)
+        peers_broadcast(gw, op, data, s->len, 0);
+    log_info("admin broadcast of %zu bytes (%s) to %ld connections%s", s->len,
+             binary ? "binary" : "text", n, gw->peers ? " here, and to every other worker" : "");
+    /* sent: this worker's clients; with workers, the others count theirs
+     * in moongate_messages_out_total. */
+    if (gw->peers)
+        snprintf(body, sizeof(body), "{\"ok\":%s,\"sent\":%ld,\"workers\":%u}\n",
+                 n < 0 ? "false" : "true", n, gw->nworkers);
+    else
+        snprintf(body, sizeof(body), "{\"ok\":%s,\"sent\":%ld}\n", n < 0 ? "false" : "true", n);
     return admin_reply(wsi, n < 0 ? 500 : 200, "application/json", body);
 }
 

@@ -18,8 +18,9 @@
 static struct {
     mg_log_level level;
     mg_log_format format;
-    int lws_mask; /* lws LLL_* levels passed on */
-} log_state = {MG_LOG_INFO, MG_LOG_TEXT, LLL_ERR | LLL_WARN};
+    int lws_mask;    /* lws LLL_* levels passed on */
+    uint32_t worker; /* workers: N: this process's number, 0 otherwise */
+} log_state = {MG_LOG_INFO, MG_LOG_TEXT, LLL_ERR | LLL_WARN, 0};
 
 static const char *const log_names[] = {"debug", "info", "warn", "error"};
 static const char *const log_tags[] = {"DEBUG", "INFO ", "WARN ", "ERROR"};
@@ -28,6 +29,11 @@ void log_configure(mg_log_level level, mg_log_format format)
 {
     log_state.level = level;
     log_state.format = format;
+}
+
+void log_set_worker(uint32_t k)
+{
+    log_state.worker = k;
 }
 
 int log_enabled(mg_log_level level)
@@ -75,6 +81,8 @@ static void log_write(mg_log_level level, uint64_t conn_id, const char *msg)
     log_timestamp(ts, sizeof(ts));
     if (log_state.format == MG_LOG_JSON) {
         n = (size_t)snprintf(line, cap, "{\"ts\":\"%s\",\"level\":\"%s\",", ts, log_names[level]);
+        if (log_state.worker)
+            n += (size_t)snprintf(line + n, cap - n, "\"worker\":%u,", log_state.worker);
         if (conn_id)
             n += (size_t)snprintf(line + n, cap - n, "\"conn\":%llu,", (unsigned long long)conn_id);
         n += (size_t)snprintf(line + n, cap - n, "\"msg\":\"");
@@ -82,11 +90,14 @@ static void log_write(mg_log_level level, uint64_t conn_id, const char *msg)
         line[n++] = '"';
         line[n++] = '}';
     } else {
+        char who[16] = "";
+        if (log_state.worker)
+            snprintf(who, sizeof(who), "[w%u] ", log_state.worker);
         if (conn_id)
-            n = (size_t)snprintf(line, cap, "%s %s [conn %llu] %s", ts, log_tags[level],
+            n = (size_t)snprintf(line, cap, "%s %s %s[conn %llu] %s", ts, log_tags[level], who,
                                  (unsigned long long)conn_id, msg);
         else
-            n = (size_t)snprintf(line, cap, "%s %s %s", ts, log_tags[level], msg);
+            n = (size_t)snprintf(line, cap, "%s %s %s%s", ts, log_tags[level], who, msg);
         if (n > cap)
             n = cap;
     }

@@ -11,6 +11,9 @@
 
 void log_configure(mg_log_level level, mg_log_format format);
 int log_enabled(mg_log_level level);
+/* A worker of `workers: N` marks its lines: "[w2] " in text, "worker":2 in
+ * JSON. */
+void log_set_worker(uint32_t k);
 
 /* conn_id 0 means "no connection". */
 void log_conn(mg_log_level level, uint64_t conn_id, const char *fmt, ...)

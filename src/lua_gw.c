@@ -8,7 +8,9 @@
 #include "conn.h"
 #include "log.h"
 #include "lua_api.h"
+#include "peer.h"
 #include "pubsub.h"
+#include "workers.h"
 
 /* ---- shared helpers ---- */
 
@@ -146,6 +148,19 @@ static mg_conn *lgw_target(lua_State *L, mg_gw *gw, int idx)
 
 /* ---- messaging and lookup ---- */
 
+/* A send to no client of this worker: to the worker that holds it, if
+ * another does.  1 handed on. */
+static int lgw_send_elsewhere(lua_State *L, mg_gw *gw, int op, const char *data, size_t len)
+{
+    if (lua_type(L, 1) == LUA_TNUMBER) {
+        lua_Number n = lua_tonumber(L, 1);
+        return n >= 1 && n < 9007199254740992.0 && peers_send_id(gw, (uint64_t)n, op, data, len);
+    }
+    if (lua_type(L, 1) == LUA_TSTRING)
+        return peers_send_name(gw, lua_tostring(L, 1), op, data, len);
+    return 0;
+}
+
 static int lgw_send(lua_State *L)
 {
     mg_script *s = lua_api_script(L);
@@ -154,8 +169,12 @@ static int lgw_send(lua_State *L)
     size_t len;
     const char *data = luaL_checklstring(L, 2, &len);
     int op = lua_api_kind(s, L, 3);
-    if (!c)
-        return lua_api_fail(L, "no such connection");
+    if (!c) {
+        if (!lgw_send_elsewhere(L, gw, op, data, len))
+            return lua_api_fail(L, "no such connection");
+        lua_pushboolean(L, 1);
+        return 1;
+    }
     int rc = conn_send(gw, c, op, data, len);
     if (rc != MG_SEND_OK)
         return lua_api_fail(L, conn_send_error(rc));
@@ -170,13 +189,17 @@ static int lgw_broadcast(lua_State *L)
     size_t len;
     const char *data = luaL_checklstring(L, 1, &len);
     uint64_t except = 0;
-    if (!lua_isnoneornil(L, 2)) {
+    if (lua_type(L, 2) == LUA_TNUMBER) /* an id, perhaps another worker's */
+        except = (uint64_t)lua_tonumber(L, 2);
+    else if (!lua_isnoneornil(L, 2)) {
         mg_conn *c = lgw_target(L, gw, 2);
         except = c ? c->id : 0;
     }
-    long n = pubsub_broadcast(gw, lua_api_kind(s, L, 3), data, len, except);
+    int op = lua_api_kind(s, L, 3);
+    long n = pubsub_broadcast(gw, op, data, len, except);
     if (n < 0)
         return lua_api_fail(L, "out of memory");
+    peers_broadcast(gw, op, data, len, except);
     lua_pushinteger(L, n);
     return 1;
 }
@@ -188,9 +211,11 @@ static int lgw_publish(lua_State *L)
     const char *topic = luaL_checkstring(L, 1);
     size_t len;
     const char *data = luaL_checklstring(L, 2, &len);
-    long n = pubsub_publish(gw, topic, lua_api_kind(s, L, 3), data, len);
+    int op = lua_api_kind(s, L, 3);
+    long n = pubsub_publish(gw, topic, op, data, len);
     if (n < 0)
         return lua_api_fail(L, "out of memory");
+    peers_publish(gw, topic, op, data, len);
     lua_pushinteger(L, n);
     return 1;
 }
@@ -229,9 +254,17 @@ static int lgw_clients(lua_State *L)
     return 1;
 }
 
+/* gw.count() this worker's clients; gw.count("all") every worker's. */
 static int lgw_count(lua_State *L)
 {
-    lua_pushinteger(L, (lua_Integer)lua_api_script(L)->gw->conns_open);
+    mg_gw *gw = lua_api_script(L)->gw;
+    const char *scope = luaL_optstring(L, 1, "worker");
+    if (!strcmp(scope, "all"))
+        lua_pushinteger(L, (lua_Integer)workers_conns_all(gw));
+    else if (!strcmp(scope, "worker"))
+        lua_pushinteger(L, (lua_Integer)gw->conns_open);
+    else
+        return luaL_argerror(L, 1, "scope must be \"worker\" or \"all\"");
     return 1;
 }
 
@@ -512,6 +545,10 @@ void lua_gw_open(mg_script *s, const mg_config *cfg)
     lua_setfield(L, -2, "store");
     lua_pushnumber(L, (lua_Number)s->gen);
     lua_setfield(L, -2, "generation");
+    lua_pushinteger(L, (lua_Integer)(s->gw->worker ? s->gw->worker : 1));
+    lua_setfield(L, -2, "worker");
+    lua_pushinteger(L, (lua_Integer)(s->gw->nworkers ? s->gw->nworkers : 1));
+    lua_setfield(L, -2, "workers");
     lua_timer_open(s);
     lua_broker_open(s);
 }

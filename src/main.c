@@ -22,6 +22,8 @@
 #include "heartbeat.h"
 #include "log.h"
 #include "lua_api.h"
+#include "master.h"
+#include "peer.h"
 #include "pubsub.h"
 #include "script.h"
 #include "server.h"
@@ -129,6 +131,7 @@ static void main_cleanup(mg_gw *gw)
     broker_stop(gw);
     gwctl_reload_stop(gw);
     server_stop(gw);
+    peers_stop(gw);
     script_free(gw->script);
     gw->script = NULL;
     conn_table_free(gw);
@@ -183,11 +186,35 @@ static int main_loop(void *arg)
         main_cleanup(gw);
         return 1;
     }
-    log_info("moongate ready (pid %d)", (int)getpid());
+    if (gw->shared) {
+        log_info("worker %u ready (pid %d)", gw->worker, (int)getpid());
+        gwctl_ready(gw);
+    } else {
+        log_info("moongate ready (pid %d)", (int)getpid());
+    }
     server_run(gw);
     main_cleanup(gw);
     log_info("shutdown complete");
     return gw->exit_code;
+}
+
+/* One gateway process: the only one, or a worker of master.c's. */
+static int main_worker(mg_gw *gw)
+{
+    /* Blocked before the loop thread starts, so every thread has them
+     * blocked and only the signalfd sees them. */
+    gw->signal_fd = main_signalfd();
+    if (gw->signal_fd < 0) {
+        fprintf(stderr, "moongate: signal set-up failed: %s\n", strerror(errno));
+        config_free(gw->cfg);
+        return 1;
+    }
+    int rc = cstack_run("mg-loop", main_loop, gw);
+    if (rc < 0) {
+        fprintf(stderr, "moongate: cannot start the event loop thread: %s\n", strerror(errno));
+        rc = 1;
+    }
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -224,20 +251,10 @@ int main(int argc, char **argv)
 
     log_configure(gw.cfg->log_level, gw.cfg->log_format);
     log_hook_lws();
-    /* Blocked before the loop thread starts, so every thread has them
-     * blocked and only the signalfd sees them. */
-    gw.signal_fd = main_signalfd();
-    if (gw.signal_fd < 0) {
-        fprintf(stderr, "moongate: signal set-up failed: %s\n", strerror(errno));
-        config_free(gw.cfg);
-        free(script_abs);
-        return 1;
-    }
-    int rc = cstack_run("mg-loop", main_loop, &gw);
-    if (rc < 0) {
-        fprintf(stderr, "moongate: cannot start the event loop thread: %s\n", strerror(errno));
-        rc = 1;
-    }
+    gw.metrics = &gw.metrics_own;
+    gw.worker = gw.nworkers = 1;
+    gw.ctl_fd = -1;
+    int rc = gw.cfg->workers > 1 ? master_run(&gw, main_worker) : main_worker(&gw);
     free(script_abs);
     return rc;
 }

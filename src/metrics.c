@@ -2,6 +2,8 @@
 #include "metrics.h"
 
 #include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -130,8 +132,17 @@ size_t metrics_render(const mg_metrics *m, uint64_t generation, const mg_mem_met
     metrics_one(&o, "moongate_uring_reads_total", "counter",
                 "Socket reads made in batches through io_uring (0: every read is a recv()).",
                 m->uring_reads);
+    metrics_one(&o, "moongate_peer_sent_total", "counter",
+                "Messages handed to other workers (sends, publishes, broadcasts, names).",
+                m->peer_sent);
+    metrics_one(&o, "moongate_peer_received_total", "counter",
+                "Messages received from other workers.", m->peer_received);
+    metrics_one(&o, "moongate_peer_dropped_total", "counter",
+                "Messages for other workers dropped: the worker was down, or its link held "
+                "more than it read.",
+                m->peer_dropped);
     metrics_broker(&o, m);
-    metrics_one(&o, "moongate_resident_bytes", "gauge", "Resident memory of the process.",
+    metrics_one(&o, "moongate_resident_bytes", "gauge", "Resident memory of the gateway.",
                 mem->resident_bytes);
     metrics_one(&o, "moongate_lws_heap_bytes", "gauge",
                 "Heap memory held by libwebsockets (receive buffers not included).",
@@ -149,5 +160,44 @@ size_t metrics_render(const mg_metrics *m, uint64_t generation, const mg_mem_met
                 mem->kept_bytes);
     metrics_one(&o, "moongate_lws_trimmed_total", "counter",
                 "Freed receive buffers and header tables handed back to the kernel.", mem->trimmed);
+    return o.n;
+}
+
+static void metrics_worker_series(metrics_out *o, const char *name, const char *type,
+                                  const char *help, const mg_worker_metrics *w, size_t n,
+                                  size_t field)
+{
+    metrics_printf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t v;
+        if (field == (size_t)-1)
+            v = w[i].pid != 0;
+        else
+            memcpy(&v, (const char *)&w[i] + field, sizeof(v));
+        metrics_printf(o, "%s{worker=\"%u\"} %llu\n", name, w[i].worker, (unsigned long long)v);
+    }
+}
+
+size_t metrics_render_workers(const mg_worker_metrics *w, size_t n, char *buf, size_t len)
+{
+    metrics_out o = {buf, len, 0};
+    metrics_one(&o, "moongate_workers", "gauge", "Worker processes configured.", n);
+    metrics_worker_series(&o, "moongate_worker_up", "gauge", "1 while the worker runs.", w, n,
+                          (size_t)-1);
+    metrics_worker_series(&o, "moongate_worker_connections", "gauge",
+                          "Open WebSocket connections of the worker.", w, n,
+                          offsetof(mg_worker_metrics, connections));
+    metrics_worker_series(&o, "moongate_worker_restarts_total", "counter",
+                          "Workers that ended in this slot and were replaced.", w, n,
+                          offsetof(mg_worker_metrics, restarts));
+    metrics_worker_series(&o, "moongate_worker_resident_bytes", "gauge",
+                          "Resident memory of the worker process.", w, n,
+                          offsetof(mg_worker_metrics, resident_bytes));
+    metrics_worker_series(&o, "moongate_worker_messages_in_total", "counter",
+                          "Messages the worker received from its clients.", w, n,
+                          offsetof(mg_worker_metrics, messages_in));
+    metrics_worker_series(&o, "moongate_worker_peer_dropped_total", "counter",
+                          "Messages the worker dropped for other workers.", w, n,
+                          offsetof(mg_worker_metrics, peer_dropped));
     return o.n;
 }

@@ -40,6 +40,10 @@ typedef struct mg_metrics {
     uint64_t uring_writes; /* writes made through io_uring (uring.h) */
     uint64_t uring_reads;  /* reads made through io_uring (fastrx.c) */
 
+    /* Links to the other workers (peer.c). */
+    uint64_t peer_sent, peer_received; /* messages */
+    uint64_t peer_dropped;             /* not sent: that worker down, or its link full */
+
     /* RabbitMQ bridge (broker.c). */
     uint64_t broker_up; /* gauge: 1 connected */
     uint64_t broker_connects;
@@ -59,6 +63,13 @@ typedef struct mg_mem_metrics {
     uint64_t trimmed;        /* freed lws buffers handed back to the kernel */
 } mg_mem_metrics;
 
+/* One worker, for the per-worker series of /metrics (workers: N). */
+typedef struct mg_worker_metrics {
+    uint32_t worker;
+    int32_t pid; /* 0: not running */
+    uint64_t connections, restarts, resident_bytes, messages_in, peer_dropped;
+} mg_worker_metrics;
+
 const char *metrics_evict_name(mg_evict_reason r);
 
 /* The process's resident memory in bytes (0 if unknown). */
@@ -68,5 +79,9 @@ uint64_t metrics_resident_bytes(void);
  * (truncated to len). */
 size_t metrics_render(const mg_metrics *m, uint64_t generation, const mg_mem_metrics *mem,
                       char *buf, size_t len);
+
+/* The per-worker series (moongate_worker_*{worker="k"}); returns bytes
+ * written. */
+size_t metrics_render_workers(const mg_worker_metrics *w, size_t n, char *buf, size_t len);
 
 #endif

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "conn.h"
+#include "peer.h"
 
 void pubsub_init(mg_gw *gw)
 {
@@ -58,6 +59,7 @@ int pubsub_subscribe(mg_gw *gw, mg_conn *c, const char *name)
             pubsub_topic_free(t);
             return -1;
         }
+        peers_interest(gw, name, 1); /* publishes on other workers come here now */
     }
     size_t ccap = c->ntopics; /* conn's array grows one at a time: few topics each */
     mg_topic **nt = realloc(c->topics, (ccap + 1) * sizeof(*nt));
@@ -80,6 +82,7 @@ static void pubsub_detach(mg_gw *gw, mg_conn *c, mg_topic *t)
         }
     }
     if (t->nsubs == 0) {
+        peers_interest(gw, t->name, 0);
         dict_del(&gw->topics, t->name, strlen(t->name));
         pubsub_topic_free(t);
     }

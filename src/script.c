@@ -153,7 +153,7 @@ static int64_t script_enter(mg_script *s)
     assert(s->alloc.capped == 0); /* not inside another call */
     /* Hook time, from the watchdog's tick clock (see budget.h): unbiased,
      * and two loads instead of clock reads that cost 5-9% of an echo. */
-    s->gw->metrics.hook_calls++;
+    s->gw->metrics->hook_calls++;
     s->co_depth = 0;
     budget_enter(s->L); /* first: it sets the clock if the watchdog was parked */
     return budget_clock_us();
@@ -163,7 +163,7 @@ static int64_t script_enter(mg_script *s)
  * 2 for an abort by the budget, with the traceback on the stack. */
 static int script_leave(mg_script *s, int64_t t0, int rc)
 {
-    mg_metrics *m = &s->gw->metrics;
+    mg_metrics *m = s->gw->metrics;
     int aborted = budget_leave();
     if (rc == LUA_ERRMEM) /* free what the failed call left, before the next one */
         script_collect(s);
@@ -200,11 +200,11 @@ static void script_report(mg_script *s, int rc, const char *what, uint64_t conn_
     lua_State *L = s->L;
     const char *msg = lua_tostring(L, -1);
     if (rc == 2) {
-        s->gw->metrics.lua_aborts++;
+        s->gw->metrics->lua_aborts++;
         log_conn(MG_LOG_ERROR, conn_id, "%s aborted: hook exceeded its budget of %u ms\n%s", what,
                  budget_ms(), msg ? msg : "");
     } else {
-        s->gw->metrics.lua_errors++;
+        s->gw->metrics->lua_errors++;
         log_conn(MG_LOG_ERROR, conn_id, "lua error in %s: %s", what, msg ? msg : "?");
     }
     if (msg && strstr(msg, "stack overflow"))

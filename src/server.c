@@ -53,6 +53,7 @@
 #include "http.h"
 #include "log.h"
 #include "lwsmem.h"
+#include "peer.h"
 #include "script.h"
 #include "static.h"
 #include "sul.h"
@@ -126,7 +127,7 @@ static int server_established(mg_gw *gw, struct lws *wsi)
 static int server_fail(mg_gw *gw, mg_conn *c, int code, const char *reason, mg_evict_reason why)
 {
     log_conn(MG_LOG_INFO, c->id, "closing: %d %s", code, reason);
-    gw->metrics.evictions[why]++;
+    gw->metrics->evictions[why]++;
     conn_close(gw, c, code, reason, 0);
     return 0;
 }
@@ -153,8 +154,8 @@ static void server_message(mg_gw *gw, mg_conn *c, const unsigned char *data, siz
 {
     const mg_config *cfg = gw->cfg;
 
-    gw->metrics.messages_in++;
-    gw->metrics.bytes_in += len;
+    gw->metrics->messages_in++;
+    gw->metrics->bytes_in += len;
     if (!binary && !utf8_valid(data, len)) {
         server_fail(gw, c, 1007, "invalid UTF-8", MG_EVICT_BAD_UTF8);
         return;
@@ -408,7 +409,7 @@ static int server_flushed(mg_conn *c, struct lws *wsi)
 static void server_after_write(mg_gw *gw, mg_conn *c, struct lws *wsi)
 {
     if (server_blocked(c)) {
-        gw->metrics.send_blocked++;
+        gw->metrics->send_blocked++;
         lws_rx_flow_control(wsi, 0);
         c->rx_paused = 1;
         lws_callback_on_writable(wsi);
@@ -448,7 +449,7 @@ static void server_batch_done(void *arg, void *ctx, int res, size_t len)
     mg_gw *gw = arg;
     mg_conn *c = ctx;
     int rc = server_sent(c, res, len);
-    gw->metrics.uring_writes += rc == 0;
+    gw->metrics->uring_writes += rc == 0;
     server_written(gw, c, rc);
 }
 
@@ -545,7 +546,7 @@ static server_close_kind server_close_received(mg_gw *gw, mg_conn *c, const unsi
         return SERVER_CLOSE_ANSWER;
     if (!server_close_valid(in, len, &code)) {
         log_conn(MG_LOG_INFO, c->id, "invalid close frame (%zu bytes)", len);
-        gw->metrics.evictions[MG_EVICT_PROTOCOL]++;
+        gw->metrics->evictions[MG_EVICT_PROTOCOL]++;
         conn_close(gw, c, 1002, "invalid close frame", 0);
         return SERVER_CLOSE_INVALID;
     }
@@ -595,7 +596,7 @@ static void server_closed(mg_gw *gw, struct lws *wsi)
     script_forget_conn(gw, c);
     conn_destroy(gw, c);
     lws_set_opaque_user_data(wsi, NULL);
-    if (gw->draining && gw->metrics.connections == 0)
+    if (gw->draining && gw->metrics->connections == 0)
         gw->stopping = 1;
 }
 
@@ -648,13 +649,24 @@ static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
     case LWS_CALLBACK_CLOSED:
         server_closed(gw, wsi);
         return 0;
-    case LWS_CALLBACK_RAW_RX_FILE:
+    case LWS_CALLBACK_RAW_RX_FILE: {
+        int peer;
         if (wsi == gw->signal_wsi)
             gwctl_on_signal(gw, lws_get_socket_fd(wsi));
         else if (wsi == gw->reload_wsi)
             gwctl_reload_ready(gw);
+        else if (wsi == gw->ctl_wsi)
+            gwctl_on_ctl(gw);
+        else if ((peer = peers_on_readable(gw, wsi)) != 0)
+            return peer < 0 ? -1 : 0; /* -1: lws closes a dead link */
         else
             broker_on_events(gw);
+        return 0;
+    }
+    case LWS_CALLBACK_RAW_CLOSE_FILE:
+        if (wsi == gw->ctl_wsi)
+            gw->ctl_wsi = NULL;
+        peers_on_close(gw, wsi);
         return 0;
     default:
         return lws_callback_http_dummy(wsi, reason, user, in, len);
@@ -823,9 +835,7 @@ static void server_uring_start(mg_gw *gw)
         log_warn("socket I/O: a recv() and a send() per socket, no io_uring (%s)", why);
 }
 
-/* A descriptor of ours (signalfd, eventfd) in lws's loop: readable calls
- * RAW_RX_FILE on the WebSocket protocol (server_callback). */
-static struct lws *server_watch(mg_gw *gw, int fd)
+struct lws *server_watch(mg_gw *gw, int fd)
 {
     lws_sock_file_fd_type f;
     if (fd < 0)
@@ -873,18 +883,29 @@ int server_start(mg_gw *gw, int signal_fd, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    for (size_t i = 0; i < gw->cfg->nlisteners; i++)
-        if (!(gw->vhosts[i] = server_vhost(gw, i, err, errlen)))
-            return -1;
-    if (server_admin(gw, err, errlen) != 0)
+    /* With workers, each binds every listener and the admin port with
+     * SO_REUSEPORT: the kernel spreads clients, and whichever worker
+     * gets an admin request answers for all (http.c). */
+    fdguard_share_ports(gw->nworkers > 1);
+    int bad = 0;
+    for (size_t i = 0; !bad && i < gw->cfg->nlisteners; i++)
+        bad = !(gw->vhosts[i] = server_vhost(gw, i, err, errlen));
+    if (!bad)
+        bad = server_admin(gw, err, errlen) != 0;
+    fdguard_share_ports(0);
+    if (bad)
         return -1;
 
     gw->signal_wsi = server_watch(gw, signal_fd);
     gw->reload_wsi = server_watch(gw, gwctl_reload_fd(gw));
-    if (!gw->signal_wsi || !gw->reload_wsi) {
+    if (gw->ctl_fd >= 0)
+        gw->ctl_wsi = server_watch(gw, gw->ctl_fd);
+    if (!gw->signal_wsi || !gw->reload_wsi || (gw->ctl_fd >= 0 && !gw->ctl_wsi)) {
         snprintf(err, errlen, "cannot watch signals in the event loop");
         return -1;
     }
+    if (peers_start(gw, err, errlen) != 0)
+        return -1;
     gw->now_ms = gw_clock_ms();
     gw->flush_cb = server_flush_due;
     heartbeat_start(gw);
@@ -914,6 +935,9 @@ void server_run(mg_gw *gw)
             break;
         server_rx_checked(gw);
         fastrx_settle(gw);
+        /* Other workers first: a client told its name is set may at once
+         * ask another worker to send to it (peer.h). */
+        peers_flush(gw);
         server_flush_all(gw);
         server_trim_later(gw);
         if (!gw->evpoll_checked) {
@@ -964,10 +988,10 @@ void server_drain(mg_gw *gw)
     gw->draining = 1;
     server_stop_listening(gw);
     for (mg_conn *c = gw->conn_list; c; c = c->next) {
-        gw->metrics.evictions[MG_EVICT_SHUTDOWN]++;
+        gw->metrics->evictions[MG_EVICT_SHUTDOWN]++;
         conn_close(gw, c, 1001, "server shutting down", 0);
     }
-    if (gw->metrics.connections == 0)
+    if (gw->metrics->connections == 0)
         gw->stopping = 1;
 }
 

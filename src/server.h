@@ -28,6 +28,12 @@ void server_rx_error(mg_gw *gw, mg_conn *c, int code, const char *reason);
 void server_flush(mg_gw *gw, mg_conn *c);
 void server_uring_failed(mg_gw *gw);
 
+/* A descriptor of ours (signalfd, eventfd, a socket) in lws's loop:
+ * readable calls RAW_RX_FILE on the WebSocket protocol (server.c's
+ * callback), which hands it to its owner; lws closes it at the end.  NULL
+ * on failure. */
+struct lws *server_watch(mg_gw *gw, int fd);
+
 /* The handshake bound cfg asks for, within what the open-files limit set
  * at start allows (limits.max_handshakes). */
 uint32_t server_max_handshakes(const mg_gw *gw, const mg_config *cfg);

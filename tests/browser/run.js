@@ -7,7 +7,8 @@
 // ways (and /all); stop the gateway (SIGTERM, wait for exit 0) and start a
 // new one on the same port; both pages must reconnect and rejoin by
 // themselves, and chat works again both ways.  Every wait is bounded; the
-// gateway and the browser are stopped in finally blocks.  Prints
+// gateway and the browser are stopped in finally blocks.  MOONGATE_WORKERS=N
+// runs it with `workers: N`.  Prints
 // "browser: 1 passed, 0 failed" (or "0 passed, 1 failed") last.
 "use strict";
 
@@ -248,6 +249,9 @@ async function main() {
     "  close_timeout: 1s",
     "shutdown:",
     "  drain_timeout: 3s",
+    // MOONGATE_WORKERS=4: the same scenario with a master and 4 workers
+    // (ctest's browser.chat_workers); the pages may land on any of them.
+    `workers: ${Number(process.env.MOONGATE_WORKERS || 1)}`,
     "",
   ].join("\n"));
 

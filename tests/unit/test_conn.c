@@ -34,6 +34,7 @@ static void gw_open(mg_gw *gw, mg_dup_policy dup)
         exit(2);
     }
     gw->cfg->duplicate_names = dup;
+    gw->metrics = &gw->metrics_own;
     conn_table_init(gw);
     pubsub_init(gw);
 }
@@ -41,7 +42,7 @@ static void gw_open(mg_gw *gw, mg_dup_policy dup)
 static void gw_close(mg_gw *gw)
 {
     conn_table_free(gw); /* before pubsub_free: destroy detaches from topics */
-    CHECK(gw->metrics.connections == 0);
+    CHECK(gw->metrics->connections == 0);
     CHECK(gw->topics.count == 0);
     pubsub_free(gw);
     config_free(gw->cfg);
@@ -138,15 +139,15 @@ static void test_ids(void)
     CHECK(conn_find(&gw, 3) == c);
     CHECK(conn_find(&gw, 0) == NULL);
     CHECK(conn_find(&gw, 4) == NULL);
-    CHECK(gw.metrics.connections == 3);
-    CHECK(gw.metrics.connections_total == 3);
+    CHECK(gw.metrics->connections == 3);
+    CHECK(gw.metrics->connections_total == 3);
     CHECK(list_length(&gw) == 3);
 
     conn_destroy(&gw, b);
     CHECK(conn_find(&gw, 2) == NULL);
     CHECK(conn_find(&gw, 1) == a && conn_find(&gw, 3) == c);
-    CHECK(gw.metrics.connections == 2);
-    CHECK(gw.metrics.connections_total == 3);
+    CHECK(gw.metrics->connections == 2);
+    CHECK(gw.metrics->connections_total == 3);
     CHECK(list_length(&gw) == 2);
 
     /* Ids are never reused: the next one is 4, not 2. */
@@ -154,14 +155,14 @@ static void test_ids(void)
     CHECK(d->id == 4);
     CHECK(conn_find(&gw, 2) == NULL);
     CHECK(conn_find(&gw, 4) == d);
-    CHECK(gw.metrics.connections == 3);
-    CHECK(gw.metrics.connections_total == 4);
+    CHECK(gw.metrics->connections == 3);
+    CHECK(gw.metrics->connections_total == 4);
 
     /* Destroying the newest and oldest keeps the list consistent. */
     conn_destroy(&gw, d);
     conn_destroy(&gw, a);
     CHECK(gw.conn_list == c && c->prev == NULL && c->next == NULL);
-    CHECK(gw.metrics.connections == 1);
+    CHECK(gw.metrics->connections == 1);
     mg_conn *e = open_conn(&gw);
     CHECK(e->id == 5);
 
@@ -176,9 +177,9 @@ static void test_ids(void)
             conn_destroy(&gw, x);
     }
     CHECK(increasing);
-    CHECK(gw.metrics.connections == 2 + 100);
-    CHECK(list_length(&gw) == gw.metrics.connections);
-    CHECK(gw.conns_by_id.count == gw.metrics.connections);
+    CHECK(gw.metrics->connections == 2 + 100);
+    CHECK(list_length(&gw) == gw.metrics->connections);
+    CHECK(gw.conns_by_id.count == gw.metrics->connections);
     gw_close(&gw);
 }
 
@@ -339,7 +340,7 @@ static void test_name_register_rename(void)
     CHECK(conn_find_name(&gw, "alice") == b);
     CHECK(conn_find_name(&gw, "alicia") == a);
     CHECK_STR(a->name, "alicia");
-    CHECK(gw.metrics.evictions[MG_EVICT_REPLACED] == 0);
+    CHECK(gw.metrics->evictions[MG_EVICT_REPLACED] == 0);
     CHECK(gw.conns_by_name.count == 2);
 
     /* Names are case-sensitive. */
@@ -369,7 +370,7 @@ static void test_name_replace(void)
     CHECK_STR(b->name, "bob");
     CHECK(conn_find_name(&gw, "bob") == b);
     CHECK(gw.conns_by_name.count == 1);
-    CHECK(gw.metrics.evictions[MG_EVICT_REPLACED] == 1);
+    CHECK(gw.metrics->evictions[MG_EVICT_REPLACED] == 1);
     /* With no socket conn_close does nothing: a stays open, in the table. */
     CHECK(a->state == MG_CONN_OPEN && a->close_code == 0);
     CHECK(conn_find(&gw, a->id) == a);
@@ -388,7 +389,7 @@ static void test_name_replace(void)
     mg_conn *c = open_conn(&gw);
     CHECK(conn_set_name(&gw, c, "bob", &err) == 0);
     CHECK(b->name == NULL);
-    CHECK(gw.metrics.evictions[MG_EVICT_REPLACED] == 2);
+    CHECK(gw.metrics->evictions[MG_EVICT_REPLACED] == 2);
     conn_destroy(&gw, b); /* b no longer holds it: c keeps "bob" */
     CHECK(conn_find_name(&gw, "bob") == c);
     conn_destroy(&gw, c);
@@ -412,7 +413,7 @@ static void test_name_reject(void)
     CHECK_STR(a->name, "bob");
     CHECK(b->name == NULL);
     CHECK(conn_find_name(&gw, "bob") == a);
-    CHECK(gw.metrics.evictions[MG_EVICT_REPLACED] == 0);
+    CHECK(gw.metrics->evictions[MG_EVICT_REPLACED] == 0);
 
     /* A rejected rename keeps the conn's current name. */
     err = NULL;
@@ -549,7 +550,7 @@ static void test_publish_no_sockets(void)
     CHECK(pubsub_publish(&gw, "none", MG_OP_TEXT, "hi", 2) == 0);
     CHECK(pubsub_broadcast(&gw, MG_OP_TEXT, "all", 3, 0) == 0);
     CHECK(a->q.count == 0 && b->q.count == 0);
-    CHECK(gw.metrics.messages_out == 0);
+    CHECK(gw.metrics->messages_out == 0);
     gw_close(&gw);
 }
 
@@ -563,7 +564,7 @@ static void test_send_without_socket(void)
 
     CHECK(conn_send(&gw, c, MG_OP_TEXT, "hi", 2) == MG_SEND_CLOSED);
     CHECK(c->q.count == 0 && c->q.bytes == 0);
-    CHECK(gw.metrics.messages_out == 0 && gw.metrics.bytes_out == 0);
+    CHECK(gw.metrics->messages_out == 0 && gw.metrics->bytes_out == 0);
 
     mg_buf *b = sendq_frame_new(MG_OP_TEXT, "shared", 6);
     CHECK(b != NULL);
@@ -607,15 +608,15 @@ static void test_table_free_everything(void)
         sendq_push_frame(&c->q, MG_OP_TEXT, "queued", 6);
         c->rx = malloc(32);
     }
-    CHECK(gw.metrics.connections == 50);
+    CHECK(gw.metrics->connections == 50);
     CHECK(gw.conns_by_name.count == 50);
     CHECK(gw.topics.count == 3);
     CHECK(conn_find_name(&gw, "user7") != NULL && conn_find_name(&gw, "user7")->id == 8);
 
     conn_table_free(&gw);
     CHECK(gw.conn_list == NULL);
-    CHECK(gw.metrics.connections == 0);
-    CHECK(gw.metrics.connections_total == 50);
+    CHECK(gw.metrics->connections == 0);
+    CHECK(gw.metrics->connections_total == 50);
     CHECK(gw.topics.count == 0);
     CHECK(gw.conns_by_id.count == 0 && gw.conns_by_name.count == 0);
     pubsub_free(&gw);

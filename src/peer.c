@@ -1,0 +1,964 @@
+/* peer.c — the links between the worker processes of one gateway (peer.h).
+ *
+ * A message on a link is a frame: a 32-bit length, then a type byte and
+ * the type's fields in host order (both ends are the same binary on the
+ * same machine).  The first frame on every link is a hello naming the
+ * sender; the receiver takes the sender's process id from the socket
+ * (SO_PEERCRED), so that a directory entry is tied to one incarnation of a
+ * worker and what a dead one said never outlives it. */
+#include "peer.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "log.h"
+#include "pubsub.h"
+#include "server.h"
+#include "workers.h"
+
+enum {
+    PEER_HELLO = 1, /* u32 worker */
+    PEER_SEND_ID,   /* u8 opcode, u64 id, payload */
+    PEER_SEND_NAME, /* u8 opcode, u16 len, name, payload */
+    PEER_PUBLISH,   /* u8 opcode, u16 len, topic, payload */
+    PEER_BROADCAST, /* u8 opcode, u64 except, payload */
+    PEER_CLAIM,     /* u64 id, i64 stamp, u16 len, name */
+    PEER_UNCLAIM,   /* u64 id, u16 len, name */
+    PEER_INTEREST,  /* u8 on, u16 len, topic */
+};
+
+/* Names and topics are sent with a 16-bit length; longer ones stay local. */
+#define PEER_NAME_MAX 65535u
+/* A frame longer than this is garbage: the link is dropped. */
+#define PEER_FRAME_MAX (1u << 30)
+/* Claims, interest and hellos are kept up to this much (data up to
+ * PEER_QUEUE_MAX): the directory matters more than one message. */
+#define PEER_CONTROL_MAX (64u << 20)
+/* A queue this long is written at once, not at the end of the turn. */
+#define PEER_FLUSH_NOW (256u << 10)
+#define PEER_RETRY_MS 100
+/* Reads per readable link per loop turn, so one busy link cannot starve
+ * the clients. */
+#define PEER_READS 16
+
+typedef struct peer_out { /* our link to one worker */
+    int fd;               /* -1: not connected */
+    unsigned char *buf;   /* frames, unsent from head to len */
+    size_t head, len, cap;
+    size_t mark;      /* where the first frame at or after head begins */
+    int64_t retry_ms; /* no connect before this, after one failed */
+    int queued;       /* on the flush list */
+    int32_t pid;      /* the process at the other end */
+} peer_out;
+
+typedef struct peer_in { /* a link from another worker */
+    struct lws *wsi;
+    int fd;
+    uint32_t worker; /* from its hello; 0 before */
+    int32_t pid;     /* of the process at the other end */
+    int gone;        /* read EOF or garbage: lws is closing it */
+    unsigned char *buf;
+    size_t len, cap;
+    struct peer_in *next;
+} peer_in;
+
+typedef struct peer_name { /* another worker's client holds a name */
+    uint32_t worker;
+    int32_t pid;
+    uint64_t id;
+    int64_t stamp;
+} peer_name;
+
+struct mg_peers {
+    int lfd;
+    struct lws *lwsi;
+    peer_in *ins;
+    peer_out out[CONFIG_MAX_WORKERS + 1];
+    int32_t pid_of[CONFIG_MAX_WORKERS + 1]; /* whose directory entries are held */
+    uint32_t flush[CONFIG_MAX_WORKERS];     /* links with bytes to write */
+    uint32_t nflush;
+    dict names;    /* other workers' names -> peer_name */
+    dict mine;     /* our clients' names -> int64_t stamp of their claim */
+    dict interest; /* topic -> uint64_t mask: bit k - 1 for worker k */
+    lws_sorted_usec_list_t retry;
+};
+
+/* ---- wire helpers ---- */
+
+typedef struct peer_rd {
+    const unsigned char *p, *end;
+    int bad;
+} peer_rd;
+
+static void peer_take(peer_rd *r, void *out, size_t n)
+{
+    if ((size_t)(r->end - r->p) < n) {
+        r->bad = 1;
+        memset(out, 0, n);
+        return;
+    }
+    memcpy(out, r->p, n);
+    r->p += n;
+}
+
+/* A u16-length string, copied out NUL-terminated into buf (cap bytes) or
+ * a malloc'd block (*heap, to free). */
+static char *peer_take_str(peer_rd *r, char *buf, size_t cap, char **heap)
+{
+    uint16_t n;
+    peer_take(r, &n, sizeof(n));
+    *heap = NULL;
+    if (r->bad || (size_t)(r->end - r->p) < n) {
+        r->bad = 1;
+        return NULL;
+    }
+    char *s = buf;
+    if ((size_t)n + 1 > cap && !(s = *heap = malloc((size_t)n + 1))) {
+        r->bad = 1;
+        return NULL;
+    }
+    memcpy(s, r->p, n);
+    s[n] = 0;
+    r->p += n;
+    return s;
+}
+
+static int64_t peer_stamp(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static socklen_t peer_addr(const mg_gw *gw, uint32_t k, struct sockaddr_un *a)
+{
+    memset(a, 0, sizeof(*a));
+    a->sun_family = AF_UNIX;
+    /* Abstract (sun_path[0] == 0): nothing on disk to clean up after a
+     * crash.  Who may connect is checked on accept (peer_accept). */
+    int n = snprintf(a->sun_path + 1, sizeof(a->sun_path) - 1, "moongate.%016llx.%u",
+                     (unsigned long long)gw->shared->key, k);
+    return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+}
+
+/* ---- outgoing links ---- */
+
+static void peer_out_reset(mg_gw *gw, uint32_t k, const char *why);
+
+/* Frames from mark to len (a frame partly written at head counts). */
+static uint64_t peer_out_frames(const peer_out *o)
+{
+    uint64_t n = o->head < o->mark ? 1 : 0;
+    for (size_t at = o->mark; at + 4 <= o->len;) {
+        uint32_t fl;
+        memcpy(&fl, o->buf + at, 4);
+        at += 4 + (size_t)fl;
+        n++;
+    }
+    return n;
+}
+
+static void peer_out_reset(mg_gw *gw, uint32_t k, const char *why)
+{
+    peer_out *o = &gw->peers->out[k];
+    if (o->fd < 0)
+        return;
+    uint64_t lost = peer_out_frames(o);
+    gw->metrics->peer_dropped += lost;
+    if (why)
+        log_warn("worker %u: link to worker %u lost (%s), %llu message(s) dropped", gw->worker, k,
+                 why, (unsigned long long)lost);
+    close(o->fd);
+    o->fd = -1;
+    o->head = o->len = o->mark = 0;
+}
+
+static int peer_room(peer_out *o, size_t n)
+{
+    if (o->head && o->head == o->len)
+        o->head = o->len = o->mark = 0;
+    if (o->len + n <= o->cap)
+        return 0;
+    if (o->head) { /* slide the unsent part down first */
+        memmove(o->buf, o->buf + o->head, o->len - o->head);
+        o->len -= o->head;
+        o->mark -= o->head;
+        o->head = 0;
+        if (o->len + n <= o->cap)
+            return 0;
+    }
+    size_t cap = o->cap ? o->cap : 64 << 10;
+    while (cap < o->len + n)
+        cap *= 2;
+    unsigned char *b = realloc(o->buf, cap);
+    if (!b)
+        return -1;
+    o->buf = b;
+    o->cap = cap;
+    return 0;
+}
+
+/* Append one frame (hdr, then data) to link k's queue; no checks. */
+static int peer_append(peer_out *o, const void *hdr, size_t hl, const void *data, size_t dl)
+{
+    size_t n = 4 + hl + dl;
+    if (peer_room(o, n) != 0)
+        return -1;
+    uint32_t fl = (uint32_t)(hl + dl);
+    memcpy(o->buf + o->len, &fl, 4);
+    memcpy(o->buf + o->len + 4, hdr, hl);
+    if (dl)
+        memcpy(o->buf + o->len + 4 + hl, data, dl);
+    o->len += n;
+    return 0;
+}
+
+/* Connected to worker k, or -1 (it is not up: the caller drops). */
+static int peer_connect(mg_gw *gw, uint32_t k)
+{
+    peer_out *o = &gw->peers->out[k];
+    if (o->fd >= 0)
+        return 0;
+    int64_t now = gw_clock_ms();
+    if (now < o->retry_ms)
+        return -1;
+    struct sockaddr_un a;
+    socklen_t al = peer_addr(gw, k, &a);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, al) != 0) {
+        if (fd >= 0)
+            close(fd);
+        o->retry_ms = now + PEER_RETRY_MS;
+        return -1;
+    }
+    int sz = 4 << 20; /* the kernel caps it at wmem_max */
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+    struct ucred cr = {0};
+    socklen_t cl = sizeof(cr);
+    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl);
+    o->pid = cr.pid;
+    o->fd = fd;
+    o->head = o->len = o->mark = 0;
+    struct {
+        uint8_t type;
+        uint32_t worker;
+    } __attribute__((packed)) h = {PEER_HELLO, gw->worker};
+    if (peer_append(o, &h, sizeof(h), NULL, 0) != 0) {
+        peer_out_reset(gw, k, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* Write what the socket takes of link k's queue. */
+static void peer_write(mg_gw *gw, uint32_t k)
+{
+    peer_out *o = &gw->peers->out[k];
+    while (o->fd >= 0 && o->head < o->len) {
+        ssize_t n = send(o->fd, o->buf + o->head, o->len - o->head, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0) {
+            o->head += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        peer_out_reset(gw, k, n < 0 ? strerror(errno) : "closed");
+        return;
+    }
+    while (o->mark < o->head) { /* keep mark on a frame boundary */
+        uint32_t fl;
+        memcpy(&fl, o->buf + o->mark, 4);
+        o->mark += 4 + (size_t)fl;
+    }
+    if (o->head == o->len) {
+        o->head = o->len = o->mark = 0;
+        if (o->cap > (4u << 20)) { /* a burst is over: give its memory back */
+            free(o->buf);
+            o->buf = NULL;
+            o->cap = 0;
+        }
+    }
+}
+
+static void peer_want_flush(mg_peers *p, uint32_t k)
+{
+    if (!p->out[k].queued) {
+        p->out[k].queued = 1;
+        p->flush[p->nflush++] = k;
+    }
+}
+
+/* Queue a frame for worker k: data frames are dropped (and counted) past
+ * PEER_QUEUE_MAX, or when k is not up. */
+static void peer_put(mg_gw *gw, uint32_t k, const void *hdr, size_t hl, const void *data, size_t dl,
+                     int control)
+{
+    mg_peers *p = gw->peers;
+    peer_out *o = &p->out[k];
+    size_t bound = control ? PEER_CONTROL_MAX : PEER_QUEUE_MAX;
+    if (peer_connect(gw, k) != 0 || (o->len - o->head) + 4 + hl + dl > bound ||
+        peer_append(o, hdr, hl, data, dl) != 0) {
+        gw->metrics->peer_dropped++;
+        return;
+    }
+    gw->metrics->peer_sent++;
+    peer_want_flush(p, k);
+    if (o->len - o->head >= PEER_FLUSH_NOW)
+        peer_write(gw, k);
+}
+
+/* The same frame to every other worker whose bit is in mask. */
+static void peer_put_all(mg_gw *gw, uint64_t mask, const void *hdr, size_t hl, const void *data,
+                         size_t dl, int control)
+{
+    for (uint32_t k = 1; k <= gw->nworkers; k++)
+        if (k != gw->worker && (mask >> (k - 1) & 1))
+            peer_put(gw, k, hdr, hl, data, dl, control);
+}
+
+static void peer_retry_due(lws_sorted_usec_list_t *sul)
+{
+    mg_peers *p = lws_container_of(sul, mg_peers, retry);
+    (void)p; /* the loop turn this ends runs peers_flush */
+}
+
+void peers_flush(mg_gw *gw)
+{
+    mg_peers *p = gw->peers;
+    if (!p || !p->nflush)
+        return;
+    uint32_t n = p->nflush, left = 0;
+    p->nflush = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t k = p->flush[i];
+        p->out[k].queued = 0;
+        peer_write(gw, k);
+        if (p->out[k].fd >= 0 && p->out[k].head < p->out[k].len) {
+            peer_want_flush(p, k);
+            left++;
+        }
+    }
+    /* The kernel took part of a queue: come back in a millisecond. */
+    if (left && lws_dll2_is_detached(&p->retry.list))
+        lws_sul_schedule(gw->lws, 0, &p->retry, peer_retry_due, 1000);
+}
+
+/* ---- outgoing messages ---- */
+
+#define PEER_ALL (~(uint64_t)0)
+
+int peers_send_id(mg_gw *gw, uint64_t id, int opcode, const void *data, size_t len)
+{
+    uint32_t k = workers_owner(gw, id);
+    if (!gw->peers || k == gw->worker)
+        return 0;
+    struct {
+        uint8_t type, op;
+        uint64_t id;
+    } __attribute__((packed)) h = {PEER_SEND_ID, (uint8_t)opcode, id};
+    peer_put(gw, k, &h, sizeof(h), data, len, 0);
+    return 1;
+}
+
+/* A frame whose header ends in a u16-length string (name or topic). */
+static size_t peer_hdr_str(unsigned char *hdr, size_t fixed, const char *s, size_t sl)
+{
+    uint16_t n = (uint16_t)sl;
+    memcpy(hdr + fixed, &n, 2);
+    memcpy(hdr + fixed + 2, s, sl);
+    return fixed + 2 + sl;
+}
+
+static unsigned char *peer_hdr_alloc(unsigned char *stack, size_t cap, size_t need)
+{
+    return need <= cap ? stack : malloc(need);
+}
+
+int peers_send_name(mg_gw *gw, const char *name, int opcode, const void *data, size_t len)
+{
+    mg_peers *p = gw->peers;
+    size_t nl = strlen(name);
+    peer_name *pn = p ? dict_get(&p->names, name, nl) : NULL;
+    if (!pn)
+        return 0;
+    unsigned char st[256], *h = peer_hdr_alloc(st, sizeof(st), 4 + nl);
+    if (!h) {
+        gw->metrics->peer_dropped++;
+        return 1;
+    }
+    h[0] = PEER_SEND_NAME;
+    h[1] = (uint8_t)opcode;
+    size_t hl = peer_hdr_str(h, 2, name, nl);
+    peer_put(gw, pn->worker, h, hl, data, len, 0);
+    if (h != st)
+        free(h);
+    return 1;
+}
+
+void peers_publish(mg_gw *gw, const char *topic, int opcode, const void *data, size_t len)
+{
+    mg_peers *p = gw->peers;
+    size_t tl = strlen(topic);
+    uint64_t *mask = p ? dict_get(&p->interest, topic, tl) : NULL;
+    if (!mask || !*mask)
+        return;
+    unsigned char st[256], *h = peer_hdr_alloc(st, sizeof(st), 4 + tl);
+    if (!h) {
+        gw->metrics->peer_dropped++;
+        return;
+    }
+    h[0] = PEER_PUBLISH;
+    h[1] = (uint8_t)opcode;
+    size_t hl = peer_hdr_str(h, 2, topic, tl);
+    peer_put_all(gw, *mask, h, hl, data, len, 0);
+    if (h != st)
+        free(h);
+}
+
+void peers_broadcast(mg_gw *gw, int opcode, const void *data, size_t len, uint64_t except_id)
+{
+    if (!gw->peers)
+        return;
+    struct {
+        uint8_t type, op;
+        uint64_t except;
+    } __attribute__((packed)) h = {PEER_BROADCAST, (uint8_t)opcode, except_id};
+    peer_put_all(gw, PEER_ALL, &h, sizeof(h), data, len, 0);
+}
+
+/* ---- names ---- */
+
+/* Claim a beats claim b under the policy: replace, the newer; reject, the
+ * older.  Equal stamps (two clocks read in one nanosecond) go by id. */
+static int peer_wins(const mg_gw *gw, int64_t sa, uint64_t ia, int64_t sb, uint64_t ib)
+{
+    int newer = sa > sb || (sa == sb && ia > ib);
+    return gw->cfg->duplicate_names == MG_DUP_REJECT ? !newer : newer;
+}
+
+static void peer_tell_claim(mg_gw *gw, uint64_t mask, const char *name, size_t nl, uint64_t id,
+                            int64_t stamp)
+{
+    unsigned char st[256], *h = peer_hdr_alloc(st, sizeof(st), 19 + nl);
+    if (!h) {
+        gw->metrics->peer_dropped++;
+        return;
+    }
+    h[0] = PEER_CLAIM;
+    memcpy(h + 1, &id, 8);
+    memcpy(h + 9, &stamp, 8);
+    size_t hl = peer_hdr_str(h, 17, name, nl);
+    peer_put_all(gw, mask, h, hl, NULL, 0, 1);
+    if (h != st)
+        free(h);
+}
+
+int peers_name_free(mg_gw *gw, const char *name)
+{
+    mg_peers *p = gw->peers;
+    if (!p || gw->cfg->duplicate_names != MG_DUP_REJECT)
+        return 0;
+    return dict_get(&p->names, name, strlen(name)) ? -1 : 0;
+}
+
+void peers_claim(mg_gw *gw, const char *name, uint64_t id)
+{
+    mg_peers *p = gw->peers;
+    size_t nl = strlen(name);
+    if (!p || nl > PEER_NAME_MAX)
+        return;
+    int64_t *stamp = malloc(sizeof(*stamp));
+    if (!stamp)
+        return;
+    *stamp = peer_stamp();
+    int err;
+    free(dict_set(&p->mine, name, nl, stamp, &err));
+    if (err) {
+        free(stamp);
+        return;
+    }
+    /* Under replace, another worker's holder is now the loser: forget it
+     * here (its worker closes it when this claim arrives). */
+    if (gw->cfg->duplicate_names == MG_DUP_REPLACE)
+        free(dict_del(&p->names, name, nl));
+    peer_tell_claim(gw, PEER_ALL, name, nl, id, *stamp);
+}
+
+void peers_unclaim(mg_gw *gw, const char *name, uint64_t id)
+{
+    mg_peers *p = gw->peers;
+    size_t nl = strlen(name);
+    if (!p || nl > PEER_NAME_MAX)
+        return;
+    free(dict_del(&p->mine, name, nl));
+    unsigned char st[256], *h = peer_hdr_alloc(st, sizeof(st), 11 + nl);
+    if (!h)
+        return;
+    h[0] = PEER_UNCLAIM;
+    memcpy(h + 1, &id, 8);
+    size_t hl = peer_hdr_str(h, 9, name, nl);
+    peer_put_all(gw, PEER_ALL, h, hl, NULL, 0, 1);
+    if (h != st)
+        free(h);
+}
+
+/* Worker k's client id claimed name at stamp. */
+static void peer_on_claim(mg_gw *gw, uint32_t k, int32_t pid, const char *name, uint64_t id,
+                          int64_t stamp)
+{
+    mg_peers *p = gw->peers;
+    size_t nl = strlen(name);
+    mg_conn *c = conn_find_name(gw, name);
+    int64_t *ms = dict_get(&p->mine, name, nl);
+    if (c && ms) {
+        if (!peer_wins(gw, stamp, id, *ms, c->id))
+            return; /* ours stands; our claim makes k close its client */
+        conn_name_lost(gw, c,
+                       gw->cfg->duplicate_names == MG_DUP_REJECT
+                           ? "name taken"
+                           : "a new client with the same id connected");
+        free(dict_del(&p->mine, name, nl));
+    }
+    peer_name *pn = dict_get(&p->names, name, nl);
+    if (pn && pn->worker != k && !peer_wins(gw, stamp, id, pn->stamp, pn->id))
+        return;
+    if (!pn) {
+        int err;
+        if (!(pn = malloc(sizeof(*pn))))
+            return;
+        dict_set(&p->names, name, nl, pn, &err);
+        if (err) {
+            free(pn);
+            return;
+        }
+    }
+    *pn = (peer_name){.worker = k, .pid = pid, .id = id, .stamp = stamp};
+}
+
+static void peer_on_unclaim(mg_gw *gw, uint32_t k, const char *name, uint64_t id)
+{
+    size_t nl = strlen(name);
+    peer_name *pn = dict_get(&gw->peers->names, name, nl);
+    if (pn && pn->worker == k && pn->id == id)
+        free(dict_del(&gw->peers->names, name, nl));
+}
+
+/* ---- topics ---- */
+
+static void peer_tell_interest(mg_gw *gw, uint64_t mask, const char *topic, size_t tl, int on)
+{
+    unsigned char st[256], *h = peer_hdr_alloc(st, sizeof(st), 4 + tl);
+    if (!h)
+        return;
+    h[0] = PEER_INTEREST;
+    h[1] = (uint8_t)on;
+    size_t hl = peer_hdr_str(h, 2, topic, tl);
+    peer_put_all(gw, mask, h, hl, NULL, 0, 1);
+    if (h != st)
+        free(h);
+}
+
+void peers_interest(mg_gw *gw, const char *topic, int on)
+{
+    size_t tl = strlen(topic);
+    if (gw->peers && tl <= PEER_NAME_MAX)
+        peer_tell_interest(gw, PEER_ALL, topic, tl, on);
+}
+
+static void peer_on_interest(mg_gw *gw, uint32_t k, const char *topic, int on)
+{
+    mg_peers *p = gw->peers;
+    size_t tl = strlen(topic);
+    uint64_t bit = (uint64_t)1 << (k - 1);
+    uint64_t *mask = dict_get(&p->interest, topic, tl);
+    if (on && !mask) {
+        int err;
+        if (!(mask = calloc(1, sizeof(*mask))))
+            return;
+        dict_set(&p->interest, topic, tl, mask, &err);
+        if (err) {
+            free(mask);
+            return;
+        }
+    }
+    if (!mask)
+        return;
+    *mask = on ? *mask | bit : *mask & ~bit;
+    if (!*mask)
+        free(dict_del(&p->interest, topic, tl));
+}
+
+/* ---- a worker comes and goes ---- */
+
+/* Drop what worker k said about its names and topics. */
+static void peer_forget(mg_gw *gw, uint32_t k)
+{
+    mg_peers *p = gw->peers;
+    dict_entry *e;
+    size_t n = 0, cap = 0;
+    char **keys = NULL;
+    size_t *lens = NULL;
+    for (int pass = 0; pass < 2; pass++) {
+        dict *d = pass ? &p->interest : &p->names;
+        n = 0;
+        for (size_t i = 0; (e = dict_next(d, &i));) {
+            int drop;
+            if (pass) {
+                uint64_t *mask = e->val;
+                *mask &= ~((uint64_t)1 << (k - 1));
+                drop = *mask == 0;
+            } else {
+                drop = ((peer_name *)e->val)->worker == k;
+            }
+            if (!drop)
+                continue;
+            if (n == cap) {
+                size_t nc = cap ? cap * 2 : 64;
+                char **nk = realloc(keys, nc * sizeof(*nk));
+                size_t *nlz = nk ? realloc(lens, nc * sizeof(*nlz)) : NULL;
+                if (nk)
+                    keys = nk;
+                if (!nlz)
+                    break; /* left for the next time k goes */
+                lens = nlz;
+                cap = nc;
+            }
+            keys[n] = e->key;
+            lens[n++] = e->klen;
+        }
+        /* Keys are the dict's (a delete frees its own, and moves others'
+         * slots, not their strings): copy each before its delete. */
+        for (size_t i = 0; i < n; i++) {
+            char kb[256], *kc = lens[i] <= sizeof(kb) ? kb : malloc(lens[i]);
+            if (!kc)
+                continue;
+            memcpy(kc, keys[i], lens[i]);
+            free(dict_del(d, kc, lens[i]));
+            if (kc != kb)
+                free(kc);
+        }
+    }
+    free(keys);
+    free(lens);
+}
+
+/* Tell worker k every name our clients hold and every topic they
+ * subscribe to (it has just said hello). */
+static void peer_tell_state(mg_gw *gw, uint32_t k)
+{
+    mg_peers *p = gw->peers;
+    uint64_t only = (uint64_t)1 << (k - 1);
+    dict_entry *e;
+    for (size_t i = 0; (e = dict_next(&p->mine, &i));) {
+        mg_conn *c = conn_find_name(gw, e->key);
+        if (c)
+            peer_tell_claim(gw, only, e->key, e->klen, c->id, *(int64_t *)e->val);
+    }
+    for (size_t i = 0; (e = dict_next(&gw->topics, &i));)
+        if (e->klen <= PEER_NAME_MAX)
+            peer_tell_interest(gw, only, e->key, e->klen, 1);
+}
+
+static void peer_on_hello(mg_gw *gw, peer_in *in, uint32_t k)
+{
+    mg_peers *p = gw->peers;
+    in->worker = k;
+    if (p->pid_of[k] != in->pid) {
+        /* A new process in slot k: what the old one held is gone. */
+        peer_forget(gw, k);
+        p->pid_of[k] = in->pid;
+    }
+    if (p->out[k].fd >= 0 && p->out[k].pid != in->pid)
+        peer_out_reset(gw, k, NULL); /* our link led to the old one */
+    p->out[k].retry_ms = 0;
+    peer_tell_state(gw, k);
+}
+
+/* ---- incoming links ---- */
+
+static void peer_dispatch(mg_gw *gw, peer_in *in, const unsigned char *m, size_t n)
+{
+    mg_peers *p = gw->peers;
+    peer_rd r = {m, m + n, 0};
+    uint8_t type, op, on;
+    uint64_t id;
+    int64_t stamp;
+    char sb[256], *heap = NULL, *s;
+
+    peer_take(&r, &type, 1);
+    if (type != PEER_HELLO && !in->worker)
+        return; /* nothing before a hello */
+    if (type != PEER_HELLO)
+        gw->metrics->peer_received++;
+    /* Directory changes count only from the incarnation the directory
+     * holds (an old process's last words are void). */
+    int current = p->pid_of[in->worker] == in->pid;
+    switch (type) {
+    case PEER_HELLO: {
+        uint32_t k;
+        peer_take(&r, &k, 4);
+        if (!r.bad && k >= 1 && k <= gw->nworkers && k != gw->worker)
+            peer_on_hello(gw, in, k);
+        return;
+    }
+    case PEER_SEND_ID: {
+        peer_take(&r, &op, 1);
+        peer_take(&r, &id, 8);
+        mg_conn *c = r.bad ? NULL : conn_find(gw, id);
+        if (c)
+            conn_send(gw, c, op, r.p, (size_t)(r.end - r.p));
+        return;
+    }
+    case PEER_SEND_NAME:
+    case PEER_PUBLISH:
+        peer_take(&r, &op, 1);
+        if (!(s = peer_take_str(&r, sb, sizeof(sb), &heap)))
+            return;
+        if (type == PEER_PUBLISH) {
+            pubsub_publish(gw, s, op, r.p, (size_t)(r.end - r.p));
+        } else {
+            mg_conn *c = conn_find_name(gw, s);
+            if (c)
+                conn_send(gw, c, op, r.p, (size_t)(r.end - r.p));
+        }
+        break;
+    case PEER_BROADCAST:
+        peer_take(&r, &op, 1);
+        peer_take(&r, &id, 8);
+        if (!r.bad)
+            pubsub_broadcast(gw, op, r.p, (size_t)(r.end - r.p), id);
+        return;
+    case PEER_CLAIM:
+    case PEER_UNCLAIM:
+        peer_take(&r, &id, 8);
+        if (type == PEER_CLAIM)
+            peer_take(&r, &stamp, 8);
+        if (!(s = peer_take_str(&r, sb, sizeof(sb), &heap)) || !current)
+            break;
+        if (type == PEER_CLAIM)
+            peer_on_claim(gw, in->worker, in->pid, s, id, stamp);
+        else
+            peer_on_unclaim(gw, in->worker, s, id);
+        break;
+    case PEER_INTEREST:
+        peer_take(&r, &on, 1);
+        if ((s = peer_take_str(&r, sb, sizeof(sb), &heap)) && current)
+            peer_on_interest(gw, in->worker, s, on);
+        break;
+    default:
+        break;
+    }
+    free(heap);
+}
+
+/* Worker at the other end of in has gone (its process ended). */
+static int peer_in_gone(mg_gw *gw, peer_in *in)
+{
+    mg_peers *p = gw->peers;
+    in->gone = 1;
+    if (in->worker && p->pid_of[in->worker] == in->pid) {
+        peer_forget(gw, in->worker);
+        p->pid_of[in->worker] = 0;
+    }
+    if (in->worker && p->out[in->worker].fd >= 0 && p->out[in->worker].pid == in->pid)
+        peer_out_reset(gw, in->worker, NULL);
+    return -1; /* lws closes the descriptor */
+}
+
+/* Read what is there and act on each whole frame. */
+static int peer_read(mg_gw *gw, peer_in *in)
+{
+    for (int reads = 0; reads < PEER_READS; reads++) {
+        if (in->cap - in->len < (16u << 10)) {
+            size_t cap = in->cap ? in->cap * 2 : 64u << 10;
+            unsigned char *b = realloc(in->buf, cap);
+            if (!b)
+                return peer_in_gone(gw, in);
+            in->buf = b;
+            in->cap = cap;
+        }
+        ssize_t n = read(in->fd, in->buf + in->len, in->cap - in->len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        if (n <= 0)
+            return peer_in_gone(gw, in);
+        in->len += (size_t)n;
+        size_t at = 0;
+        while (in->len - at >= 4) {
+            uint32_t fl;
+            memcpy(&fl, in->buf + at, 4);
+            if (fl == 0 || fl > PEER_FRAME_MAX)
+                return peer_in_gone(gw, in);
+            if (in->len - at - 4 < fl)
+                break;
+            peer_dispatch(gw, in, in->buf + at + 4, fl);
+            at += 4 + (size_t)fl;
+        }
+        memmove(in->buf, in->buf + at, in->len - at);
+        in->len -= at;
+        if (in->len > in->cap / 2 && in->cap < (size_t)PEER_FRAME_MAX * 2) {
+            unsigned char *b = realloc(in->buf, in->cap * 2); /* a big frame comes */
+            if (!b)
+                return peer_in_gone(gw, in);
+            in->buf = b;
+            in->cap *= 2;
+        }
+    }
+    if (in->len == 0 && in->cap > (4u << 20)) {
+        free(in->buf);
+        in->buf = NULL;
+        in->cap = 0;
+    }
+    return 1;
+}
+
+/* New links from other workers.  accept4 by syscall: libc's is fdguard's
+ * on this thread, which counts what it accepts as client handshakes. */
+static void peer_accept(mg_gw *gw)
+{
+    mg_peers *p = gw->peers;
+    for (int i = 0; i < 64; i++) {
+        int fd = (int)syscall(SYS_accept4, p->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        /* The socket's name is guessable: only our own user's processes
+         * may speak on it. */
+        struct ucred cr;
+        socklen_t cl = sizeof(cr);
+        peer_in *in = NULL;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) != 0 || cr.uid != getuid() ||
+            !(in = calloc(1, sizeof(*in)))) {
+            close(fd);
+            continue;
+        }
+        in->fd = fd;
+        in->pid = cr.pid;
+        in->wsi = server_watch(gw, fd);
+        if (!in->wsi) {
+            close(fd);
+            free(in);
+            continue;
+        }
+        in->next = p->ins;
+        p->ins = in;
+    }
+}
+
+int peers_on_readable(mg_gw *gw, struct lws *wsi)
+{
+    mg_peers *p = gw->peers;
+    if (!p)
+        return 0;
+    if (wsi == p->lwsi) {
+        peer_accept(gw);
+        return 1;
+    }
+    for (peer_in *in = p->ins; in; in = in->next)
+        if (in->wsi == wsi)
+            return in->gone ? -1 : peer_read(gw, in);
+    return 0;
+}
+
+void peers_on_close(mg_gw *gw, struct lws *wsi)
+{
+    mg_peers *p = gw->peers;
+    if (!p)
+        return;
+    if (wsi == p->lwsi) {
+        p->lwsi = NULL;
+        p->lfd = -1;
+        return;
+    }
+    for (peer_in **pp = &p->ins; *pp; pp = &(*pp)->next) {
+        peer_in *in = *pp;
+        if (in->wsi == wsi) {
+            if (!in->gone)
+                peer_in_gone(gw, in);
+            *pp = in->next;
+            free(in->buf);
+            free(in);
+            return;
+        }
+    }
+}
+
+/* ---- start and stop ---- */
+
+int peers_start(mg_gw *gw, char *err, size_t errlen)
+{
+    if (!gw->shared || gw->nworkers < 2)
+        return 0;
+    mg_peers *p = calloc(1, sizeof(*p));
+    if (!p) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    dict_init(&p->names);
+    dict_init(&p->mine);
+    dict_init(&p->interest);
+    for (uint32_t k = 0; k <= CONFIG_MAX_WORKERS; k++)
+        p->out[k].fd = -1;
+    gw->peers = p;
+    struct sockaddr_un a;
+    socklen_t al = peer_addr(gw, gw->worker, &a);
+    p->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (p->lfd < 0 || bind(p->lfd, (struct sockaddr *)&a, al) != 0 || listen(p->lfd, 128) != 0 ||
+        !(p->lwsi = server_watch(gw, p->lfd))) {
+        snprintf(err, errlen, "worker %u: cannot listen for the other workers: %s", gw->worker,
+                 strerror(errno));
+        if (p->lfd >= 0)
+            close(p->lfd);
+        p->lfd = -1;
+        return -1;
+    }
+    /* Say hello to whoever is up: they drop what an earlier process in
+     * this slot held, and tell this one their names and topics. */
+    for (uint32_t k = 1; k <= gw->nworkers; k++)
+        if (k != gw->worker && peer_connect(gw, k) == 0)
+            peer_want_flush(p, k);
+    return 0;
+}
+
+static void peer_free_vals(dict *d)
+{
+    dict_entry *e;
+    for (size_t i = 0; (e = dict_next(d, &i));)
+        free(e->val);
+    dict_free(d);
+}
+
+void peers_stop(mg_gw *gw)
+{
+    mg_peers *p = gw->peers;
+    if (!p)
+        return;
+    lws_sul_cancel(&p->retry);
+    for (uint32_t k = 0; k <= CONFIG_MAX_WORKERS; k++) {
+        if (p->out[k].fd >= 0)
+            close(p->out[k].fd);
+        free(p->out[k].buf);
+    }
+    while (p->ins) { /* lws closed their descriptors */
+        peer_in *in = p->ins;
+        p->ins = in->next;
+        free(in->buf);
+        free(in);
+    }
+    peer_free_vals(&p->names);
+    peer_free_vals(&p->mine);
+    peer_free_vals(&p->interest);
+    free(p);
+    gw->peers = NULL;
+}

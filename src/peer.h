@@ -1,0 +1,74 @@
+/* peer.h — the links between the worker processes of one gateway.
+ *
+ * With `workers: N` each worker listens on an abstract unix socket named
+ * after the shared key and its number, and opens a link to another worker
+ * the first time it has something for it.  Over these links goes what
+ * makes N workers behave as one gateway: a send to a client another worker
+ * holds, a publish to a topic other workers have subscribers for, a
+ * broadcast, a name claim, and which topics each worker has subscribers
+ * for (so a publish goes only where it is wanted).  Each receiving worker
+ * encodes the frame once for its own clients.
+ *
+ * Nothing here blocks the loop: a link is written without waiting, what
+ * the socket does not take is queued, and a queue past PEER_QUEUE_MAX
+ * (a worker stopped or too slow to read) drops what comes next, counted
+ * in moongate_peer_dropped_total.  A link to a worker that is not up
+ * (restarting) drops too.  Order is kept per link: what one worker sends
+ * another arrives in the order it was sent.
+ *
+ * Every worker keeps a directory of the names and topics the others hold,
+ * built from their claims; a worker that starts says hello and is told
+ * everyone's, and a worker's entries go when it does.  The directory is
+ * eventually consistent: two connections claiming one name at once on
+ * two workers are both told yes, then the claims cross and the policy's
+ * loser is closed with 4001 on its worker (names.duplicate: replace, the
+ * older; reject, the newer). */
+#ifndef MG_PEER_H
+#define MG_PEER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gw.h"
+
+/* What a link may hold unsent before messages on it are dropped. */
+#define PEER_QUEUE_MAX (16u << 20)
+
+/* Listen for the other workers and adopt the listener into the loop.  0,
+ * or -1 with err.  A no-op with one worker. */
+int peers_start(mg_gw *gw, char *err, size_t errlen);
+void peers_stop(mg_gw *gw);
+
+/* wsi is a descriptor of peer.c's in the loop, and it was readable:
+ * handled (1), or not one of ours (0). */
+int peers_on_readable(mg_gw *gw, struct lws *wsi);
+/* lws is closing wsi: forget it if it is ours. */
+void peers_on_close(mg_gw *gw, struct lws *wsi);
+
+/* Write what was queued during this loop turn (server_run). */
+void peers_flush(mg_gw *gw);
+
+/* Outgoing: each does nothing with one worker. */
+/* Hand a message for client id to the worker that holds it: 1 if id is
+ * another worker's (handed on, or dropped if that worker is down), 0 if
+ * it is ours. */
+int peers_send_id(mg_gw *gw, uint64_t id, int opcode, const void *data, size_t len);
+/* To the worker whose client claimed name: 1 handed on, 0 no worker has
+ * claimed it. */
+int peers_send_name(mg_gw *gw, const char *name, int opcode, const void *data, size_t len);
+/* To every worker with subscribers to topic. */
+void peers_publish(mg_gw *gw, const char *topic, int opcode, const void *data, size_t len);
+/* To every other worker; except_id is a client left out, or 0. */
+void peers_broadcast(mg_gw *gw, int opcode, const void *data, size_t len, uint64_t except_id);
+
+/* Names across workers (conn.c).  Before conn id takes name: 0, or -1
+ * with names.duplicate: reject when another worker's client holds it. */
+int peers_name_free(mg_gw *gw, const char *name);
+/* conn id took name / let it go (renamed, closed). */
+void peers_claim(mg_gw *gw, const char *name, uint64_t id);
+void peers_unclaim(mg_gw *gw, const char *name, uint64_t id);
+
+/* This worker's first subscriber to topic came (on 1) or its last went. */
+void peers_interest(mg_gw *gw, const char *topic, int on);
+
+#endif
