@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -36,6 +37,7 @@ static struct {
      * arrays indexed by descriptor. */
     int cap;
     int *prev, *next;
+    int64_t *since; /* when each was accepted (gw_clock_ms) */
     unsigned char *in; /* FDGUARD_WAITING, FDGUARD_DYING or 0 */
     int head, tail;
     uint32_t pending; /* in the list */
@@ -97,6 +99,7 @@ static void fdguard_append(int fd)
     else
         fg.head = fd;
     fg.tail = fd;
+    fg.since[fd] = gw_clock_ms();
     fg.in[fd] = FDGUARD_WAITING;
     fg.pending++;
 }
@@ -128,18 +131,51 @@ static void fdguard_rest(int lfd, int64_t until_ms)
         fg.muted = 1;
 }
 
-/* A new socket in its handshake, accepted on lfd.  At the bound the one
- * that has waited longest makes room: shut down, so that libwebsockets
- * reads EOF and closes it its usual way.  It keeps its descriptor until
- * then, so it still counts, and the listener rests until a close: a burst
- * of connects never holds more than the bound, and one more. */
+/* How far from the oldest fdguard_track looks for a silent socket. */
+#define FDGUARD_SCAN 16
+/* A socket counts as silent once it has sent nothing for this long. */
+#define FDGUARD_SILENT_MS 50
+
+/* The oldest socket in its handshake that has been silent for at least
+ * FDGUARD_SILENT_MS: nothing to read, accepted that long ago.  Two kinds
+ * of client are spared: one whose request waits to be read (a connect
+ * storm accepts faster than the loop reads), and one just accepted (a
+ * client that opens many sockets at once writes its requests a few
+ * milliseconds after the connects complete).  Closing those would punish
+ * clients for the gateway's lag or their own, and a real silent flood
+ * still loses FDGUARD_SCAN-deep slots every FDGUARD_SILENT_MS.  -1 if none
+ * qualifies; *wait_ms is then when the oldest will have waited enough. */
+static int fdguard_silent(int64_t now, int64_t *wait_ms)
+{
+    int fd = fg.head;
+    *wait_ms = now + FDGUARD_SILENT_MS;
+    for (int i = 0; fd >= 0 && i < FDGUARD_SCAN; i++, fd = fg.next[fd]) {
+        int n = 0;
+        if (ioctl(fd, FIONREAD, &n) == 0 && n > 0)
+            continue;
+        if (now - fg.since[fd] >= FDGUARD_SILENT_MS)
+            return fd;
+        if (fg.since[fd] + FDGUARD_SILENT_MS < *wait_ms)
+            *wait_ms = fg.since[fd] + FDGUARD_SILENT_MS;
+    }
+    return -1;
+}
+
+/* A new socket in its handshake, accepted on lfd.  At the bound the oldest
+ * silent one makes room: shut down, so that libwebsockets reads EOF and
+ * closes it its usual way.  It keeps its descriptor until then, so it
+ * still counts, and the listener rests until a close or an upgrade (or, if
+ * nothing was silent long enough, until something will have been): a
+ * burst of connects never holds much more than the bound, and waits in
+ * the kernel's accept queue meanwhile. */
 static void fdguard_track(int lfd, int fd)
 {
     if (fd < 0 || fd >= fg.cap)
         return;
     if (fg.pending + fg.dying >= fg.max) {
-        if (fg.head >= 0) {
-            int old = fg.head;
+        int64_t now = gw_clock_ms(), until;
+        int old = fdguard_silent(now, &until);
+        if (old >= 0) {
             fdguard_unlink(old);
             fg.in[old] = FDGUARD_DYING;
             fg.dying++;
@@ -147,8 +183,9 @@ static void fdguard_track(int lfd, int fd)
             fg.evicted++;
             fg.gw->metrics->handshakes_evicted++;
             fdguard_report();
+            until = now + FDGUARD_LOG_MS;
         }
-        fdguard_rest(lfd, gw_clock_ms() + FDGUARD_LOG_MS);
+        fdguard_rest(lfd, until);
     }
     fdguard_append(fd);
 }
@@ -252,8 +289,13 @@ static void fdguard_closed(void *arg, int fd)
 
 void fdguard_upgraded(int fd)
 {
-    if (fg.on)
-        fdguard_unlink(fd);
+    if (!fg.on)
+        return;
+    fdguard_unlink(fd);
+    if (fg.muted) { /* room in the handshake bound: the listeners may go on */
+        evpoll_unmute_all();
+        fg.muted = 0;
+    }
 }
 
 uint32_t fdguard_pending(void)
@@ -273,8 +315,9 @@ int fdguard_start(mg_gw *gw, int fd_cap, uint32_t max_handshakes)
     fg.prev = malloc((size_t)fd_cap * sizeof(*fg.prev));
     fg.next = malloc((size_t)fd_cap * sizeof(*fg.next));
     fg.in = calloc((size_t)fd_cap, 1);
+    fg.since = malloc((size_t)fd_cap * sizeof(*fg.since));
     fg.spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (!fg.prev || !fg.next || !fg.in || fg.spare < 0) {
+    if (!fg.prev || !fg.next || !fg.in || !fg.since || fg.spare < 0) {
         fdguard_stop();
         return -1;
     }
@@ -297,6 +340,8 @@ void fdguard_stop(void)
     free(fg.prev);
     free(fg.next);
     free(fg.in);
+    free(fg.since);
+    fg.since = NULL;
     fg.prev = fg.next = NULL;
     fg.in = NULL;
     fg.cap = 0;
