@@ -51,7 +51,20 @@ struct amqp_link {
     unsigned rand_state;
     size_t undelivered; /* publishes lost at stop (broker down) */
     char why[LINK_WHY]; /* why the connection went down */
+
+    /* A member of a cluster (link_start_member); m_key NULL otherwise. */
+    char *m_prefix, *m_key;
+    uint32_t m_queue_max;
+    char *m_queue;   /* thread: this connection's queue */
+    char **m_topics; /* thread: bound to <prefix>.publish */
+    size_t m_ntopics, m_cap;
+    uint64_t m_pending; /* atomic: sends in the inbox */
+    size_t out_n;       /* under mu: events in the outbox */
 };
+
+/* A member stops reading deliveries while this many events wait for the
+ * loop: the broker then holds them (up to the queue's bound). */
+#define LINK_OUT_MAX 20000
 
 /* ------------------------------------------------------------ small parts */
 
@@ -159,6 +172,7 @@ void link_event_free(link_event *e)
 
 static void link_emit(amqp_link *l, link_event *e)
 {
+    __atomic_add_fetch(&l->out_n, 1, __ATOMIC_RELAXED);
     pthread_mutex_lock(&l->mu);
     e->next = NULL;
     if (l->out_tail)
@@ -201,12 +215,15 @@ link_event *link_take(amqp_link *l)
     pthread_mutex_lock(&l->mu);
     link_event *e = l->out;
     l->out = l->out_tail = NULL;
+    __atomic_store_n(&l->out_n, 0, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&l->mu);
     return e;
 }
 
 void link_post(amqp_link *l, link_cmd *c)
 {
+    if (c->type == LINK_CMD_SEND)
+        __atomic_add_fetch(&l->m_pending, 1, __ATOMIC_RELAXED);
     pthread_mutex_lock(&l->mu);
     link_cmd_push(&l->in, &l->in_tail, c);
     pthread_mutex_unlock(&l->mu);
@@ -333,6 +350,120 @@ static int link_consume(amqp_link *l)
     return 0;
 }
 
+/* ---------------------------------------------------- a cluster member */
+
+static int link_member_exchanges(amqp_link *l)
+{
+    static const char *const kinds[][2] = {
+        {"direct", "direct"}, {"publish", "direct"}, {"fanout", "fanout"}};
+    char name[160], what[200];
+    for (int i = 0; i < 3; i++) {
+        snprintf(name, sizeof(name), "%s.%s", l->m_prefix, kinds[i][0]);
+        amqp_exchange_declare(l->conn, LINK_CHANNEL, amqp_cstring_bytes(name),
+                              amqp_cstring_bytes(kinds[i][1]), 0, 1, 0, 0, amqp_empty_table);
+        snprintf(what, sizeof(what), "declaring exchange '%s'", name);
+        if (link_check_rpc(l, what) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Bind (or unbind) the member's queue to <prefix>.<ex> with key. */
+static int link_member_bind(amqp_link *l, const char *ex, const char *key, int bind)
+{
+    char name[160];
+    snprintf(name, sizeof(name), "%s.%s", l->m_prefix, ex);
+    amqp_bytes_t q = amqp_cstring_bytes(l->m_queue), x = amqp_cstring_bytes(name);
+    amqp_bytes_t k = amqp_cstring_bytes(key);
+    if (bind)
+        amqp_queue_bind(l->conn, LINK_CHANNEL, q, x, k, amqp_empty_table);
+    else
+        amqp_queue_unbind(l->conn, LINK_CHANNEL, q, x, k, amqp_empty_table);
+    return link_check_rpc(l, bind ? "binding the member queue" : "unbinding the member queue");
+}
+
+static int link_member_setup(amqp_link *l)
+{
+    if (link_member_exchanges(l) != 0)
+        return -1;
+    amqp_table_entry_t e = {
+        .key = amqp_cstring_bytes("x-max-length"),
+        .value = {.kind = AMQP_FIELD_KIND_I64, .value = {.i64 = (int64_t)l->m_queue_max}}};
+    amqp_table_t args = {1, &e};
+    amqp_queue_declare_ok_t *ok =
+        amqp_queue_declare(l->conn, LINK_CHANNEL, amqp_empty_bytes, 0, 0, 1, 1, args);
+    if (link_check_rpc(l, "declaring the member queue") != 0 || !ok)
+        return -1;
+    free(l->m_queue);
+    if (!(l->m_queue = link_bytes_str(ok->queue))) {
+        snprintf(l->why, sizeof(l->why), "out of memory");
+        return -1;
+    }
+    if (link_member_bind(l, "direct", l->m_key, 1) != 0 ||
+        link_member_bind(l, "fanout", "", 1) != 0)
+        return -1;
+    for (size_t i = 0; i < l->m_ntopics; i++)
+        if (link_member_bind(l, "publish", l->m_topics[i], 1) != 0)
+            return -1;
+    amqp_basic_consume(l->conn, LINK_CHANNEL, amqp_cstring_bytes(l->m_queue), amqp_empty_bytes, 0,
+                       1, 1, amqp_empty_table);
+    return link_check_rpc(l, "consuming the member queue");
+}
+
+/* The set of topics bound survives reconnects: the queue does not. */
+static int link_member_topic(amqp_link *l, link_cmd *c)
+{
+    char *topic = strndup(c->routing_key.bytes, c->routing_key.len);
+    size_t i;
+    int rc = 0;
+    if (!topic)
+        return 0;
+    for (i = 0; i < l->m_ntopics && strcmp(l->m_topics[i], topic) != 0; i++)
+        ;
+    if (c->type == LINK_CMD_BIND && i == l->m_ntopics) {
+        if (l->m_ntopics == l->m_cap) {
+            size_t cap = l->m_cap ? l->m_cap * 2 : 16;
+            char **t = realloc(l->m_topics, cap * sizeof(*t));
+            if (!t) {
+                free(topic);
+                return 0; /* not bound: publishes to it stay on other nodes */
+            }
+            l->m_topics = t;
+            l->m_cap = cap;
+        }
+        l->m_topics[l->m_ntopics++] = topic;
+        topic = NULL;
+        if (l->up)
+            rc = link_member_bind(l, "publish", l->m_topics[i], 1);
+    } else if (c->type == LINK_CMD_UNBIND && i < l->m_ntopics) {
+        if (l->up)
+            rc = link_member_bind(l, "publish", l->m_topics[i], 0);
+        free(l->m_topics[i]);
+        l->m_topics[i] = l->m_topics[--l->m_ntopics];
+    }
+    free(topic);
+    return rc;
+}
+
+static int link_member_send(amqp_link *l, link_cmd *c)
+{
+    __atomic_sub_fetch(&l->m_pending, 1, __ATOMIC_RELAXED);
+    if (!l->up)
+        return 0; /* dropped: cluster traffic is not kept while down */
+    int rc = amqp_basic_publish(l->conn, LINK_CHANNEL, c->exchange, c->routing_key, 0, 0, &c->props,
+                                c->body);
+    if (rc != AMQP_STATUS_OK) {
+        snprintf(l->why, sizeof(l->why), "sending to the cluster: %s", amqp_error_string2(rc));
+        return -1;
+    }
+    return 0;
+}
+
+uint64_t link_pending_sends(amqp_link *l)
+{
+    return __atomic_load_n(&l->m_pending, __ATOMIC_RELAXED);
+}
+
 static void link_close_conn(amqp_link *l, int graceful)
 {
     if (!l->conn)
@@ -396,6 +527,8 @@ static int link_connect(amqp_link *l)
     amqp_channel_open(l->conn, LINK_CHANNEL);
     if (link_check_rpc(l, "opening a channel") != 0 || link_open_pub(l) != 0)
         return -1;
+    if (l->m_key) /* a cluster member: its own queue, no task queues */
+        return link_member_setup(l);
     if (link_declare(l) != 0)
         return -1;
     l->cancelled = l->cancel_wanted;
@@ -413,6 +546,9 @@ static void link_describe(amqp_link *l, char *buf, size_t n)
     if (url && amqp_parse_url(url, &info) == AMQP_STATUS_OK)
         len = (size_t)snprintf(buf, n, "amqp://%s:%d/%s", info.host, info.port, info.vhost);
     free(url);
+    if (l->m_key && len < n)
+        snprintf(buf + len, n - len, " (member %s, queue %s)", l->m_key,
+                 l->m_queue ? l->m_queue : "?");
     for (size_t i = 0; i < l->cfg.nconsume && len < n; i++)
         len += (size_t)snprintf(buf + len, n - len, "%s%s", i ? ", " : " (consuming ",
                                 l->cfg.consume[i]);
@@ -712,6 +848,17 @@ static int link_drain_inbox(amqp_link *l)
             l->cancel_wanted = 1;
             link_cmd_free(c);
             break;
+        case LINK_CMD_SEND:
+            if (link_member_send(l, c) != 0)
+                rc = -1;
+            link_cmd_free(c);
+            break;
+        case LINK_CMD_BIND:
+        case LINK_CMD_UNBIND:
+            if (rc == 0 && link_member_topic(l, c) != 0)
+                rc = -1;
+            link_cmd_free(c);
+            break;
         default:
             if (rc == 0 && link_settle(l, c) != 0)
                 rc = -1;
@@ -762,6 +909,13 @@ static int link_turn(amqp_link *l)
     if (link_flush_backlog(l) != 0)
         return -1;
     uint32_t hb = l->cfg.heartbeat_ms;
+    if (l->m_key && __atomic_load_n(&l->out_n, __ATOMIC_RELAXED) > LINK_OUT_MAX) {
+        /* The loop is behind: let the broker hold what comes (heartbeats
+         * are still answered once it catches up, within a turn or two). */
+        struct pollfd p = {.fd = l->in_fd, .events = POLLIN};
+        poll(&p, 1, 5);
+        return 0;
+    }
     link_wait(l, hb ? (int)(hb / 4 > 50 ? hb / 4 : 50) : 1000);
     return link_read(l);
 }
@@ -886,6 +1040,12 @@ static void link_free(amqp_link *l)
     free(l->cfg.consume);
     free(l->cfg.url);
     free(l->tags);
+    free(l->m_prefix);
+    free(l->m_key);
+    free(l->m_queue);
+    for (size_t i = 0; i < l->m_ntopics; i++)
+        free(l->m_topics[i]);
+    free(l->m_topics);
     link_cmd *c;
     while ((c = link_cmd_pop(&l->in, &l->in_tail)))
         link_cmd_free(c);
@@ -901,7 +1061,8 @@ static void link_free(amqp_link *l)
     free(l);
 }
 
-amqp_link *link_start(const mg_broker_config *cfg, char *err, size_t errlen)
+static amqp_link *link_begin(const mg_broker_config *cfg, const link_member *m, char *err,
+                             size_t errlen)
 {
     amqp_link *l = calloc(1, sizeof(*l));
     if (!l) {
@@ -914,7 +1075,13 @@ amqp_link *link_start(const mg_broker_config *cfg, char *err, size_t errlen)
     l->tags = calloc(cfg->nconsume + 1, sizeof(*l->tags));
     l->backoff_ms = cfg->reconnect_min_ms;
     l->rand_state = (unsigned)link_now_ms() ^ (unsigned)getpid();
-    if (l->in_fd < 0 || l->out_fd < 0 || !l->tags || link_copy_config(&l->cfg, cfg) != 0) {
+    if (m) {
+        l->m_prefix = link_strdup(m->prefix);
+        l->m_key = link_strdup(m->key);
+        l->m_queue_max = m->queue_max;
+    }
+    if (l->in_fd < 0 || l->out_fd < 0 || !l->tags || link_copy_config(&l->cfg, cfg) != 0 ||
+        (m && (!l->m_prefix || !l->m_key))) {
         snprintf(err, errlen, "broker set-up: %s", strerror(errno ? errno : ENOMEM));
         link_free(l);
         return NULL;
@@ -929,8 +1096,19 @@ amqp_link *link_start(const mg_broker_config *cfg, char *err, size_t errlen)
         link_free(l);
         return NULL;
     }
-    pthread_setname_np(l->thread, "mg-broker");
+    pthread_setname_np(l->thread, m ? "mg-cluster" : "mg-broker");
     return l;
+}
+
+amqp_link *link_start(const mg_broker_config *cfg, char *err, size_t errlen)
+{
+    return link_begin(cfg, NULL, err, errlen);
+}
+
+amqp_link *link_start_member(const mg_broker_config *cfg, const link_member *m, char *err,
+                             size_t errlen)
+{
+    return link_begin(cfg, m, err, errlen);
 }
 
 size_t link_stop(amqp_link *l, uint32_t wait_ms)

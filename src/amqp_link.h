@@ -49,6 +49,10 @@ typedef enum {
     LINK_CMD_REJECT,
     LINK_CMD_PUBLISH,
     LINK_CMD_CANCEL, /* stop consuming (drain) */
+    /* A member of a cluster (link_start_member). */
+    LINK_CMD_SEND,   /* publish without confirm, dropped while down: exchange, key, body */
+    LINK_CMD_BIND,   /* bind the member's queue to <prefix>.publish with key */
+    LINK_CMD_UNBIND, /* ... and unbind */
 } link_cmd_type;
 
 typedef struct link_cmd {
@@ -70,6 +74,26 @@ typedef struct amqp_link amqp_link;
 
 /* Start the thread for cfg (copied).  NULL with err on failure. */
 amqp_link *link_start(const mg_broker_config *cfg, char *err, size_t errlen);
+
+/* A member of a cluster (cluster.c), on cfg's broker but with none of its
+ * queues or consumers.  On every connection the thread declares the
+ * exchanges <prefix>.direct (direct), <prefix>.publish (direct) and
+ * <prefix>.fanout (fanout), and a queue the broker names, exclusive and
+ * auto-deleted (gone with the connection: a dead member leaves nothing
+ * behind), holding at most queue_max messages (the oldest are dropped
+ * beyond); binds it to <prefix>.direct with key, to <prefix>.fanout, and
+ * to <prefix>.publish with every topic bound so far (LINK_CMD_BIND); and
+ * consumes it without acks.  LINK_CMD_SEND publishes without confirms;
+ * while the broker is down sends are dropped, not kept. */
+typedef struct link_member {
+    const char *prefix;
+    const char *key;
+    uint32_t queue_max;
+} link_member;
+amqp_link *link_start_member(const mg_broker_config *cfg, const link_member *m, char *err,
+                             size_t errlen);
+/* Sends posted and not yet handed to the broker (the caller bounds it). */
+uint64_t link_pending_sends(amqp_link *l);
 /* Readable when events wait; the loop polls it. */
 int link_event_fd(const amqp_link *l);
 /* Take every pending event, oldest first (resets the eventfd). */

@@ -1259,6 +1259,60 @@ static int parse_workers(load_ctx *lc, const yaml_node_t *val, const char *where
     return parse_uint32(lc, val, where, ks, base);
 }
 
+/* --------------------------------------------------------------- cluster */
+
+#define CLU(field) offsetof(mg_cluster_config, field)
+
+/* cluster.node and cluster.prefix go into AMQP names and routing keys. */
+static int parse_cluster_name(load_ctx *lc, const yaml_node_t *val, const char *where,
+                              const key_spec *ks, void *base)
+{
+    const char *s = want_scalar(lc, val, where, "a name");
+    if (!s)
+        return -1;
+    size_t n = strlen(s);
+    int ok = n >= 1 && n <= 64;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = isalnum((unsigned char)s[i]) || s[i] == '-' || s[i] == '_';
+    if (!ok)
+        return load_fail(lc, val->start_mark, "%s: 1-64 letters, digits, '-' or '_', got '%s'",
+                         where, s);
+    str_set(FIELD(base, ks, char *), s);
+    return 0;
+}
+
+/* clang-format off */
+static const key_spec cluster_keys[] = {
+    {.name = "node",      .parse = parse_cluster_name, .offset = CLU(node), .required = 1},
+    {.name = "id",        .parse = parse_uint32,       .offset = CLU(id), .required = 1, .min = 1, .max = CONFIG_MAX_NODE_ID},
+    {.name = "prefix",    .parse = parse_cluster_name, .offset = CLU(prefix)},
+    {.name = "queue_max", .parse = parse_uint32,       .offset = CLU(queue_max), .min = 1, .max = 100000000},
+    {0}};
+/* clang-format on */
+
+static int parse_cluster(load_ctx *lc, const yaml_node_t *val, const char *where,
+                         const key_spec *ks, void *base)
+{
+    mg_config *cfg = base;
+    mg_cluster_config *c = xcalloc(1, sizeof *c);
+    cfg->cluster = c;
+    c->queue_max = 100000;
+    if (parse_map(lc, val, where, ks->keys, c) != 0)
+        return -1;
+    if (!c->prefix)
+        c->prefix = xstrdup("moongate");
+    return 0;
+}
+
+static void cluster_config_free(mg_cluster_config *c)
+{
+    if (!c)
+        return;
+    free(c->node);
+    free(c->prefix);
+    free(c);
+}
+
 /* clang-format off */
 static const key_spec top_keys[] = {
     {.name = "listen",    .parse = parse_listen,    .required = 1},
@@ -1274,6 +1328,7 @@ static const key_spec top_keys[] = {
     {.name = "log",       .parse = parse_section,   .keys = log_keys},
     {.name = "admin",     .parse = parse_admin,     .keys = admin_keys},
     {.name = "broker",    .parse = parse_broker,    .keys = broker_keys},
+    {.name = "cluster",   .parse = parse_cluster,   .keys = cluster_keys},
     {.name = "workers",   .parse = parse_workers,   .offset = CFG(workers), .min = 1, .max = CONFIG_MAX_WORKERS},
     {.name = "app",       .parse = parse_app},
     {0}};
@@ -1538,6 +1593,9 @@ int config_validate(const mg_config *cfg, char *err, size_t errlen)
                         "neither)");
     if (cfg->admin_port < 0 || cfg->admin_port > 65535 || (cfg->admin_port && !cfg->admin_host))
         return msg_fail(err, errlen, "admin: needs a host and a port 1..65535");
+    if (cfg->cluster && !cfg->broker)
+        return msg_fail(err, errlen,
+                        "cluster: needs a broker: section (the nodes meet on that RabbitMQ)");
     return 0;
 }
 
@@ -1632,6 +1690,7 @@ void config_free(mg_config *cfg)
         free(cfg->keep_headers[i]);
     free(cfg->keep_headers);
     broker_config_free(cfg->broker);
+    cluster_config_free(cfg->cluster);
     node_free(cfg->app);
     free(cfg);
 }

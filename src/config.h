@@ -73,6 +73,16 @@ typedef struct mg_broker_config {
     size_t nconsume;
 } mg_broker_config;
 
+/* `cluster:` — several nodes as one gateway over the broker (cluster.h). */
+typedef struct mg_cluster_config {
+    char *node;         /* this node's name, unique in the cluster */
+    uint32_t id;        /* 1..CONFIG_MAX_NODE_ID, unique: part of every connection id */
+    char *prefix;       /* of the exchanges the gateway declares; default "moongate" */
+    uint32_t queue_max; /* messages a member's queue holds before dropping; default 100000 */
+} mg_cluster_config;
+
+#define CONFIG_MAX_NODE_ID 1023
+
 /* Bounds of `workers:` (a connection id keeps its worker in id % workers,
  * and a peer set is a 64-bit mask). */
 #define CONFIG_MAX_WORKERS 64
@@ -125,7 +135,8 @@ typedef struct mg_config {
 
     uint32_t workers; /* worker processes, default 1; `auto` = online CPUs (master.c) */
 
-    mg_broker_config *broker; /* `broker:` section, or NULL */
+    mg_broker_config *broker;   /* `broker:` section, or NULL */
+    mg_cluster_config *cluster; /* `cluster:` section, or NULL */
 
     mg_node *app; /* free-form `app:` section, or NULL */
 } mg_config;

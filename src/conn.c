@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include "cluster.h"
 #include "log.h"
 #include "peer.h"
 #include "pubsub.h"
@@ -38,6 +39,7 @@ static void conn_drop_name(mg_gw *gw, mg_conn *c)
     if (dict_get(&gw->conns_by_name, c->name, strlen(c->name)) == c) {
         dict_del(&gw->conns_by_name, c->name, strlen(c->name));
         peers_unclaim(gw, c->name, c->id);
+        cluster_unclaim(gw, c->name, c->id);
     }
     free(c->name);
     c->name = NULL;
@@ -207,7 +209,8 @@ int conn_set_name(mg_gw *gw, mg_conn *c, const char *name, const char **err)
 
     if (holder == c)
         return 0;
-    if (gw->cfg->duplicate_names == MG_DUP_REJECT && (holder || peers_name_free(gw, name) != 0)) {
+    if (gw->cfg->duplicate_names == MG_DUP_REJECT &&
+        (holder || peers_name_free(gw, name) != 0 || cluster_name_free(gw, name) != 0)) {
         *err = "name taken";
         return -1;
     }
@@ -229,6 +232,7 @@ int conn_set_name(mg_gw *gw, mg_conn *c, const char *name, const char **err)
         return -1;
     }
     peers_claim(gw, copy, c->id);
+    cluster_claim(gw, copy, c->id);
     return 0;
 }
 

@@ -37,7 +37,7 @@ static struct {
      * arrays indexed by descriptor. */
     int cap;
     int *prev, *next;
-    int64_t *since; /* when each was accepted (gw_clock_ms) */
+    int64_t *since;    /* when each was accepted (gw_clock_ms) */
     unsigned char *in; /* FDGUARD_WAITING, FDGUARD_DYING or 0 */
     int head, tail;
     uint32_t pending; /* in the list */

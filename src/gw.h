@@ -62,7 +62,8 @@ typedef struct mg_gw {
     dict topics; /* topic -> mg_topic (pubsub.c) */
     dict store;  /* key -> mg_value (gw.store, lua_gw.c) */
 
-    mg_broker *broker; /* RabbitMQ bridge, or NULL (broker.c) */
+    mg_broker *broker;          /* RabbitMQ bridge, or NULL (broker.c) */
+    struct mg_cluster *cluster; /* membership of a cluster, or NULL (cluster.c) */
 
     mg_script *script; /* live Lua state (script.c) */
     uint64_t generation;
@@ -73,6 +74,7 @@ typedef struct mg_gw {
     /* Worker processes (master.c, workers.h, peer.c).  With one process:
      * worker 1 of 1, shared NULL, metrics pointing at metrics_own. */
     uint32_t worker, nworkers; /* this process is worker `worker` of `nworkers` */
+    uint32_t node_id;          /* cluster.id read at start, 0 without a cluster (cluster.h) */
     mg_shared *shared;         /* the memory the master and its workers share */
     mg_worker_slot *self;      /* this worker's slot in it */
     mg_peers *peers;           /* links to the other workers, or NULL */

@@ -75,6 +75,10 @@ static void gwctl_check_listeners(const mg_config *a, const mg_config *b)
         log_warn("reload: admin listener changes take effect only after a restart");
     if (a->workers != b->workers)
         log_warn("reload: workers changes take effect only after a restart");
+    const mg_cluster_config *p = a->cluster, *q = b->cluster;
+    if (!p != !q ||
+        (p && (strcmp(p->node, q->node) || p->id != q->id || strcmp(p->prefix, q->prefix))))
+        log_warn("reload: cluster changes take effect only after a restart");
 }
 
 /* Make cfg the config the C side enforces: limits and heartbeats of every

@@ -7,6 +7,7 @@
 
 #include "admin.h"
 #include "broker.h"
+#include "cluster.h"
 #include "fdguard.h"
 #include "conn.h"
 #include "gwctl.h"
@@ -137,7 +138,7 @@ static uint32_t admin_workers_up(const mg_gw *gw)
 
 static int admin_health(mg_gw *gw, struct lws *wsi)
 {
-    char body[320];
+    char body[512];
     uint64_t conns = gw->metrics->connections;
     if (gw->shared) {
         mg_metrics all;
@@ -149,6 +150,9 @@ static int admin_health(mg_gw *gw, struct lws *wsi)
                      "\"broker\":\"%s\"",
                      gw->draining ? "draining" : "ok", (unsigned long long)conns,
                      (unsigned long long)gw->generation, broker_state(gw));
+    if (gw->cluster)
+        n += snprintf(body + n, sizeof(body) - (size_t)n, ",\"cluster\":\"%s\",\"node\":\"%s\"",
+                      cluster_state(gw), gw->cfg->cluster->node);
     if (gw->shared) /* which worker answered, and how many run */
         snprintf(body + n, sizeof(body) - (size_t)n,
                  ",\"worker\":%u,\"workers\":%u,\"workers_up\":%u}\n", gw->worker, gw->nworkers,
@@ -255,8 +259,10 @@ static int admin_broadcast(mg_gw *gw, struct lws *wsi, admin_session *s)
     int binary = s->route.binary;
     int op = binary ? MG_OP_BINARY : MG_OP_TEXT;
     long n = pubsub_broadcast(gw, op, data, s->len, 0);
-    if (n >= 0)
+    if (n >= 0) {
         peers_broadcast(gw, op, data, s->len, 0);
+        cluster_broadcast(gw, op, data, s->len, 0);
+    }
     log_info("admin broadcast of %zu bytes (%s) to %ld connections%s", s->len,
              binary ? "binary" : "text", n, gw->peers ? " here, and to every other worker" : "");
     /* sent: this worker's clients; with workers, the others count theirs

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cluster.h"
 #include "conn.h"
 #include "log.h"
 #include "lua_api.h"
@@ -154,10 +155,15 @@ static int lgw_send_elsewhere(lua_State *L, mg_gw *gw, int op, const char *data,
 {
     if (lua_type(L, 1) == LUA_TNUMBER) {
         lua_Number n = lua_tonumber(L, 1);
-        return n >= 1 && n < 9007199254740992.0 && peers_send_id(gw, (uint64_t)n, op, data, len);
+        uint64_t id = (uint64_t)n;
+        return n >= 1 && n < 9007199254740992.0 &&
+               (peers_send_id(gw, id, op, data, len) || cluster_send_id(gw, id, op, data, len));
     }
-    if (lua_type(L, 1) == LUA_TSTRING)
-        return peers_send_name(gw, lua_tostring(L, 1), op, data, len);
+    if (lua_type(L, 1) == LUA_TSTRING) {
+        const char *name = lua_tostring(L, 1);
+        return peers_send_name(gw, name, op, data, len) ||
+               cluster_send_name(gw, name, op, data, len);
+    }
     return 0;
 }
 
@@ -200,6 +206,7 @@ static int lgw_broadcast(lua_State *L)
     if (n < 0)
         return lua_api_fail(L, "out of memory");
     peers_broadcast(gw, op, data, len, except);
+    cluster_broadcast(gw, op, data, len, except);
     lua_pushinteger(L, n);
     return 1;
 }
@@ -216,6 +223,7 @@ static int lgw_publish(lua_State *L)
     if (n < 0)
         return lua_api_fail(L, "out of memory");
     peers_publish(gw, topic, op, data, len);
+    cluster_publish(gw, topic, op, data, len);
     lua_pushinteger(L, n);
     return 1;
 }
@@ -549,6 +557,10 @@ void lua_gw_open(mg_script *s, const mg_config *cfg)
     lua_setfield(L, -2, "worker");
     lua_pushinteger(L, (lua_Integer)(s->gw->nworkers ? s->gw->nworkers : 1));
     lua_setfield(L, -2, "workers");
+    if (cfg->cluster) { /* the node's name, as the cluster knows it */
+        lua_pushstring(L, cfg->cluster->node);
+        lua_setfield(L, -2, "node");
+    }
     lua_timer_open(s);
     lua_broker_open(s);
 }

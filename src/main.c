@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "broker.h"
+#include "cluster.h"
 #include "budget.h"
 #include "conn.h"
 #include "cstack.h"
@@ -128,6 +129,7 @@ static void main_cleanup(mg_gw *gw)
 {
     if (gw->script)
         lua_timer_cancel_all(gw->script);
+    cluster_stop(gw);
     broker_stop(gw);
     gwctl_reload_stop(gw);
     server_stop(gw);
@@ -159,6 +161,7 @@ static int main_loop(void *arg)
         config_free(gw->cfg);
         return 1;
     }
+    gw->node_id = gw->cfg->cluster ? gw->cfg->cluster->id : 0;
     conn_table_init(gw);
     pubsub_init(gw);
     dict_init(&gw->store);
@@ -181,7 +184,7 @@ static int main_loop(void *arg)
         main_cleanup(gw);
         return 1;
     }
-    if (broker_start(gw, err, sizeof(err)) != 0) {
+    if (broker_start(gw, err, sizeof(err)) != 0 || cluster_start(gw, err, sizeof(err)) != 0) {
         log_error("%s", err);
         main_cleanup(gw);
         return 1;

@@ -141,6 +141,16 @@ size_t metrics_render(const mg_metrics *m, uint64_t generation, const mg_mem_met
                 "Messages for other workers dropped: the worker was down, or its link held "
                 "more than it read.",
                 m->peer_dropped);
+    metrics_one(&o, "moongate_cluster_up", "gauge",
+                "Workers whose cluster link to the broker is up (0 without a cluster).",
+                m->cluster_up);
+    metrics_one(&o, "moongate_cluster_sent_total", "counter",
+                "Messages handed to the broker for other cluster members.", m->cluster_sent);
+    metrics_one(&o, "moongate_cluster_received_total", "counter",
+                "Messages received from other cluster members.", m->cluster_received);
+    metrics_one(&o, "moongate_cluster_dropped_total", "counter",
+                "Messages for other members dropped: the broker link was down or far behind.",
+                m->cluster_dropped);
     metrics_broker(&o, m);
     metrics_one(&o, "moongate_resident_bytes", "gauge", "Resident memory of the gateway.",
                 mem->resident_bytes);

@@ -44,6 +44,10 @@ typedef struct mg_metrics {
     uint64_t peer_sent, peer_received; /* messages */
     uint64_t peer_dropped;             /* not sent: that worker down, or its link full */
 
+    /* Other nodes over the broker (cluster.c). */
+    uint64_t cluster_up; /* gauge: 1 while the member's link is up */
+    uint64_t cluster_sent, cluster_received, cluster_dropped;
+
     /* RabbitMQ bridge (broker.c). */
     uint64_t broker_up; /* gauge: 1 connected */
     uint64_t broker_connects;

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cluster.h"
 #include "conn.h"
 #include "log.h"
 #include "pubsub.h"
@@ -131,10 +132,12 @@ static char *peer_take_str(peer_rd *r, char *buf, size_t cap, char **heap)
     return s;
 }
 
+/* Wall-clock time: claims are compared with those of other nodes too
+ * (cluster.c). */
 static int64_t peer_stamp(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
@@ -360,8 +363,9 @@ void peers_flush(mg_gw *gw)
 int peers_send_id(mg_gw *gw, uint64_t id, int opcode, const void *data, size_t len)
 {
     uint32_t k = workers_owner(gw, id);
-    if (!gw->peers || k == gw->worker)
-        return 0;
+    if (!gw->peers || k == gw->worker ||
+        (gw->node_id && id % (CONFIG_MAX_NODE_ID + 1) != gw->node_id))
+        return 0; /* ours, or another node's (cluster.c) */
     struct {
         uint8_t type, op;
         uint64_t id;
@@ -513,6 +517,15 @@ void peers_unclaim(mg_gw *gw, const char *name, uint64_t id)
 }
 
 /* Worker k's client id claimed name at stamp. */
+void peers_name_lost(mg_gw *gw, const char *name, uint64_t id, int64_t stamp)
+{
+    mg_peers *p = gw->peers;
+    size_t nl = strlen(name);
+    peer_name *pn = p ? dict_get(&p->names, name, nl) : NULL;
+    if (pn && peer_wins(gw, stamp, id, pn->stamp, pn->id))
+        free(dict_del(&p->names, name, nl));
+}
+
 static void peer_on_claim(mg_gw *gw, uint32_t k, int32_t pid, const char *name, uint64_t id,
                           int64_t stamp)
 {
@@ -543,6 +556,7 @@ static void peer_on_claim(mg_gw *gw, uint32_t k, int32_t pid, const char *name, 
         }
     }
     *pn = (peer_name){.worker = k, .pid = pid, .id = id, .stamp = stamp};
+    cluster_name_lost(gw, name, id, stamp); /* another node's holder loses to it */
 }
 
 static void peer_on_unclaim(mg_gw *gw, uint32_t k, const char *name, uint64_t id)

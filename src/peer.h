@@ -68,6 +68,10 @@ int peers_name_free(mg_gw *gw, const char *name);
 void peers_claim(mg_gw *gw, const char *name, uint64_t id);
 void peers_unclaim(mg_gw *gw, const char *name, uint64_t id);
 
+/* A claim of name (id, stamp) made on another node won here: forget
+ * another worker's holder if it loses to it (its worker closes it). */
+void peers_name_lost(mg_gw *gw, const char *name, uint64_t id, int64_t stamp);
+
 /* This worker's first subscriber to topic came (on 1) or its last went. */
 void peers_interest(mg_gw *gw, const char *topic, int on);
 

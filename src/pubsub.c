@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster.h"
 #include "conn.h"
 #include "peer.h"
 
@@ -59,7 +60,8 @@ int pubsub_subscribe(mg_gw *gw, mg_conn *c, const char *name)
             pubsub_topic_free(t);
             return -1;
         }
-        peers_interest(gw, name, 1); /* publishes on other workers come here now */
+        peers_interest(gw, name, 1);   /* publishes on other workers come here now */
+        cluster_interest(gw, name, 1); /* ... and on other nodes */
     }
     size_t ccap = c->ntopics; /* conn's array grows one at a time: few topics each */
     mg_topic **nt = realloc(c->topics, (ccap + 1) * sizeof(*nt));
@@ -83,6 +85,7 @@ static void pubsub_detach(mg_gw *gw, mg_conn *c, mg_topic *t)
     }
     if (t->nsubs == 0) {
         peers_interest(gw, t->name, 0);
+        cluster_interest(gw, t->name, 0);
         dict_del(&gw->topics, t->name, strlen(t->name));
         pubsub_topic_free(t);
     }

@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "broker.h"
+#include "cluster.h"
 #include "conn.h"
 #include "evpoll.h"
 #include "fastrx.h"
@@ -659,6 +660,8 @@ static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
             gwctl_on_ctl(gw);
         else if ((peer = peers_on_readable(gw, wsi)) != 0)
             return peer < 0 ? -1 : 0; /* -1: lws closes a dead link */
+        else if (cluster_on_readable(gw, wsi))
+            return 0;
         else
             broker_on_events(gw);
         return 0;

@@ -50,14 +50,15 @@ void workers_attach(mg_gw *gw, mg_shared *sh, uint32_t k)
 
 uint64_t workers_conn_id(mg_gw *gw)
 {
-    if (!gw->self)
-        return gw->next_conn_id++;
-    uint64_t seq = ++gw->self->next_seq;
-    return seq * gw->nworkers + (gw->worker - 1);
+    uint64_t local =
+        gw->self ? ++gw->self->next_seq * gw->nworkers + (gw->worker - 1) : gw->next_conn_id++;
+    return gw->node_id ? local * (CONFIG_MAX_NODE_ID + 1) + gw->node_id : local;
 }
 
 uint32_t workers_owner(const mg_gw *gw, uint64_t id)
 {
+    if (gw->node_id)
+        id /= CONFIG_MAX_NODE_ID + 1;
     return gw->self ? (uint32_t)(id % gw->nworkers) + 1 : 1;
 }
 

@@ -48,7 +48,8 @@ void workers_attach(mg_gw *gw, mg_shared *sh, uint32_t k);
 
 /* The next connection id: seq * nworkers + (worker - 1), so that
  * workers_owner tells the worker from the id alone, and with one process
- * ids are 1, 2, 3 ... as they always were. */
+ * ids are 1, 2, 3 ... as they always were.  In a cluster that, times
+ * 1024, plus cluster.id: the id names its node too (cluster.c). */
 uint64_t workers_conn_id(mg_gw *gw);
 uint32_t workers_owner(const mg_gw *gw, uint64_t id);
 

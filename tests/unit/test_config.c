@@ -783,7 +783,7 @@ static void test_err_unknown_keys(void)
                  "text_ping, text_pong)");
     expect_error(BASE "heartbeats:\n  interval: 5s\n",
                  "4:1: unknown key 'heartbeats' (expected one of: listen, script, lua, static, "
-                 "heartbeat, limits, handshake, names, shutdown, io, log, admin, broker, workers, app)");
+                 "heartbeat, limits, handshake, names, shutdown, io, log, admin, broker, cluster, workers, app)");
     expect_error(
         "listen:\n  - port: 8080\n    prot: 1\nscript: app.lua\n",
         "3:5: unknown key 'prot' in listen[0] (expected one of: host, port, path, tls, reader)");

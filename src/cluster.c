@@ -1,0 +1,667 @@
+/* cluster.c — several nodes as one gateway over RabbitMQ (cluster.h). */
+#include "cluster.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "amqp_link.h"
+#include "conn.h"
+#include "log.h"
+#include "peer.h"
+#include "pubsub.h"
+#include "server.h"
+#include "workers.h"
+
+enum {
+    CL_HELLO = 1, /* tell me your names */
+    CL_BEACON,    /* still here */
+    CL_BYE,       /* leaving: forget me */
+    CL_SEND_ID,   /* u8 opcode, u64 id, payload */
+    CL_SEND_NAME, /* u8 opcode, u16 len, name, payload */
+    CL_PUBLISH,   /* u8 opcode, u16 len, topic, payload */
+    CL_BROADCAST, /* u8 opcode, u64 except, payload */
+    CL_CLAIM,     /* u64 id, i64 stamp, u16 len, name */
+    CL_UNCLAIM,   /* u64 id, u16 len, name */
+};
+
+/* AMQP routing keys are at most 255 bytes: longer topics and names stay
+ * on their node. */
+#define CL_KEY_MAX 255
+#define CL_MEMBER_KEY 32
+
+typedef struct cl_member { /* another member, as last heard */
+    int32_t pid;
+    int64_t seen_ms;
+} cl_member;
+
+typedef struct cl_name { /* another member's client holds a name */
+    char member[CL_MEMBER_KEY];
+    uint64_t id;
+    int64_t stamp;
+} cl_name;
+
+typedef struct mg_cluster {
+    mg_gw *gw;
+    amqp_link *link;
+    struct lws *wsi;
+    int up;
+    char key[CL_MEMBER_KEY]; /* "<node id>.<worker>" */
+    char app_id[64];         /* key.pid: who sent a message */
+    char x_direct[160], x_publish[160], x_fanout[160];
+    dict members; /* key -> cl_member */
+    dict names;   /* name -> cl_name */
+    dict mine;    /* our clients' names -> int64_t stamp of their claim */
+    lws_sorted_usec_list_t beacon;
+} mg_cluster;
+
+/* ---- small parts ---- */
+
+static int64_t cl_stamp(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static size_t cl_put_str(unsigned char *h, size_t at, const char *s, size_t n)
+{
+    uint16_t len = (uint16_t)n;
+    memcpy(h + at, &len, 2);
+    memcpy(h + at + 2, s, n);
+    return at + 2 + n;
+}
+
+typedef struct cl_rd {
+    const unsigned char *p, *end;
+    int bad;
+} cl_rd;
+
+static void cl_take(cl_rd *r, void *out, size_t n)
+{
+    if ((size_t)(r->end - r->p) < n) {
+        r->bad = 1;
+        memset(out, 0, n);
+        return;
+    }
+    memcpy(out, r->p, n);
+    r->p += n;
+}
+
+/* A u16-length string, NUL-terminated in a malloc'd block (free it). */
+static char *cl_take_str(cl_rd *r)
+{
+    uint16_t n;
+    cl_take(r, &n, 2);
+    if (r->bad || (size_t)(r->end - r->p) < n) {
+        r->bad = 1;
+        return NULL;
+    }
+    char *s = malloc((size_t)n + 1);
+    if (!s) {
+        r->bad = 1;
+        return NULL;
+    }
+    memcpy(s, r->p, n);
+    s[n] = 0;
+    r->p += n;
+    return s;
+}
+
+/* ---- sending ---- */
+
+static amqp_bytes_t cl_bytes(const void *a, size_t al, const void *b, size_t bl)
+{
+    amqp_bytes_t x = amqp_bytes_malloc(al + bl ? al + bl : 1);
+    if (x.bytes) {
+        memcpy(x.bytes, a, al);
+        if (bl)
+            memcpy((char *)x.bytes + al, b, bl);
+        x.len = al + bl;
+    }
+    return x;
+}
+
+/* One message to exchange with key: hdr then data as the body.  Dropped,
+ * and counted, while the link is down or too far behind. */
+static void cl_send(mg_gw *gw, const char *exchange, const char *key, const void *hdr, size_t hl,
+                    const void *data, size_t dl)
+{
+    mg_cluster *c = gw->cluster;
+    if (!c->up || link_pending_sends(c->link) >= CLUSTER_PENDING_MAX) {
+        gw->metrics->cluster_dropped++;
+        return;
+    }
+    link_cmd *cmd = link_cmd_new(LINK_CMD_SEND);
+    if (!cmd) {
+        gw->metrics->cluster_dropped++;
+        return;
+    }
+    cmd->exchange = cl_bytes(exchange, strlen(exchange), NULL, 0);
+    cmd->routing_key = cl_bytes(key, strlen(key), NULL, 0);
+    cmd->body = cl_bytes(hdr, hl, data, dl);
+    cmd->props._flags = AMQP_BASIC_APP_ID_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
+    cmd->props.delivery_mode = 1;                      /* transient */
+    cmd->props.app_id = amqp_cstring_bytes(c->app_id); /* copied when sent, c outlives it */
+    if (!cmd->exchange.bytes || !cmd->routing_key.bytes || !cmd->body.bytes) {
+        link_cmd_free(cmd);
+        gw->metrics->cluster_dropped++;
+        return;
+    }
+    link_post(c->link, cmd);
+    gw->metrics->cluster_sent++;
+}
+
+static void cl_member_key(const mg_gw *gw, uint32_t node, uint32_t worker, char *out)
+{
+    (void)gw;
+    snprintf(out, CL_MEMBER_KEY, "%u.%u", node, worker);
+}
+
+/* A frame whose header is type (+ opcode) and a u16 string. */
+static void cl_send_str(mg_gw *gw, const char *exchange, const char *key, uint8_t type, int op,
+                        const char *s, const void *data, size_t dl)
+{
+    size_t sl = strlen(s);
+    unsigned char st[300], *h = sl + 4 <= sizeof(st) ? st : malloc(sl + 4);
+    if (!h) {
+        gw->metrics->cluster_dropped++;
+        return;
+    }
+    size_t at = 0;
+    h[at++] = type;
+    if (op >= 0)
+        h[at++] = (uint8_t)op;
+    at = cl_put_str(h, at, s, sl);
+    cl_send(gw, exchange, key, h, at, data, dl);
+    if (h != st)
+        free(h);
+}
+
+int cluster_send_id(mg_gw *gw, uint64_t id, int opcode, const void *data, size_t len)
+{
+    mg_cluster *c = gw->cluster;
+    if (!c)
+        return 0;
+    uint32_t node = (uint32_t)(id % (CONFIG_MAX_NODE_ID + 1)), k = workers_owner(gw, id);
+    if (node == gw->node_id)
+        return 0; /* ours, or this node's other worker's (peer.c) */
+    char key[CL_MEMBER_KEY];
+    cl_member_key(gw, node, k, key);
+    struct {
+        uint8_t type, op;
+        uint64_t id;
+    } __attribute__((packed)) h = {CL_SEND_ID, (uint8_t)opcode, id};
+    cl_send(gw, c->x_direct, key, &h, sizeof(h), data, len);
+    return 1;
+}
+
+int cluster_send_name(mg_gw *gw, const char *name, int opcode, const void *data, size_t len)
+{
+    mg_cluster *c = gw->cluster;
+    cl_name *n = c ? dict_get(&c->names, name, strlen(name)) : NULL;
+    if (!n)
+        return 0;
+    cl_send_str(gw, c->x_direct, n->member, CL_SEND_NAME, opcode, name, data, len);
+    return 1;
+}
+
+void cluster_publish(mg_gw *gw, const char *topic, int opcode, const void *data, size_t len)
+{
+    mg_cluster *c = gw->cluster;
+    if (c && strlen(topic) <= CL_KEY_MAX)
+        cl_send_str(gw, c->x_publish, topic, CL_PUBLISH, opcode, topic, data, len);
+}
+
+void cluster_broadcast(mg_gw *gw, int opcode, const void *data, size_t len, uint64_t except_id)
+{
+    mg_cluster *c = gw->cluster;
+    if (!c)
+        return;
+    struct {
+        uint8_t type, op;
+        uint64_t except;
+    } __attribute__((packed)) h = {CL_BROADCAST, (uint8_t)opcode, except_id};
+    cl_send(gw, c->x_fanout, "", &h, sizeof(h), data, len);
+}
+
+void cluster_interest(mg_gw *gw, const char *topic, int on)
+{
+    mg_cluster *c = gw->cluster;
+    size_t tl = strlen(topic);
+    if (!c || tl > CL_KEY_MAX)
+        return;
+    link_cmd *cmd = link_cmd_new(on ? LINK_CMD_BIND : LINK_CMD_UNBIND);
+    if (!cmd)
+        return;
+    cmd->routing_key = cl_bytes(topic, tl, NULL, 0);
+    if (!cmd->routing_key.bytes) {
+        link_cmd_free(cmd);
+        return;
+    }
+    link_post(c->link, cmd); /* the link keeps the set across reconnects */
+}
+
+/* ---- names ---- */
+
+/* Claim a beats claim b: replace, the newer; reject, the older. */
+static int cl_wins(const mg_gw *gw, int64_t sa, uint64_t ia, int64_t sb, uint64_t ib)
+{
+    int newer = sa > sb || (sa == sb && ia > ib);
+    return gw->cfg->duplicate_names == MG_DUP_REJECT ? !newer : newer;
+}
+
+static void cl_tell_claim(mg_gw *gw, const char *exchange, const char *key, const char *name,
+                          uint64_t id, int64_t stamp)
+{
+    size_t nl = strlen(name);
+    unsigned char st[300], *h = nl + 19 <= sizeof(st) ? st : malloc(nl + 19);
+    if (!h)
+        return;
+    h[0] = CL_CLAIM;
+    memcpy(h + 1, &id, 8);
+    memcpy(h + 9, &stamp, 8);
+    size_t at = cl_put_str(h, 17, name, nl);
+    cl_send(gw, exchange, key, h, at, NULL, 0);
+    if (h != st)
+        free(h);
+}
+
+int cluster_name_free(mg_gw *gw, const char *name)
+{
+    mg_cluster *c = gw->cluster;
+    if (!c || gw->cfg->duplicate_names != MG_DUP_REJECT)
+        return 0;
+    return dict_get(&c->names, name, strlen(name)) ? -1 : 0;
+}
+
+void cluster_claim(mg_gw *gw, const char *name, uint64_t id)
+{
+    mg_cluster *c = gw->cluster;
+    size_t nl = strlen(name);
+    if (!c || nl > CL_KEY_MAX)
+        return;
+    int64_t *stamp = malloc(sizeof(*stamp));
+    if (!stamp)
+        return;
+    *stamp = cl_stamp();
+    int err;
+    free(dict_set(&c->mine, name, nl, stamp, &err));
+    if (err) {
+        free(stamp);
+        return;
+    }
+    if (gw->cfg->duplicate_names == MG_DUP_REPLACE)
+        free(dict_del(&c->names, name, nl));
+    cl_tell_claim(gw, c->x_fanout, "", name, id, *stamp);
+}
+
+void cluster_unclaim(mg_gw *gw, const char *name, uint64_t id)
+{
+    mg_cluster *c = gw->cluster;
+    size_t nl = strlen(name);
+    if (!c || nl > CL_KEY_MAX)
+        return;
+    free(dict_del(&c->mine, name, nl));
+    unsigned char h[300];
+    h[0] = CL_UNCLAIM;
+    memcpy(h + 1, &id, 8);
+    size_t at = cl_put_str(h, 9, name, nl);
+    cl_send(gw, c->x_fanout, "", h, at, NULL, 0);
+}
+
+static void cl_on_claim(mg_gw *gw, const char *member, const char *name, uint64_t id, int64_t stamp)
+{
+    mg_cluster *c = gw->cluster;
+    size_t nl = strlen(name);
+    mg_conn *conn = conn_find_name(gw, name);
+    int64_t *ms = dict_get(&c->mine, name, nl);
+    if (conn && ms) {
+        if (!cl_wins(gw, stamp, id, *ms, conn->id))
+            return; /* ours stands; our claim makes the other member close its client */
+        conn_name_lost(gw, conn,
+                       gw->cfg->duplicate_names == MG_DUP_REJECT
+                           ? "name taken"
+                           : "a new client with the same id connected");
+        free(dict_del(&c->mine, name, nl));
+    }
+    cl_name *n = dict_get(&c->names, name, nl);
+    if (n && strcmp(n->member, member) != 0 && !cl_wins(gw, stamp, id, n->stamp, n->id))
+        return;
+    if (!n) {
+        int err;
+        if (!(n = malloc(sizeof(*n))))
+            return;
+        dict_set(&c->names, name, nl, n, &err);
+        if (err) {
+            free(n);
+            return;
+        }
+    }
+    snprintf(n->member, sizeof(n->member), "%s", member);
+    n->id = id;
+    n->stamp = stamp;
+    peers_name_lost(gw, name, id, stamp); /* this node's other worker's holder loses to it */
+}
+
+void cluster_name_lost(mg_gw *gw, const char *name, uint64_t id, int64_t stamp)
+{
+    mg_cluster *c = gw->cluster;
+    size_t nl = strlen(name);
+    cl_name *n = c ? dict_get(&c->names, name, nl) : NULL;
+    if (n && cl_wins(gw, stamp, id, n->stamp, n->id))
+        free(dict_del(&c->names, name, nl));
+}
+
+static void cl_on_unclaim(mg_gw *gw, const char *member, const char *name, uint64_t id)
+{
+    mg_cluster *c = gw->cluster;
+    size_t nl = strlen(name);
+    cl_name *n = dict_get(&c->names, name, nl);
+    if (n && n->id == id && strcmp(n->member, member) == 0)
+        free(dict_del(&c->names, name, nl));
+}
+
+/* Forget the names member holds (it left, restarted or went silent). */
+static void cl_forget(mg_gw *gw, const char *member)
+{
+    mg_cluster *c = gw->cluster;
+    for (;;) { /* deleting moves entries: scan again after each */
+        dict_entry *e;
+        size_t i = 0;
+        char *key = NULL;
+        size_t klen = 0;
+        while ((e = dict_next(&c->names, &i)))
+            if (strcmp(((cl_name *)e->val)->member, member) == 0) {
+                key = e->key;
+                klen = e->klen;
+                break;
+            }
+        if (!key)
+            return;
+        char *copy = strndup(key, klen);
+        if (!copy)
+            return;
+        free(dict_del(&c->names, copy, klen));
+        free(copy);
+    }
+}
+
+/* Tell member (just said hello) every name our clients hold. */
+static void cl_tell_names(mg_gw *gw, const char *member)
+{
+    mg_cluster *c = gw->cluster;
+    dict_entry *e;
+    for (size_t i = 0; (e = dict_next(&c->mine, &i));) {
+        mg_conn *conn = conn_find_name(gw, e->key);
+        if (conn)
+            cl_tell_claim(gw, c->x_direct, member, e->key, conn->id, *(int64_t *)e->val);
+    }
+}
+
+/* ---- members come and go ---- */
+
+/* Note a message from member (app_id "key.pid"): the key, or NULL if it
+ * is ours or malformed. */
+static const char *cl_heard(mg_gw *gw, const char *app_id, char *key)
+{
+    mg_cluster *c = gw->cluster;
+    const char *dot = strrchr(app_id, '.');
+    if (!dot || (size_t)(dot - app_id) >= CL_MEMBER_KEY || !strcmp(app_id, c->app_id))
+        return NULL;
+    memcpy(key, app_id, (size_t)(dot - app_id));
+    key[dot - app_id] = 0;
+    if ((uint32_t)atoi(key) == gw->node_id)
+        return NULL; /* this node: its workers were served over peer.c's links */
+    int32_t pid = (int32_t)atoi(dot + 1);
+    size_t kl = strlen(key);
+    cl_member *m = dict_get(&c->members, key, kl);
+    if (m && m->pid != pid) /* a new process as that member */
+        cl_forget(gw, key);
+    if (!m) {
+        int err;
+        if (!(m = calloc(1, sizeof(*m))))
+            return key;
+        dict_set(&c->members, key, kl, m, &err);
+        if (err) {
+            free(m);
+            return key;
+        }
+    }
+    m->pid = pid;
+    m->seen_ms = gw_now(gw);
+    return key;
+}
+
+/* Members not heard from for CLUSTER_EXPIRE_MS are forgotten. */
+static void cl_expire(mg_gw *gw)
+{
+    mg_cluster *c = gw->cluster;
+    for (;;) {
+        dict_entry *e;
+        size_t i = 0;
+        char key[CL_MEMBER_KEY] = "";
+        while ((e = dict_next(&c->members, &i)))
+            if (gw_now(gw) - ((cl_member *)e->val)->seen_ms > CLUSTER_EXPIRE_MS &&
+                e->klen < sizeof(key)) {
+                memcpy(key, e->key, e->klen);
+                key[e->klen] = 0;
+                break;
+            }
+        if (!key[0])
+            return;
+        log_warn("cluster: member %s silent for %d s: its names are forgotten", key,
+                 CLUSTER_EXPIRE_MS / 1000);
+        cl_forget(gw, key);
+        free(dict_del(&c->members, key, strlen(key)));
+    }
+}
+
+/* ---- incoming ---- */
+
+static void cl_dispatch(mg_gw *gw, const char *from, const unsigned char *m, size_t n)
+{
+    cl_rd r = {m, m + n, 0};
+    uint8_t type, op;
+    uint64_t id;
+    int64_t stamp;
+    char *s = NULL;
+    cl_take(&r, &type, 1);
+    gw->metrics->cluster_received++;
+    switch (type) {
+    case CL_HELLO:
+        cl_tell_names(gw, from);
+        break;
+    case CL_BYE:
+        cl_forget(gw, from);
+        free(dict_del(&gw->cluster->members, from, strlen(from)));
+        break;
+    case CL_SEND_ID: {
+        cl_take(&r, &op, 1);
+        cl_take(&r, &id, 8);
+        mg_conn *c = r.bad ? NULL : conn_find(gw, id);
+        if (c)
+            conn_send(gw, c, op, r.p, (size_t)(r.end - r.p));
+        break;
+    }
+    case CL_SEND_NAME:
+    case CL_PUBLISH:
+        cl_take(&r, &op, 1);
+        if (!(s = cl_take_str(&r)))
+            break;
+        if (type == CL_PUBLISH) {
+            pubsub_publish(gw, s, op, r.p, (size_t)(r.end - r.p));
+        } else {
+            mg_conn *c = conn_find_name(gw, s);
+            if (c)
+                conn_send(gw, c, op, r.p, (size_t)(r.end - r.p));
+        }
+        break;
+    case CL_BROADCAST:
+        cl_take(&r, &op, 1);
+        cl_take(&r, &id, 8);
+        if (!r.bad)
+            pubsub_broadcast(gw, op, r.p, (size_t)(r.end - r.p), id);
+        break;
+    case CL_CLAIM:
+    case CL_UNCLAIM:
+        cl_take(&r, &id, 8);
+        if (type == CL_CLAIM)
+            cl_take(&r, &stamp, 8);
+        if (!(s = cl_take_str(&r)))
+            break;
+        if (type == CL_CLAIM)
+            cl_on_claim(gw, from, s, id, stamp);
+        else
+            cl_on_unclaim(gw, from, s, id);
+        break;
+    default: /* CL_BEACON: being heard was the point */
+        break;
+    }
+    free(s);
+}
+
+static void cl_delivery(mg_gw *gw, link_delivery *d)
+{
+    const amqp_basic_properties_t *p = &d->msg.properties;
+    char app[64], key[CL_MEMBER_KEY];
+    if (!(p->_flags & AMQP_BASIC_APP_ID_FLAG) || p->app_id.len >= sizeof(app))
+        return;
+    memcpy(app, p->app_id.bytes, p->app_id.len);
+    app[p->app_id.len] = 0;
+    const char *from = cl_heard(gw, app, key);
+    if (from && d->msg.body.len)
+        cl_dispatch(gw, from, d->msg.body.bytes, d->msg.body.len);
+}
+
+/* Up again (or for the first time): say hello and claim our names again
+ * (members may have forgotten us meanwhile). */
+static void cl_joined(mg_gw *gw, const char *what)
+{
+    mg_cluster *c = gw->cluster;
+    c->up = 1;
+    gw->metrics->cluster_up = 1;
+    log_info("cluster: member %s joined via %s", c->key, what ? what : "the broker");
+    uint8_t hello = CL_HELLO;
+    cl_send(gw, c->x_fanout, "", &hello, 1, NULL, 0);
+    dict_entry *e;
+    for (size_t i = 0; (e = dict_next(&c->mine, &i));) {
+        mg_conn *conn = conn_find_name(gw, e->key);
+        if (conn)
+            cl_tell_claim(gw, c->x_fanout, "", e->key, conn->id, *(int64_t *)e->val);
+    }
+}
+
+int cluster_on_readable(mg_gw *gw, struct lws *wsi)
+{
+    mg_cluster *c = gw->cluster;
+    if (!c || wsi != c->wsi)
+        return 0;
+    link_event *e = link_take(c->link);
+    while (e) {
+        link_event *next = e->next;
+        switch (e->type) {
+        case LINK_EV_UP:
+            cl_joined(gw, e->text);
+            break;
+        case LINK_EV_DOWN:
+            if (c->up)
+                log_warn("cluster: broker connection lost (%s): serving this node's clients "
+                         "alone; retrying in %u ms",
+                         e->text ? e->text : "?", e->retry_ms);
+            c->up = 0;
+            gw->metrics->cluster_up = 0;
+            break;
+        case LINK_EV_DELIVERY:
+            cl_delivery(gw, e->d);
+            break;
+        default:
+            break;
+        }
+        link_event_free(e);
+        e = next;
+    }
+    return 1;
+}
+
+/* ---- start and stop ---- */
+
+/* Every CLUSTER_BEACON_MS: say we are here, forget the silent. */
+static void cl_tick(lws_sorted_usec_list_t *sul)
+{
+    mg_cluster *c = lws_container_of(sul, mg_cluster, beacon);
+    mg_gw *gw = c->gw;
+    if (c->up) {
+        uint8_t b = CL_BEACON;
+        cl_send(gw, c->x_fanout, "", &b, 1, NULL, 0);
+    }
+    cl_expire(gw);
+    lws_sul_schedule(gw->lws, 0, &c->beacon, cl_tick, (lws_usec_t)CLUSTER_BEACON_MS * 1000);
+}
+
+const char *cluster_state(const mg_gw *gw)
+{
+    return !gw->cluster ? "off" : gw->cluster->up ? "up" : "down";
+}
+
+int cluster_start(mg_gw *gw, char *err, size_t errlen)
+{
+    const mg_cluster_config *cc = gw->cfg->cluster;
+    if (!cc)
+        return 0;
+    mg_cluster *c = calloc(1, sizeof(*c));
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    c->gw = gw;
+    dict_init(&c->members);
+    dict_init(&c->names);
+    dict_init(&c->mine);
+    cl_member_key(gw, cc->id, gw->worker, c->key);
+    snprintf(c->app_id, sizeof(c->app_id), "%s.%d", c->key, (int)getpid());
+    snprintf(c->x_direct, sizeof(c->x_direct), "%s.direct", cc->prefix);
+    snprintf(c->x_publish, sizeof(c->x_publish), "%s.publish", cc->prefix);
+    snprintf(c->x_fanout, sizeof(c->x_fanout), "%s.fanout", cc->prefix);
+    gw->cluster = c;
+    link_member m = {.prefix = cc->prefix, .key = c->key, .queue_max = cc->queue_max};
+    char why[256];
+    c->link = link_start_member(gw->cfg->broker, &m, why, sizeof(why));
+    /* lws closes what it adopts; the link closes its own fd. */
+    if (!c->link || !(c->wsi = server_watch(gw, dup(link_event_fd(c->link))))) {
+        snprintf(err, errlen, "cluster: %s", c->link ? "cannot watch the link" : why);
+        return -1;
+    }
+    log_info("cluster: node %s (id %u), member %s, joining through the broker", cc->node, cc->id,
+             c->key);
+    lws_sul_schedule(gw->lws, 0, &c->beacon, cl_tick, (lws_usec_t)CLUSTER_BEACON_MS * 1000);
+    return 0;
+}
+
+static void cl_free_vals(dict *d)
+{
+    dict_entry *e;
+    for (size_t i = 0; (e = dict_next(d, &i));)
+        free(e->val);
+    dict_free(d);
+}
+
+void cluster_stop(mg_gw *gw)
+{
+    mg_cluster *c = gw->cluster;
+    if (!c)
+        return;
+    if (c->up) { /* the others forget our names now, not in CLUSTER_EXPIRE_MS */
+        uint8_t bye = CL_BYE;
+        cl_send(gw, c->x_fanout, "", &bye, 1, NULL, 0);
+    }
+    lws_sul_cancel(&c->beacon);
+    link_stop(c->link, 500);
+    cl_free_vals(&c->members);
+    cl_free_vals(&c->names);
+    cl_free_vals(&c->mine);
+    free(c);
+    gw->cluster = NULL;
+}
