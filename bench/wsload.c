@@ -17,6 +17,8 @@
  *                    "sub" added to the query and must receive every broadcast, in
  *                    order: fan-out latency = receive time − stamp, per rate step; the
  *                    ramp stops at the first step whose p99 passes --p99-limit;
+ *                    --pub-port / --sub-ports put the publisher and the
+ *                    subscribers on other ports (nodes of a cluster);
  *   --idle           open CONNS connections and hold them, answering pings; report
  *                    the connect rate and how many connections were pinged.
  * Every phase has a deadline, so a run always ends: connect ≤ --connect-timeout, then
@@ -122,6 +124,12 @@ struct opts {
     const char *status;  /* --status FILE */
     double signal_at;    /* --signal-at seconds into the window */
     pid_t signal_pid;    /* --signal-pid, 0 = none */
+    /* --broadcast across gateways (a cluster): the publisher connects to
+     * --pub-port, subscribers round-robin over --sub-ports (same host and
+     * path as -u; default: -u's port for both). */
+    uint16_t pub_port;
+    uint16_t sub_ports[MAX_SRC];
+    int nsub_ports;
 };
 
 /* One broadcast rate step; steps[0] is the warm-up. */
@@ -516,7 +524,12 @@ static void conn_start(struct ctx *x, struct conn *c)
             return;
         }
     }
-    if (connect(c->fd, (struct sockaddr *)&x->o.dst, sizeof(x->o.dst)) < 0 &&
+    struct sockaddr_in dst = x->o.dst;
+    if (c->publisher && x->o.pub_port)
+        dst.sin_port = htons(x->o.pub_port);
+    else if (x->o.mode == MODE_BROADCAST && x->o.nsub_ports)
+        dst.sin_port = htons(x->o.sub_ports[c->id % x->o.nsub_ports]);
+    if (connect(c->fd, (struct sockaddr *)&dst, sizeof(dst)) < 0 &&
         errno != EINPROGRESS) {
         conn_fail(x, c, strerror(errno));
         return;
@@ -1475,7 +1488,8 @@ static void usage(void)
         "              [-w WARMUP_SECONDS] [--src 127.0.0.2,127.0.0.3,...] [--json]\n"
         "              [--connect-timeout SECONDS]\n"
         "              [--rate MSGS_PER_S [--signal-at SECONDS --signal-pid PID]]\n"
-        "              [--broadcast RATE[,RATE...] [--p99-limit MS]]\n"
+        "              [--broadcast RATE[,RATE...] [--p99-limit MS] [--pub-port P]\n"
+        "                [--sub-ports P,P,...]]\n"
         "              [--idle [--status FILE]]\n");
     exit(2);
 }
@@ -1582,6 +1596,8 @@ static void parse_args(struct opts *o, int argc, char **argv)
                                           {"status", required_argument, NULL, 'F'},
                                           {"signal-at", required_argument, NULL, 'A'},
                                           {"signal-pid", required_argument, NULL, 'K'},
+                                          {"pub-port", required_argument, NULL, 'G'},
+                                          {"sub-ports", required_argument, NULL, 'H'},
                                           {"help", no_argument, NULL, 'h'},
                                           {NULL, 0, NULL, 0}};
     int have_url = 0, opt;
@@ -1640,6 +1656,16 @@ static void parse_args(struct opts *o, int argc, char **argv)
             break;
         case 'P':
             o->p99_limit_ms = atof(optarg);
+            break;
+        case 'G':
+            o->pub_port = (uint16_t)atoi(optarg);
+            if (!o->pub_port)
+                bad("bad --pub-port");
+            break;
+        case 'H':
+            for (char *t = strtok(optarg, ","); t && o->nsub_ports < MAX_SRC; t = strtok(NULL, ","))
+                if (!(o->sub_ports[o->nsub_ports++] = (uint16_t)atoi(t)))
+                    bad("bad --sub-ports");
             break;
         case 'C':
             o->connect_timeout = atof(optarg);

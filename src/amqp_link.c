@@ -55,6 +55,7 @@ struct amqp_link {
     /* A member of a cluster (link_start_member); m_key NULL otherwise. */
     char *m_prefix, *m_key;
     uint32_t m_queue_max;
+    int m_fanout;    /* bound to <prefix>.fanout: the node's speaker */
     char *m_queue;   /* thread: this connection's queue */
     char **m_topics; /* thread: bound to <prefix>.publish */
     size_t m_ntopics, m_cap;
@@ -400,7 +401,7 @@ static int link_member_setup(amqp_link *l)
         return -1;
     }
     if (link_member_bind(l, "direct", l->m_key, 1) != 0 ||
-        link_member_bind(l, "fanout", "", 1) != 0)
+        (l->m_fanout && link_member_bind(l, "fanout", "", 1) != 0))
         return -1;
     for (size_t i = 0; i < l->m_ntopics; i++)
         if (link_member_bind(l, "publish", l->m_topics[i], 1) != 0)
@@ -1079,6 +1080,7 @@ static amqp_link *link_begin(const mg_broker_config *cfg, const link_member *m, 
         l->m_prefix = link_strdup(m->prefix);
         l->m_key = link_strdup(m->key);
         l->m_queue_max = m->queue_max;
+        l->m_fanout = m->fanout;
     }
     if (l->in_fd < 0 || l->out_fd < 0 || !l->tags || link_copy_config(&l->cfg, cfg) != 0 ||
         (m && (!l->m_prefix || !l->m_key))) {

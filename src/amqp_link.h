@@ -81,14 +81,16 @@ amqp_link *link_start(const mg_broker_config *cfg, char *err, size_t errlen);
  * <prefix>.fanout (fanout), and a queue the broker names, exclusive and
  * auto-deleted (gone with the connection: a dead member leaves nothing
  * behind), holding at most queue_max messages (the oldest are dropped
- * beyond); binds it to <prefix>.direct with key, to <prefix>.fanout, and
- * to <prefix>.publish with every topic bound so far (LINK_CMD_BIND); and
+ * beyond); binds it to <prefix>.direct with key, to <prefix>.fanout if
+ * fanout is set (a node's speaker), and to <prefix>.publish with every
+ * topic bound so far (LINK_CMD_BIND); and
  * consumes it without acks.  LINK_CMD_SEND publishes without confirms;
  * while the broker is down sends are dropped, not kept. */
 typedef struct link_member {
     const char *prefix;
     const char *key;
     uint32_t queue_max;
+    int fanout;
 } link_member;
 amqp_link *link_start_member(const mg_broker_config *cfg, const link_member *m, char *err,
                              size_t errlen);

@@ -16,9 +16,10 @@
 #include "workers.h"
 
 enum {
-    CL_HELLO = 1, /* tell me your names */
-    CL_BEACON,    /* still here */
-    CL_BYE,       /* leaving: forget me */
+    CL_HELLO = 1, /* a node's speaker: tell me your node's names */
+    CL_BEACON,    /* a node's speaker: my node is still here */
+    CL_FORGET,    /* u16 len, member key or node id: its names are gone */
+    CL_REJOIN,    /* relayed by a speaker to its node: claim your names again */
     CL_SEND_ID,   /* u8 opcode, u64 id, payload */
     CL_SEND_NAME, /* u8 opcode, u16 len, name, payload */
     CL_PUBLISH,   /* u8 opcode, u16 len, topic, payload */
@@ -34,7 +35,6 @@ enum {
 
 typedef struct cl_member { /* another member, as last heard */
     int32_t pid;
-    int64_t seen_ms;
 } cl_member;
 
 typedef struct cl_name { /* another member's client holds a name */
@@ -51,7 +51,9 @@ typedef struct mg_cluster {
     char key[CL_MEMBER_KEY]; /* "<node id>.<worker>" */
     char app_id[64];         /* key.pid: who sent a message */
     char x_direct[160], x_publish[160], x_fanout[160];
+    int speaker;  /* worker 1: hears the fanout for its node and relays it (peer.c) */
     dict members; /* key -> cl_member */
+    dict nodes;   /* node id -> int64_t when last heard from (speaker) */
     dict names;   /* name -> cl_name */
     dict mine;    /* our clients' names -> int64_t stamp of their claim */
     lws_sorted_usec_list_t beacon;
@@ -124,10 +126,10 @@ static amqp_bytes_t cl_bytes(const void *a, size_t al, const void *b, size_t bl)
     return x;
 }
 
-/* One message to exchange with key: hdr then data as the body.  Dropped,
- * and counted, while the link is down or too far behind. */
-static void cl_send(mg_gw *gw, const char *exchange, const char *key, const void *hdr, size_t hl,
-                    const void *data, size_t dl)
+/* One message to exchange with key, from app_id: hdr then data as the
+ * body.  Dropped, and counted, while the link is down or too far behind. */
+static void cl_send_as(mg_gw *gw, const char *app_id, const char *exchange, const char *key,
+                       const void *hdr, size_t hl, const void *data, size_t dl)
 {
     mg_cluster *c = gw->cluster;
     if (!c->up || link_pending_sends(c->link) >= CLUSTER_PENDING_MAX) {
@@ -143,15 +145,23 @@ static void cl_send(mg_gw *gw, const char *exchange, const char *key, const void
     cmd->routing_key = cl_bytes(key, strlen(key), NULL, 0);
     cmd->body = cl_bytes(hdr, hl, data, dl);
     cmd->props._flags = AMQP_BASIC_APP_ID_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
-    cmd->props.delivery_mode = 1;                      /* transient */
-    cmd->props.app_id = amqp_cstring_bytes(c->app_id); /* copied when sent, c outlives it */
-    if (!cmd->exchange.bytes || !cmd->routing_key.bytes || !cmd->body.bytes) {
+    cmd->props.delivery_mode = 1; /* transient */
+    amqp_pool_alloc_bytes(&cmd->pool, strlen(app_id), &cmd->props.app_id);
+    if (!cmd->exchange.bytes || !cmd->routing_key.bytes || !cmd->body.bytes ||
+        !cmd->props.app_id.bytes) {
         link_cmd_free(cmd);
         gw->metrics->cluster_dropped++;
         return;
     }
+    memcpy(cmd->props.app_id.bytes, app_id, cmd->props.app_id.len);
     link_post(c->link, cmd);
     gw->metrics->cluster_sent++;
+}
+
+static void cl_send(mg_gw *gw, const char *exchange, const char *key, const void *hdr, size_t hl,
+                    const void *data, size_t dl)
+{
+    cl_send_as(gw, gw->cluster->app_id, exchange, key, hdr, hl, data, dl);
 }
 
 static void cl_member_key(const mg_gw *gw, uint32_t node, uint32_t worker, char *out)
@@ -253,6 +263,16 @@ static int cl_wins(const mg_gw *gw, int64_t sa, uint64_t ia, int64_t sb, uint64_
     return gw->cfg->duplicate_names == MG_DUP_REJECT ? !newer : newer;
 }
 
+/* A claim frame: type, u64 id, i64 stamp, u16 name. */
+static size_t cl_claim_frame(unsigned char *h, const char *name, size_t nl, uint64_t id,
+                             int64_t stamp)
+{
+    h[0] = CL_CLAIM;
+    memcpy(h + 1, &id, 8);
+    memcpy(h + 9, &stamp, 8);
+    return cl_put_str(h, 17, name, nl);
+}
+
 static void cl_tell_claim(mg_gw *gw, const char *exchange, const char *key, const char *name,
                           uint64_t id, int64_t stamp)
 {
@@ -260,11 +280,22 @@ static void cl_tell_claim(mg_gw *gw, const char *exchange, const char *key, cons
     unsigned char st[300], *h = nl + 19 <= sizeof(st) ? st : malloc(nl + 19);
     if (!h)
         return;
-    h[0] = CL_CLAIM;
-    memcpy(h + 1, &id, 8);
-    memcpy(h + 9, &stamp, 8);
-    size_t at = cl_put_str(h, 17, name, nl);
-    cl_send(gw, exchange, key, h, at, NULL, 0);
+    cl_send(gw, exchange, key, h, cl_claim_frame(h, name, nl, id, stamp), NULL, 0);
+    if (h != st)
+        free(h);
+}
+
+/* A speaker hands a message from member (or about it) to the other workers
+ * of its node, or to worker k only. */
+static void cl_relay(mg_gw *gw, uint32_t k, const char *member, const void *m, size_t n)
+{
+    size_t ml = strlen(member);
+    unsigned char st[512], *h = ml + n + 2 <= sizeof(st) ? st : malloc(ml + n + 2);
+    if (!h)
+        return;
+    size_t at = cl_put_str(h, 0, member, ml);
+    memcpy(h + at, m, n);
+    peers_relay(gw, k, h, at + n);
     if (h != st)
         free(h);
 }
@@ -312,6 +343,15 @@ void cluster_unclaim(mg_gw *gw, const char *name, uint64_t id)
     cl_send(gw, c->x_fanout, "", h, at, NULL, 0);
 }
 
+void cluster_name_lost(mg_gw *gw, const char *name, uint64_t id, int64_t stamp)
+{
+    mg_cluster *c = gw->cluster;
+    size_t nl = strlen(name);
+    cl_name *n = c ? dict_get(&c->names, name, nl) : NULL;
+    if (n && cl_wins(gw, stamp, id, n->stamp, n->id))
+        free(dict_del(&c->names, name, nl));
+}
+
 static void cl_on_claim(mg_gw *gw, const char *member, const char *name, uint64_t id, int64_t stamp)
 {
     mg_cluster *c = gw->cluster;
@@ -320,7 +360,7 @@ static void cl_on_claim(mg_gw *gw, const char *member, const char *name, uint64_
     int64_t *ms = dict_get(&c->mine, name, nl);
     if (conn && ms) {
         if (!cl_wins(gw, stamp, id, *ms, conn->id))
-            return; /* ours stands; our claim makes the other member close its client */
+            return; /* ours stands; our claim makes the other node close its client */
         conn_name_lost(gw, conn,
                        gw->cfg->duplicate_names == MG_DUP_REJECT
                            ? "name taken"
@@ -346,15 +386,6 @@ static void cl_on_claim(mg_gw *gw, const char *member, const char *name, uint64_
     peers_name_lost(gw, name, id, stamp); /* this node's other worker's holder loses to it */
 }
 
-void cluster_name_lost(mg_gw *gw, const char *name, uint64_t id, int64_t stamp)
-{
-    mg_cluster *c = gw->cluster;
-    size_t nl = strlen(name);
-    cl_name *n = c ? dict_get(&c->names, name, nl) : NULL;
-    if (n && cl_wins(gw, stamp, id, n->stamp, n->id))
-        free(dict_del(&c->names, name, nl));
-}
-
 static void cl_on_unclaim(mg_gw *gw, const char *member, const char *name, uint64_t id)
 {
     mg_cluster *c = gw->cluster;
@@ -364,8 +395,15 @@ static void cl_on_unclaim(mg_gw *gw, const char *member, const char *name, uint6
         free(dict_del(&c->names, name, nl));
 }
 
-/* Forget the names member holds (it left, restarted or went silent). */
-static void cl_forget(mg_gw *gw, const char *member)
+/* who is a member key ("3.2") or a node ("3"). */
+static int cl_of(const char *member, const char *who)
+{
+    size_t n = strlen(who);
+    return !strncmp(member, who, n) && (member[n] == 0 || (member[n] == '.' && !strchr(who, '.')));
+}
+
+/* Forget the names that member, or every member of a node, holds. */
+static void cl_forget(mg_gw *gw, const char *who)
 {
     mg_cluster *c = gw->cluster;
     for (;;) { /* deleting moves entries: scan again after each */
@@ -374,7 +412,7 @@ static void cl_forget(mg_gw *gw, const char *member)
         char *key = NULL;
         size_t klen = 0;
         while ((e = dict_next(&c->names, &i)))
-            if (strcmp(((cl_name *)e->val)->member, member) == 0) {
+            if (cl_of(((cl_name *)e->val)->member, who)) {
                 key = e->key;
                 klen = e->klen;
                 break;
@@ -389,37 +427,104 @@ static void cl_forget(mg_gw *gw, const char *member)
     }
 }
 
-/* Tell member (just said hello) every name our clients hold. */
-static void cl_tell_names(mg_gw *gw, const char *member)
+/* A speaker forgets who and has its node forget it too. */
+static void cl_forget_all(mg_gw *gw, const char *who)
+{
+    unsigned char h[CL_MEMBER_KEY + 4];
+    size_t wl = strlen(who);
+    h[0] = CL_FORGET;
+    size_t at = cl_put_str(h, 1, who, wl);
+    cl_forget(gw, who);
+    cl_relay(gw, 0, "", h, at);
+}
+
+/* Answer a speaker's hello: every name of this node, ours and our other
+ * workers' (from peer.c's directory). */
+struct cl_answer {
+    mg_gw *gw;
+    const char *to;
+};
+
+static void cl_answer_peer(void *arg, const char *name, uint32_t worker, uint64_t id, int64_t stamp)
+{
+    struct cl_answer *a = arg;
+    mg_gw *gw = a->gw;
+    char member[CL_MEMBER_KEY];
+    cl_member_key(gw, gw->node_id, worker, member);
+    size_t nl = strlen(name);
+    if (nl > CL_KEY_MAX)
+        return;
+    unsigned char h[300];
+    size_t at = cl_claim_frame(h, name, nl, id, stamp);
+    /* sent as that worker's claim (pid 0: no incarnation to track), so
+     * that the receiver files it under the member a send by name must
+     * reach */
+    char app_id[CL_MEMBER_KEY + 4];
+    snprintf(app_id, sizeof(app_id), "%s.0", member);
+    cl_send_as(gw, app_id, gw->cluster->x_direct, a->to, h, at, NULL, 0);
+}
+
+static void cl_tell_names(mg_gw *gw, const char *to)
 {
     mg_cluster *c = gw->cluster;
     dict_entry *e;
     for (size_t i = 0; (e = dict_next(&c->mine, &i));) {
         mg_conn *conn = conn_find_name(gw, e->key);
         if (conn)
-            cl_tell_claim(gw, c->x_direct, member, e->key, conn->id, *(int64_t *)e->val);
+            cl_tell_claim(gw, c->x_direct, to, e->key, conn->id, *(int64_t *)e->val);
+    }
+    struct cl_answer a = {gw, to};
+    peers_each_name(gw, cl_answer_peer, &a);
+}
+
+/* Our clients claim their names again (members may have forgotten them). */
+static void cl_reclaim(mg_gw *gw)
+{
+    mg_cluster *c = gw->cluster;
+    dict_entry *e;
+    for (size_t i = 0; (e = dict_next(&c->mine, &i));) {
+        mg_conn *conn = conn_find_name(gw, e->key);
+        if (conn)
+            cl_tell_claim(gw, c->x_fanout, "", e->key, conn->id, *(int64_t *)e->val);
     }
 }
 
 /* ---- members come and go ---- */
 
 /* Note a message from member (app_id "key.pid"): the key, or NULL if it
- * is ours or malformed. */
+ * came from this node (its workers were served over peer.c's links) or
+ * is malformed.  pid 0: a speaker answering for its node's other workers. */
 static const char *cl_heard(mg_gw *gw, const char *app_id, char *key)
 {
     mg_cluster *c = gw->cluster;
     const char *dot = strrchr(app_id, '.');
-    if (!dot || (size_t)(dot - app_id) >= CL_MEMBER_KEY || !strcmp(app_id, c->app_id))
+    if (!dot || (size_t)(dot - app_id) >= CL_MEMBER_KEY)
         return NULL;
     memcpy(key, app_id, (size_t)(dot - app_id));
     key[dot - app_id] = 0;
-    if ((uint32_t)atoi(key) == gw->node_id)
-        return NULL; /* this node: its workers were served over peer.c's links */
+    uint32_t node = (uint32_t)atoi(key);
+    if (node == gw->node_id || !strchr(key, '.'))
+        return NULL;
+    char nk[16];
+    snprintf(nk, sizeof(nk), "%u", node);
+    int64_t *seen = dict_get(&c->nodes, nk, strlen(nk));
+    if (!seen && (seen = malloc(sizeof(*seen)))) {
+        int err;
+        dict_set(&c->nodes, nk, strlen(nk), seen, &err);
+        if (err) {
+            free(seen);
+            seen = NULL;
+        }
+    }
+    if (seen)
+        *seen = gw_now(gw);
     int32_t pid = (int32_t)atoi(dot + 1);
+    if (!pid)
+        return key;
     size_t kl = strlen(key);
     cl_member *m = dict_get(&c->members, key, kl);
-    if (m && m->pid != pid) /* a new process as that member */
-        cl_forget(gw, key);
+    if (m && m->pid != pid && c->speaker) /* a new process as that member */
+        cl_forget_all(gw, key);
     if (!m) {
         int err;
         if (!(m = calloc(1, sizeof(*m))))
@@ -431,59 +536,72 @@ static const char *cl_heard(mg_gw *gw, const char *app_id, char *key)
         }
     }
     m->pid = pid;
-    m->seen_ms = gw_now(gw);
     return key;
 }
 
-/* Members not heard from for CLUSTER_EXPIRE_MS are forgotten. */
+/* A speaker forgets the nodes not heard from for CLUSTER_EXPIRE_MS. */
 static void cl_expire(mg_gw *gw)
 {
     mg_cluster *c = gw->cluster;
     for (;;) {
         dict_entry *e;
         size_t i = 0;
-        char key[CL_MEMBER_KEY] = "";
-        while ((e = dict_next(&c->members, &i)))
-            if (gw_now(gw) - ((cl_member *)e->val)->seen_ms > CLUSTER_EXPIRE_MS &&
-                e->klen < sizeof(key)) {
-                memcpy(key, e->key, e->klen);
-                key[e->klen] = 0;
+        char nk[16] = "";
+        while ((e = dict_next(&c->nodes, &i)))
+            if (gw_now(gw) - *(int64_t *)e->val > CLUSTER_EXPIRE_MS && e->klen < sizeof(nk)) {
+                memcpy(nk, e->key, e->klen);
+                nk[e->klen] = 0;
                 break;
             }
-        if (!key[0])
+        if (!nk[0])
             return;
-        log_warn("cluster: member %s silent for %d s: its names are forgotten", key,
+        log_warn("cluster: node %s silent for %d s: its names are forgotten", nk,
                  CLUSTER_EXPIRE_MS / 1000);
-        cl_forget(gw, key);
-        free(dict_del(&c->members, key, strlen(key)));
+        free(dict_del(&c->nodes, nk, strlen(nk)));
+        cl_forget_all(gw, nk);
     }
 }
 
 /* ---- incoming ---- */
 
-static void cl_dispatch(mg_gw *gw, const char *from, const unsigned char *m, size_t n)
+/* A message from member, off the broker (relayed 0; then a speaker
+ * passes on what its node's other workers need) or from this node's
+ * speaker (relayed 1). */
+static void cl_dispatch(mg_gw *gw, const char *from, const unsigned char *m, size_t n, int relayed)
 {
+    mg_cluster *c = gw->cluster;
     cl_rd r = {m, m + n, 0};
     uint8_t type, op;
     uint64_t id;
     int64_t stamp;
     char *s = NULL;
+    int relay = !relayed && c->speaker;
     cl_take(&r, &type, 1);
-    gw->metrics->cluster_received++;
+    if (!relayed)
+        gw->metrics->cluster_received++;
     switch (type) {
     case CL_HELLO:
-        cl_tell_names(gw, from);
+        if (!relayed)
+            cl_tell_names(gw, from);
         break;
-    case CL_BYE:
-        cl_forget(gw, from);
-        free(dict_del(&gw->cluster->members, from, strlen(from)));
+    case CL_REJOIN:
+        if (relayed)
+            cl_reclaim(gw);
+        break;
+    case CL_FORGET:
+        if ((s = cl_take_str(&r))) {
+            if (relay)
+                cl_forget_all(gw, s);
+            else
+                cl_forget(gw, s);
+        }
         break;
     case CL_SEND_ID: {
         cl_take(&r, &op, 1);
         cl_take(&r, &id, 8);
-        mg_conn *c = r.bad ? NULL : conn_find(gw, id);
-        if (c)
-            conn_send(gw, c, op, r.p, (size_t)(r.end - r.p));
+        mg_conn *conn = r.bad ? NULL : conn_find(gw, id);
+        if (conn)
+            conn_send(gw, conn, op, r.p, (size_t)(r.end - r.p));
         break;
     }
     case CL_SEND_NAME:
@@ -494,16 +612,19 @@ static void cl_dispatch(mg_gw *gw, const char *from, const unsigned char *m, siz
         if (type == CL_PUBLISH) {
             pubsub_publish(gw, s, op, r.p, (size_t)(r.end - r.p));
         } else {
-            mg_conn *c = conn_find_name(gw, s);
-            if (c)
-                conn_send(gw, c, op, r.p, (size_t)(r.end - r.p));
+            mg_conn *conn = conn_find_name(gw, s);
+            if (conn)
+                conn_send(gw, conn, op, r.p, (size_t)(r.end - r.p));
         }
         break;
     case CL_BROADCAST:
         cl_take(&r, &op, 1);
         cl_take(&r, &id, 8);
-        if (!r.bad)
-            pubsub_broadcast(gw, op, r.p, (size_t)(r.end - r.p), id);
+        if (r.bad)
+            break;
+        pubsub_broadcast(gw, op, r.p, (size_t)(r.end - r.p), id);
+        if (relay) /* the fanout reaches one worker a node: its speaker */
+            peers_broadcast(gw, op, r.p, (size_t)(r.end - r.p), id);
         break;
     case CL_CLAIM:
     case CL_UNCLAIM:
@@ -516,11 +637,53 @@ static void cl_dispatch(mg_gw *gw, const char *from, const unsigned char *m, siz
             cl_on_claim(gw, from, s, id, stamp);
         else
             cl_on_unclaim(gw, from, s, id);
+        if (relay)
+            cl_relay(gw, 0, from, m, n);
         break;
     default: /* CL_BEACON: being heard was the point */
         break;
     }
     free(s);
+}
+
+void cluster_on_relay(mg_gw *gw, const void *data, size_t len)
+{
+    if (!gw->cluster)
+        return;
+    cl_rd r = {data, (const unsigned char *)data + len, 0};
+    char *member = cl_take_str(&r);
+    if (member && strlen(member) < CL_MEMBER_KEY && r.p < r.end)
+        cl_dispatch(gw, member, r.p, (size_t)(r.end - r.p), 1);
+    free(member);
+}
+
+/* Worker k of this node said hello: its speaker tells it every other
+ * node's name it knows. */
+void cluster_on_peer_hello(mg_gw *gw, uint32_t k)
+{
+    mg_cluster *c = gw->cluster;
+    if (!c || !c->speaker)
+        return;
+    dict_entry *e;
+    for (size_t i = 0; (e = dict_next(&c->names, &i));) {
+        const cl_name *n = e->val;
+        unsigned char h[300];
+        if (e->klen > CL_KEY_MAX)
+            continue;
+        cl_relay(gw, k, n->member, h, cl_claim_frame(h, e->key, e->klen, n->id, n->stamp));
+    }
+}
+
+void cluster_on_peer_gone(mg_gw *gw, uint32_t k)
+{
+    mg_cluster *c = gw->cluster;
+    if (!c)
+        return;
+    char member[CL_MEMBER_KEY];
+    unsigned char h[CL_MEMBER_KEY + 4];
+    cl_member_key(gw, gw->node_id, k, member);
+    h[0] = CL_FORGET;
+    cl_send(gw, c->x_fanout, "", h, cl_put_str(h, 1, member, strlen(member)), NULL, 0);
 }
 
 static void cl_delivery(mg_gw *gw, link_delivery *d)
@@ -533,25 +696,24 @@ static void cl_delivery(mg_gw *gw, link_delivery *d)
     app[p->app_id.len] = 0;
     const char *from = cl_heard(gw, app, key);
     if (from && d->msg.body.len)
-        cl_dispatch(gw, from, d->msg.body.bytes, d->msg.body.len);
+        cl_dispatch(gw, from, d->msg.body.bytes, d->msg.body.len, 0);
 }
 
-/* Up again (or for the first time): say hello and claim our names again
- * (members may have forgotten us meanwhile). */
+/* Up again (or for the first time): claim our names again (other nodes
+ * may have forgotten them); a speaker also says hello for its node and
+ * has the node's other workers claim theirs again. */
 static void cl_joined(mg_gw *gw, const char *what)
 {
     mg_cluster *c = gw->cluster;
     c->up = 1;
     gw->metrics->cluster_up = 1;
     log_info("cluster: member %s joined via %s", c->key, what ? what : "the broker");
-    uint8_t hello = CL_HELLO;
-    cl_send(gw, c->x_fanout, "", &hello, 1, NULL, 0);
-    dict_entry *e;
-    for (size_t i = 0; (e = dict_next(&c->mine, &i));) {
-        mg_conn *conn = conn_find_name(gw, e->key);
-        if (conn)
-            cl_tell_claim(gw, c->x_fanout, "", e->key, conn->id, *(int64_t *)e->val);
+    if (c->speaker) {
+        uint8_t hello = CL_HELLO, rejoin = CL_REJOIN;
+        cl_send(gw, c->x_fanout, "", &hello, 1, NULL, 0);
+        cl_relay(gw, 0, "", &rejoin, 1);
     }
+    cl_reclaim(gw);
 }
 
 int cluster_on_readable(mg_gw *gw, struct lws *wsi)
@@ -588,7 +750,8 @@ int cluster_on_readable(mg_gw *gw, struct lws *wsi)
 
 /* ---- start and stop ---- */
 
-/* Every CLUSTER_BEACON_MS: say we are here, forget the silent. */
+/* A speaker, every CLUSTER_BEACON_MS: say the node is here, forget the
+ * silent ones. */
 static void cl_tick(lws_sorted_usec_list_t *sul)
 {
     mg_cluster *c = lws_container_of(sul, mg_cluster, beacon);
@@ -617,7 +780,9 @@ int cluster_start(mg_gw *gw, char *err, size_t errlen)
         return -1;
     }
     c->gw = gw;
+    c->speaker = gw->worker <= 1;
     dict_init(&c->members);
+    dict_init(&c->nodes);
     dict_init(&c->names);
     dict_init(&c->mine);
     cl_member_key(gw, cc->id, gw->worker, c->key);
@@ -626,7 +791,8 @@ int cluster_start(mg_gw *gw, char *err, size_t errlen)
     snprintf(c->x_publish, sizeof(c->x_publish), "%s.publish", cc->prefix);
     snprintf(c->x_fanout, sizeof(c->x_fanout), "%s.fanout", cc->prefix);
     gw->cluster = c;
-    link_member m = {.prefix = cc->prefix, .key = c->key, .queue_max = cc->queue_max};
+    link_member m = {
+        .prefix = cc->prefix, .key = c->key, .queue_max = cc->queue_max, .fanout = c->speaker};
     char why[256];
     c->link = link_start_member(gw->cfg->broker, &m, why, sizeof(why));
     /* lws closes what it adopts; the link closes its own fd. */
@@ -634,9 +800,10 @@ int cluster_start(mg_gw *gw, char *err, size_t errlen)
         snprintf(err, errlen, "cluster: %s", c->link ? "cannot watch the link" : why);
         return -1;
     }
-    log_info("cluster: node %s (id %u), member %s, joining through the broker", cc->node, cc->id,
-             c->key);
-    lws_sul_schedule(gw->lws, 0, &c->beacon, cl_tick, (lws_usec_t)CLUSTER_BEACON_MS * 1000);
+    log_info("cluster: node %s (id %u), member %s%s, joining through the broker", cc->node, cc->id,
+             c->key, c->speaker ? " (the node's speaker)" : "");
+    if (c->speaker)
+        lws_sul_schedule(gw->lws, 0, &c->beacon, cl_tick, (lws_usec_t)CLUSTER_BEACON_MS * 1000);
     return 0;
 }
 
@@ -653,13 +820,15 @@ void cluster_stop(mg_gw *gw)
     mg_cluster *c = gw->cluster;
     if (!c)
         return;
-    if (c->up) { /* the others forget our names now, not in CLUSTER_EXPIRE_MS */
-        uint8_t bye = CL_BYE;
-        cl_send(gw, c->x_fanout, "", &bye, 1, NULL, 0);
+    if (c->up) { /* other nodes forget our names now, not when they expire */
+        unsigned char h[CL_MEMBER_KEY + 4];
+        h[0] = CL_FORGET;
+        cl_send(gw, c->x_fanout, "", h, cl_put_str(h, 1, c->key, strlen(c->key)), NULL, 0);
     }
     lws_sul_cancel(&c->beacon);
     link_stop(c->link, 500);
     cl_free_vals(&c->members);
+    cl_free_vals(&c->nodes);
     cl_free_vals(&c->names);
     cl_free_vals(&c->mine);
     free(c);

@@ -65,6 +65,13 @@ int cluster_name_free(mg_gw *gw, const char *name);
 void cluster_claim(mg_gw *gw, const char *name, uint64_t id);
 void cluster_unclaim(mg_gw *gw, const char *name, uint64_t id);
 void cluster_interest(mg_gw *gw, const char *topic, int on);
+/* From peer.c: a relay of this node's speaker arrived; worker k said
+ * hello (the speaker tells it the other nodes' names); worker k's process
+ * ended (other nodes are told to forget its names). */
+void cluster_on_relay(mg_gw *gw, const void *data, size_t len);
+void cluster_on_peer_hello(mg_gw *gw, uint32_t k);
+void cluster_on_peer_gone(mg_gw *gw, uint32_t k);
+
 /* A claim of name (id, stamp) made on another worker of this node: forget
  * another node's holder if it loses to it. */
 void cluster_name_lost(mg_gw *gw, const char *name, uint64_t id, int64_t stamp);

@@ -34,6 +34,7 @@ enum {
     PEER_CLAIM,     /* u64 id, i64 stamp, u16 len, name */
     PEER_UNCLAIM,   /* u64 id, u16 len, name */
     PEER_INTEREST,  /* u8 on, u16 len, topic */
+    PEER_CLUSTER,   /* cluster.c's, from this node's speaker: opaque */
 };
 
 /* Names and topics are sent with a 16-bit length; longer ones stay local. */
@@ -440,6 +441,26 @@ void peers_broadcast(mg_gw *gw, int opcode, const void *data, size_t len, uint64
     peer_put_all(gw, PEER_ALL, &h, sizeof(h), data, len, 0);
 }
 
+void peers_relay(mg_gw *gw, uint32_t k, const void *data, size_t len)
+{
+    if (!gw->peers)
+        return;
+    uint8_t type = PEER_CLUSTER;
+    if (k)
+        peer_put(gw, k, &type, 1, data, len, 1);
+    else
+        peer_put_all(gw, PEER_ALL, &type, 1, data, len, 1);
+}
+
+void peers_each_name(mg_gw *gw, peers_name_fn fn, void *arg)
+{
+    dict_entry *e;
+    for (size_t i = 0; gw->peers && (e = dict_next(&gw->peers->names, &i));) {
+        const peer_name *pn = e->val;
+        fn(arg, e->key, pn->worker, pn->id, pn->stamp);
+    }
+}
+
 /* ---- names ---- */
 
 /* Claim a beats claim b under the policy: replace, the newer; reject, the
@@ -696,6 +717,7 @@ static void peer_on_hello(mg_gw *gw, peer_in *in, uint32_t k)
         peer_out_reset(gw, k, NULL); /* our link led to the old one */
     p->out[k].retry_ms = 0;
     peer_tell_state(gw, k);
+    cluster_on_peer_hello(gw, k); /* the names of other nodes, if we speak for this one */
 }
 
 /* ---- incoming links ---- */
@@ -764,6 +786,10 @@ static void peer_dispatch(mg_gw *gw, peer_in *in, const unsigned char *m, size_t
         else
             peer_on_unclaim(gw, in->worker, s, id);
         break;
+    case PEER_CLUSTER:
+        if (current)
+            cluster_on_relay(gw, r.p, (size_t)(r.end - r.p));
+        return;
     case PEER_INTEREST:
         peer_take(&r, &on, 1);
         if ((s = peer_take_str(&r, sb, sizeof(sb), &heap)) && current)
@@ -783,6 +809,7 @@ static int peer_in_gone(mg_gw *gw, peer_in *in)
     if (in->worker && p->pid_of[in->worker] == in->pid) {
         peer_forget(gw, in->worker);
         p->pid_of[in->worker] = 0;
+        cluster_on_peer_gone(gw, in->worker); /* other nodes forget its names */
     }
     if (in->worker && p->out[in->worker].fd >= 0 && p->out[in->worker].pid == in->pid)
         peer_out_reset(gw, in->worker, NULL);

@@ -72,6 +72,16 @@ void peers_unclaim(mg_gw *gw, const char *name, uint64_t id);
  * another worker's holder if it loses to it (its worker closes it). */
 void peers_name_lost(mg_gw *gw, const char *name, uint64_t id, int64_t stamp);
 
+/* cluster.c's messages between the workers of a node: to worker k, or
+ * to every other worker if k is 0 (the receiver hands them to
+ * cluster_on_relay). */
+void peers_relay(mg_gw *gw, uint32_t k, const void *data, size_t len);
+/* Every name another worker of this node holds: fn(arg, name, worker,
+ * id, stamp). */
+typedef void (*peers_name_fn)(void *arg, const char *name, uint32_t worker, uint64_t id,
+                              int64_t stamp);
+void peers_each_name(mg_gw *gw, peers_name_fn fn, void *arg);
+
 /* This worker's first subscriber to topic came (on 1) or its last went. */
 void peers_interest(mg_gw *gw, const char *topic, int on);
 

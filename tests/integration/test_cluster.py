@@ -203,6 +203,16 @@ async def on_each(nodes, per_node=1):
     return out
 
 
+async def on_worker(g, worker, extra, limit=200):
+    """A client of node g on that worker (others opened meanwhile go to extra)."""
+    for _ in range(limit):
+        c = await connect(g)
+        if c.worker == worker:
+            return c
+        extra.append(c)
+    raise AssertionError("no client landed on worker %d" % worker)
+
+
 async def close_all(by):
     for cs in by.values():
         for c in cs:
@@ -389,3 +399,38 @@ def test_sighup_every_node_under_traffic(cluster):
         await close_all(by)
 
     run(go(), 90)
+
+
+def test_names_of_every_worker_and_a_killed_worker(cluster):
+    """A name held by a node's second worker (not the one that hears the
+    fanout) is reachable from another node's second worker; when that
+    worker is killed, the other nodes forget its names."""
+    import os
+    import re
+    import signal as sig
+    nodes, _ = cluster(2)
+
+    async def go():
+        extra = []
+        a = await on_worker(nodes[0], 2, extra)
+        b = await on_worker(nodes[1], 2, extra)
+        assert await a.ask("name zed", "named ") == "named true nil"
+
+        async def reached():
+            if await b.ask("to zed hi", "sent ") != "sent true nil":
+                return False
+            return await a.expect("hi") == "hi"
+        await until(reached, what="zed's claim on n2's second worker")
+
+        pid = int(nodes[0].find_logs(r"\[w2\] worker 2 ready \(pid (\d+)\)")[-1].split()[-1]
+                  .rstrip(")"))
+        os.kill(pid, sig.SIGKILL)
+        await ws_wait_closed(a.ws)
+
+        async def forgotten():
+            return await b.ask("to zed gone?", "sent ") == "sent nil no such connection"
+        await until(forgotten, 10, "zed forgotten after its worker was killed")
+        for c in extra + [b]:
+            await c.ws.close()
+
+    run(go(), 60)
