@@ -300,6 +300,12 @@ static void cl_relay(mg_gw *gw, uint32_t k, const char *member, const void *m, s
         free(h);
 }
 
+int cluster_has_name(mg_gw *gw, const char *name)
+{
+    mg_cluster *c = gw->cluster;
+    return c && dict_get(&c->names, name, strlen(name)) != NULL;
+}
+
 int cluster_name_free(mg_gw *gw, const char *name)
 {
     mg_cluster *c = gw->cluster;

@@ -62,6 +62,8 @@ int cluster_send_name(mg_gw *gw, const char *name, int opcode, const void *data,
 void cluster_publish(mg_gw *gw, const char *topic, int opcode, const void *data, size_t len);
 void cluster_broadcast(mg_gw *gw, int opcode, const void *data, size_t len, uint64_t except_id);
 int cluster_name_free(mg_gw *gw, const char *name);
+/* Another node's client holds name (as far as this member knows). */
+int cluster_has_name(mg_gw *gw, const char *name);
 void cluster_claim(mg_gw *gw, const char *name, uint64_t id);
 void cluster_unclaim(mg_gw *gw, const char *name, uint64_t id);
 void cluster_interest(mg_gw *gw, const char *topic, int on);

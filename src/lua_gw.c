@@ -242,6 +242,17 @@ static int lgw_find(lua_State *L)
     return lgw_push_conn_or_nil(L, conn_find_name(lua_api_script(L)->gw, luaL_checkstring(L, 1)));
 }
 
+/* gw.online(name): a client holds name here, on another worker or on
+ * another node (as far as this worker's directory knows). */
+static int lgw_online(lua_State *L)
+{
+    mg_gw *gw = lua_api_script(L)->gw;
+    const char *name = luaL_checkstring(L, 1);
+    lua_pushboolean(L, conn_find_name(gw, name) || peers_has_name(gw, name) ||
+                           cluster_has_name(gw, name));
+    return 1;
+}
+
 static int lgw_get(lua_State *L)
 {
     uint64_t id = (uint64_t)luaL_checknumber(L, 1);
@@ -529,6 +540,7 @@ void lua_gw_open(mg_script *s, const mg_config *cfg)
         {"broadcast", lgw_broadcast},
         {"publish", lgw_publish},
         {"find", lgw_find},
+        {"online", lgw_online},
         {"get", lgw_get},
         {"clients", lgw_clients},
         {"count", lgw_count},

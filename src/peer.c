@@ -452,6 +452,11 @@ void peers_relay(mg_gw *gw, uint32_t k, const void *data, size_t len)
         peer_put_all(gw, PEER_ALL, &type, 1, data, len, 1);
 }
 
+int peers_has_name(mg_gw *gw, const char *name)
+{
+    return gw->peers && dict_get(&gw->peers->names, name, strlen(name)) != NULL;
+}
+
 void peers_each_name(mg_gw *gw, peers_name_fn fn, void *arg)
 {
     dict_entry *e;

@@ -76,6 +76,8 @@ void peers_name_lost(mg_gw *gw, const char *name, uint64_t id, int64_t stamp);
  * to every other worker if k is 0 (the receiver hands them to
  * cluster_on_relay). */
 void peers_relay(mg_gw *gw, uint32_t k, const void *data, size_t len);
+/* Another worker of this node holds name (as far as this one knows). */
+int peers_has_name(mg_gw *gw, const char *name);
 /* Every name another worker of this node holds: fn(arg, name, worker,
  * id, stamp). */
 typedef void (*peers_name_fn)(void *arg, const char *name, uint32_t worker, uint64_t id,

@@ -39,6 +39,11 @@ local RETRY   = Q.retry   or "tasks.retry"
 local DEAD    = Q.dead    or "tasks.dead"
 local RESULTS = Q.results or "results"
 local MAX_ATTEMPTS = tonumber(app.max_attempts) or 3
+-- With several workers or nodes (`workers:`, `cluster:`) every one of them
+-- consumes `tasks`, and a task may reach one whose WebSocket workers of its
+-- type are all connected elsewhere: it goes back to `tasks` (RabbitMQ hands
+-- it to the next consumer) up to app.max_hops times before it is parked.
+local MAX_HOPS = tonumber(app.max_hops) or 16
 
 -- Parked deliveries count against broker.prefetch (they are unacked): keep
 -- app.park_max well below it (the shipped config: 50 of 100), so the other
@@ -160,9 +165,35 @@ local function park(msg, task, tt)
               :format(msg.id, task.TaskName, tt, nparked))
 end
 
+-- A worker of type tt is online on another worker process or node.
+local function elsewhere(tt)
+  for _, id in ipairs(WORKERS[tt]) do
+    if not gw.find(id) and gw.online(id) then return id end
+  end
+end
+
+-- Back to `tasks` for another consumer; x-hops counts the trips.
+local function pass_on(msg, task, tt, to)
+  local hops = (tonumber(msg.headers["x-hops"]) or 0) + 1
+  local ok, err = forward(msg, TASKS, { ["x-hops"] = hops })
+  if ok then
+    gw.log.info(("task %d (%s, type %s): %s is online elsewhere; back to %s (hop %d)")
+                :format(msg.id, task.TaskName, tt, to, TASKS, hops))
+  else
+    gw.log.warn(("task %d: forward to %s failed: %s"):format(msg.id, TASKS, err))
+    if msg.state == "unsettled" then msg:requeue() end
+  end
+end
+
 local function dispatch(msg, task, tt)
   local w = pick(tt, msg.headers["x-last-worker"])
-  if not w then return park(msg, task, tt) end
+  if not w then
+    local other = elsewhere(tt)
+    if other and (tonumber(msg.headers["x-hops"]) or 0) < MAX_HOPS then
+      return pass_on(msg, task, tt, other)
+    end
+    return park(msg, task, tt)
+  end
   local out = {}
   for k, v in pairs(task) do out[k] = v end
   out.id = msg.id
@@ -199,6 +230,22 @@ retry = function(msg, why, worker)
     if msg.state == "unsettled" then msg:requeue() end
   end
 end
+
+-- Parked tasks whose type now has a worker online elsewhere go back to
+-- `tasks` (checked every second: a registration on another node is not an
+-- event here).
+gw.every(1000, function()
+  for tt, list in pairs(parked) do
+    local other = elsewhere(tt)
+    if other then
+      parked[tt] = nil
+      for _, p in ipairs(list) do
+        nparked = nparked - 1
+        if p.msg.state == "unsettled" then pass_on(p.msg, p.task, tt, other) end
+      end
+    end
+  end
+end)
 
 -- Everything parked for the types of a worker that just registered.
 local function unpark(types)

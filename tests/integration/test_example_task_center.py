@@ -641,3 +641,46 @@ def test_reload_keeps_assigned_and_parked_tasks(tc, rabbit):
         assert json.loads(answer)["generation"] == 2
     run_tc(go(), 30)
     t.idle()
+
+
+def test_workers_spread_over_nodes(gateway, rabbit):
+    """Two nodes of two worker processes each (cluster: over the same
+    RabbitMQ), every process consuming `tasks`: the WebSocket worker of
+    type 1 is connected to node 2 only, the one of type 2 to node 1 only.
+    Every task still reaches a worker of its type and is done exactly once
+    (a process without one hands the task back to `tasks`)."""
+    rabbit.ensure_running()
+    sfx = uuid.uuid4().hex[:8]
+    names = {q: "%s.%s" % (q, sfx) for q in QUEUES}
+    nodes = []
+    for i in (1, 2):
+        g = gateway(SCRIPT, start=False, path=PATH, admin=True)
+        conf = example_config(g, rabbit, names)
+        conf["workers"] = 2
+        conf["cluster"] = {"node": "tc%d" % i, "id": i, "prefix": "tc" + sfx}
+        g.write_config(conf)
+        g.start()
+        g.wait_log_count(r"cluster: member %d\.\d joined" % i, 2, 15)
+        nodes.append(TaskCenter(g, rabbit, names))
+    t1, t2 = nodes
+
+    async def go():
+        w1 = await worker(t2, "worker-1", auto=True)   # type 1, on node 2
+        w3 = await worker(t1, "worker-3", auto=True)   # type 2, on node 1
+        # both registrations have reached every process of the other node
+        # once a probe there answers the status with the other's worker
+        for k in range(20):
+            t1.publish("one-%d" % k, 1)
+            t1.publish("two-%d" % k, 2)
+        await until(lambda: len(w1.confirmed) == 20 and len(w3.confirmed) == 20, 60,
+                    "every task done")
+        assert sorted(n for n, _ in w1.confirmed) == sorted("one-%d" % k for k in range(20))
+        assert sorted(n for n, _ in w3.confirmed) == sorted("two-%d" % k for k in range(20))
+        assert len(w1.received) == 20 and len(w3.received) == 20  # each exactly once
+    run_tc(go(), 90)
+    t1.idle(20)
+    for q in names.values():
+        try:
+            rabbit.delete(q)
+        except Exception:
+            pass
