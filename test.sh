@@ -21,6 +21,6 @@ run_suite build "" -DCMAKE_BUILD_TYPE=RelWithDebInfo
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     run_suite build-asan "" -DCMAKE_BUILD_TYPE=Debug -DMOONGATE_SANITIZE=ON
 TSAN_OPTIONS=halt_on_error=0:second_deadlock_stack=1 \
-    run_suite build-tsan '^unit\.|^it\.test_(errors|lua_safety|reload|broker|drain|descriptors|lua_api)$' \
+    run_suite build-tsan '^unit\.|^it\.test_(errors|lua_safety|reload|broker|drain|descriptors|lua_api|workers|cluster)$' \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMOONGATE_TSAN=ON
 exit $status

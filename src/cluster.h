@@ -3,34 +3,43 @@
  * With a `cluster:` section every worker process of every node is a
  * member: it opens a connection of its own to the `broker:` RabbitMQ
  * (amqp_link.c, link_start_member) with a queue the broker names,
- * exclusive and auto-deleted, bound to
+ * exclusive and auto-deleted (gone with the connection: a dead member
+ * leaves nothing behind), bound to
  *  - <prefix>.direct with its member key "<node id>.<worker>": sends to one
- *    of its clients (by id: the id names the node and the worker), and
- *    the answers to a member that said hello;
- *  - <prefix>.fanout: broadcasts, name claims and releases, hellos, beacons;
+ *    of its clients (by id: the id names the node and the worker; by
+ *    name), and the answers to a hello;
  *  - <prefix>.publish with each topic its clients subscribe to, only while
- *    they do: a publish goes to the members with subscribers, no other.
+ *    they do: a publish goes to the members with subscribers, no other;
+ *  - <prefix>.fanout, for worker 1 of each node only, the node's speaker:
+ *    broadcasts, name claims and releases, forgets, hellos and beacons.
+ *    The speaker passes them on to its node's other workers over peer.c's
+ *    links, so what the fanout carries is delivered once per node.
  * No home-made protocol between machines: the broker routes everything.
- * The workers of one node still talk over peer.c's links (a node that
- * loses the broker keeps serving its own clients whole), so a member
- * skips what comes through the broker from its own node.
+ * The workers of one node talk over peer.c's links (a node that loses the
+ * broker keeps serving its own clients whole), so a member skips what
+ * comes through the broker from its own node.
  *
- * Messages carry the sender's member key and process id (app_id).  The body is a type byte and
- * fields in a fixed little-endian layout.
+ * Messages carry the sender's member key and process id (app_id).  The
+ * body is a type byte and fields in host order (every node runs this
+ * code on the same architecture).
  *
  * Names are a directory every member keeps from the claims: eventually
  * consistent, "newer" is the later wall-clock time of the claim (ties by
  * id), so nodes' clocks should agree within the time two clients take to
- * claim one name.  A member that says hello is told every name; a member
- * not heard from for CLUSTER_EXPIRE_MS (each sends a beacon every
- * CLUSTER_BEACON_MS) is forgotten, as is one that says goodbye.
+ * claim one name.  A speaker that joins says hello and is told every
+ * node's names, and tells its node's other workers; a worker that starts
+ * is told them by its speaker.  A worker that ends is reported by its
+ * node's other workers (forget); a node not heard from for
+ * CLUSTER_EXPIRE_MS (speakers send a beacon every CLUSTER_BEACON_MS) is
+ * forgotten whole, as is a member that says goodbye.
  *
  * Cluster traffic is at most once: while a member's broker connection is
  * down what it would send is dropped (counted in
  * moongate_cluster_dropped_total), what others send it is lost with its
  * queue, and its clients are served locally as usual; on reconnect it
- * says hello, claims its names again and rebinds its topics.  Order is
- * kept per sender and receiver (one channel, one queue). */
+ * claims its names again and its link rebinds its topics (a speaker also
+ * says hello and has its node claim theirs again).  Order is kept per
+ * sender and receiver (one channel, one queue). */
 #ifndef MG_CLUSTER_H
 #define MG_CLUSTER_H
 

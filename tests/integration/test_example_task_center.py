@@ -667,8 +667,8 @@ def test_workers_spread_over_nodes(gateway, rabbit):
     async def go():
         w1 = await worker(t2, "worker-1", auto=True)   # type 1, on node 2
         w3 = await worker(t1, "worker-3", auto=True)   # type 2, on node 1
-        # both registrations have reached every process of the other node
-        # once a probe there answers the status with the other's worker
+        # (a task a process takes before the registrations reach it is
+        # parked, then passed on within a second)
         for k in range(20):
             t1.publish("one-%d" % k, 1)
             t1.publish("two-%d" % k, 2)
