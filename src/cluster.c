@@ -13,6 +13,7 @@
 #include "peer.h"
 #include "pubsub.h"
 #include "server.h"
+#include "wire.h"
 #include "workers.h"
 
 enum {
@@ -55,62 +56,10 @@ typedef struct mg_cluster {
     dict members; /* key -> cl_member */
     dict nodes;   /* node id -> int64_t when last heard from (speaker) */
     dict names;   /* name -> cl_name */
-    dict mine;    /* our clients' names -> int64_t stamp of their claim */
     lws_sorted_usec_list_t beacon;
 } mg_cluster;
 
 /* ---- small parts ---- */
-
-static int64_t cl_stamp(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static size_t cl_put_str(unsigned char *h, size_t at, const char *s, size_t n)
-{
-    uint16_t len = (uint16_t)n;
-    memcpy(h + at, &len, 2);
-    memcpy(h + at + 2, s, n);
-    return at + 2 + n;
-}
-
-typedef struct cl_rd {
-    const unsigned char *p, *end;
-    int bad;
-} cl_rd;
-
-static void cl_take(cl_rd *r, void *out, size_t n)
-{
-    if ((size_t)(r->end - r->p) < n) {
-        r->bad = 1;
-        memset(out, 0, n);
-        return;
-    }
-    memcpy(out, r->p, n);
-    r->p += n;
-}
-
-/* A u16-length string, NUL-terminated in a malloc'd block (free it). */
-static char *cl_take_str(cl_rd *r)
-{
-    uint16_t n;
-    cl_take(r, &n, 2);
-    if (r->bad || (size_t)(r->end - r->p) < n) {
-        r->bad = 1;
-        return NULL;
-    }
-    char *s = malloc((size_t)n + 1);
-    if (!s) {
-        r->bad = 1;
-        return NULL;
-    }
-    memcpy(s, r->p, n);
-    s[n] = 0;
-    r->p += n;
-    return s;
-}
 
 /* ---- sending ---- */
 
@@ -184,7 +133,7 @@ static void cl_send_str(mg_gw *gw, const char *exchange, const char *key, uint8_
     h[at++] = type;
     if (op >= 0)
         h[at++] = (uint8_t)op;
-    at = cl_put_str(h, at, s, sl);
+    at = wire_put_str(h, at, s, sl);
     cl_send(gw, exchange, key, h, at, data, dl);
     if (h != st)
         free(h);
@@ -256,13 +205,6 @@ void cluster_interest(mg_gw *gw, const char *topic, int on)
 
 /* ---- names ---- */
 
-/* Claim a beats claim b: replace, the newer; reject, the older. */
-static int cl_wins(const mg_gw *gw, int64_t sa, uint64_t ia, int64_t sb, uint64_t ib)
-{
-    int newer = sa > sb || (sa == sb && ia > ib);
-    return gw->cfg->duplicate_names == MG_DUP_REJECT ? !newer : newer;
-}
-
 /* A claim frame: type, u64 id, i64 stamp, u16 name. */
 static size_t cl_claim_frame(unsigned char *h, const char *name, size_t nl, uint64_t id,
                              int64_t stamp)
@@ -270,7 +212,7 @@ static size_t cl_claim_frame(unsigned char *h, const char *name, size_t nl, uint
     h[0] = CL_CLAIM;
     memcpy(h + 1, &id, 8);
     memcpy(h + 9, &stamp, 8);
-    return cl_put_str(h, 17, name, nl);
+    return wire_put_str(h, 17, name, nl);
 }
 
 static void cl_tell_claim(mg_gw *gw, const char *exchange, const char *key, const char *name,
@@ -293,7 +235,7 @@ static void cl_relay(mg_gw *gw, uint32_t k, const char *member, const void *m, s
     unsigned char st[512], *h = ml + n + 2 <= sizeof(st) ? st : malloc(ml + n + 2);
     if (!h)
         return;
-    size_t at = cl_put_str(h, 0, member, ml);
+    size_t at = wire_put_str(h, 0, member, ml);
     memcpy(h + at, m, n);
     peers_relay(gw, k, h, at + n);
     if (h != st)
@@ -314,25 +256,15 @@ int cluster_name_free(mg_gw *gw, const char *name)
     return dict_get(&c->names, name, strlen(name)) ? -1 : 0;
 }
 
-void cluster_claim(mg_gw *gw, const char *name, uint64_t id)
+void cluster_claim(mg_gw *gw, const char *name, uint64_t id, int64_t stamp)
 {
     mg_cluster *c = gw->cluster;
     size_t nl = strlen(name);
     if (!c || nl > CL_KEY_MAX)
         return;
-    int64_t *stamp = malloc(sizeof(*stamp));
-    if (!stamp)
-        return;
-    *stamp = cl_stamp();
-    int err;
-    free(dict_set(&c->mine, name, nl, stamp, &err));
-    if (err) {
-        free(stamp);
-        return;
-    }
     if (gw->cfg->duplicate_names == MG_DUP_REPLACE)
         free(dict_del(&c->names, name, nl));
-    cl_tell_claim(gw, c->x_fanout, "", name, id, *stamp);
+    cl_tell_claim(gw, c->x_fanout, "", name, id, stamp);
 }
 
 void cluster_unclaim(mg_gw *gw, const char *name, uint64_t id)
@@ -341,11 +273,10 @@ void cluster_unclaim(mg_gw *gw, const char *name, uint64_t id)
     size_t nl = strlen(name);
     if (!c || nl > CL_KEY_MAX)
         return;
-    free(dict_del(&c->mine, name, nl));
     unsigned char h[300];
     h[0] = CL_UNCLAIM;
     memcpy(h + 1, &id, 8);
-    size_t at = cl_put_str(h, 9, name, nl);
+    size_t at = wire_put_str(h, 9, name, nl);
     cl_send(gw, c->x_fanout, "", h, at, NULL, 0);
 }
 
@@ -354,7 +285,7 @@ void cluster_name_lost(mg_gw *gw, const char *name, uint64_t id, int64_t stamp)
     mg_cluster *c = gw->cluster;
     size_t nl = strlen(name);
     cl_name *n = c ? dict_get(&c->names, name, nl) : NULL;
-    if (n && cl_wins(gw, stamp, id, n->stamp, n->id))
+    if (n && conn_claim_wins(gw, stamp, id, n->stamp, n->id))
         free(dict_del(&c->names, name, nl));
 }
 
@@ -362,19 +293,10 @@ static void cl_on_claim(mg_gw *gw, const char *member, const char *name, uint64_
 {
     mg_cluster *c = gw->cluster;
     size_t nl = strlen(name);
-    mg_conn *conn = conn_find_name(gw, name);
-    int64_t *ms = dict_get(&c->mine, name, nl);
-    if (conn && ms) {
-        if (!cl_wins(gw, stamp, id, *ms, conn->id))
-            return; /* ours stands; our claim makes the other node close its client */
-        conn_name_lost(gw, conn,
-                       gw->cfg->duplicate_names == MG_DUP_REJECT
-                           ? "name taken"
-                           : "a new client with the same id connected");
-        free(dict_del(&c->mine, name, nl));
-    }
+    if (!conn_claim_contest(gw, name, id, stamp))
+        return;
     cl_name *n = dict_get(&c->names, name, nl);
-    if (n && strcmp(n->member, member) != 0 && !cl_wins(gw, stamp, id, n->stamp, n->id))
+    if (n && strcmp(n->member, member) != 0 && !conn_claim_wins(gw, stamp, id, n->stamp, n->id))
         return;
     if (!n) {
         int err;
@@ -439,7 +361,7 @@ static void cl_forget_all(mg_gw *gw, const char *who)
     unsigned char h[CL_MEMBER_KEY + 4];
     size_t wl = strlen(who);
     h[0] = CL_FORGET;
-    size_t at = cl_put_str(h, 1, who, wl);
+    size_t at = wire_put_str(h, 1, who, wl);
     cl_forget(gw, who);
     cl_relay(gw, 0, "", h, at);
 }
@@ -474,7 +396,7 @@ static void cl_tell_names(mg_gw *gw, const char *to)
 {
     mg_cluster *c = gw->cluster;
     dict_entry *e;
-    for (size_t i = 0; (e = dict_next(&c->mine, &i));) {
+    for (size_t i = 0; (e = dict_next(&gw->claims, &i));) {
         mg_conn *conn = conn_find_name(gw, e->key);
         if (conn)
             cl_tell_claim(gw, c->x_direct, to, e->key, conn->id, *(int64_t *)e->val);
@@ -488,7 +410,7 @@ static void cl_reclaim(mg_gw *gw)
 {
     mg_cluster *c = gw->cluster;
     dict_entry *e;
-    for (size_t i = 0; (e = dict_next(&c->mine, &i));) {
+    for (size_t i = 0; (e = dict_next(&gw->claims, &i));) {
         mg_conn *conn = conn_find_name(gw, e->key);
         if (conn)
             cl_tell_claim(gw, c->x_fanout, "", e->key, conn->id, *(int64_t *)e->val);
@@ -576,13 +498,13 @@ static void cl_expire(mg_gw *gw)
 static void cl_dispatch(mg_gw *gw, const char *from, const unsigned char *m, size_t n, int relayed)
 {
     mg_cluster *c = gw->cluster;
-    cl_rd r = {m, m + n, 0};
+    wire_rd r = {m, m + n, 0};
     uint8_t type, op;
-    uint64_t id;
-    int64_t stamp;
-    char *s = NULL;
+    uint64_t id = 0;
+    int64_t stamp = 0;
+    char sb[300], *heap = NULL, *s = NULL;
     int relay = !relayed && c->speaker;
-    cl_take(&r, &type, 1);
+    wire_take(&r, &type, 1);
     if (!relayed)
         gw->metrics->cluster_received++;
     switch (type) {
@@ -595,7 +517,7 @@ static void cl_dispatch(mg_gw *gw, const char *from, const unsigned char *m, siz
             cl_reclaim(gw);
         break;
     case CL_FORGET:
-        if ((s = cl_take_str(&r))) {
+        if ((s = wire_take_str(&r, sb, sizeof(sb), &heap))) {
             if (relay)
                 cl_forget_all(gw, s);
             else
@@ -603,8 +525,8 @@ static void cl_dispatch(mg_gw *gw, const char *from, const unsigned char *m, siz
         }
         break;
     case CL_SEND_ID: {
-        cl_take(&r, &op, 1);
-        cl_take(&r, &id, 8);
+        wire_take(&r, &op, 1);
+        wire_take(&r, &id, 8);
         mg_conn *conn = r.bad ? NULL : conn_find(gw, id);
         if (conn)
             conn_send(gw, conn, op, r.p, (size_t)(r.end - r.p));
@@ -612,8 +534,8 @@ static void cl_dispatch(mg_gw *gw, const char *from, const unsigned char *m, siz
     }
     case CL_SEND_NAME:
     case CL_PUBLISH:
-        cl_take(&r, &op, 1);
-        if (!(s = cl_take_str(&r)))
+        wire_take(&r, &op, 1);
+        if (!(s = wire_take_str(&r, sb, sizeof(sb), &heap)))
             break;
         if (type == CL_PUBLISH) {
             pubsub_publish(gw, s, op, r.p, (size_t)(r.end - r.p));
@@ -624,8 +546,8 @@ static void cl_dispatch(mg_gw *gw, const char *from, const unsigned char *m, siz
         }
         break;
     case CL_BROADCAST:
-        cl_take(&r, &op, 1);
-        cl_take(&r, &id, 8);
+        wire_take(&r, &op, 1);
+        wire_take(&r, &id, 8);
         if (r.bad)
             break;
         pubsub_broadcast(gw, op, r.p, (size_t)(r.end - r.p), id);
@@ -634,10 +556,10 @@ static void cl_dispatch(mg_gw *gw, const char *from, const unsigned char *m, siz
         break;
     case CL_CLAIM:
     case CL_UNCLAIM:
-        cl_take(&r, &id, 8);
+        wire_take(&r, &id, 8);
         if (type == CL_CLAIM)
-            cl_take(&r, &stamp, 8);
-        if (!(s = cl_take_str(&r)))
+            wire_take(&r, &stamp, 8);
+        if (!(s = wire_take_str(&r, sb, sizeof(sb), &heap)))
             break;
         if (type == CL_CLAIM)
             cl_on_claim(gw, from, s, id, stamp);
@@ -649,18 +571,19 @@ static void cl_dispatch(mg_gw *gw, const char *from, const unsigned char *m, siz
     default: /* CL_BEACON: being heard was the point */
         break;
     }
-    free(s);
+    free(heap);
 }
 
 void cluster_on_relay(mg_gw *gw, const void *data, size_t len)
 {
     if (!gw->cluster)
         return;
-    cl_rd r = {data, (const unsigned char *)data + len, 0};
-    char *member = cl_take_str(&r);
-    if (member && strlen(member) < CL_MEMBER_KEY && r.p < r.end)
+    wire_rd r = {data, (const unsigned char *)data + len, 0};
+    char mb[CL_MEMBER_KEY], *heap = NULL;
+    char *member = wire_take_str(&r, mb, sizeof(mb), &heap);
+    if (member && !heap && r.p < r.end)
         cl_dispatch(gw, member, r.p, (size_t)(r.end - r.p), 1);
-    free(member);
+    free(heap);
 }
 
 /* Worker k of this node said hello: its speaker tells it every other
@@ -689,7 +612,7 @@ void cluster_on_peer_gone(mg_gw *gw, uint32_t k)
     unsigned char h[CL_MEMBER_KEY + 4];
     cl_member_key(gw, gw->node_id, k, member);
     h[0] = CL_FORGET;
-    cl_send(gw, c->x_fanout, "", h, cl_put_str(h, 1, member, strlen(member)), NULL, 0);
+    cl_send(gw, c->x_fanout, "", h, wire_put_str(h, 1, member, strlen(member)), NULL, 0);
 }
 
 static void cl_delivery(mg_gw *gw, link_delivery *d)
@@ -790,7 +713,6 @@ int cluster_start(mg_gw *gw, char *err, size_t errlen)
     dict_init(&c->members);
     dict_init(&c->nodes);
     dict_init(&c->names);
-    dict_init(&c->mine);
     cl_member_key(gw, cc->id, gw->worker, c->key);
     snprintf(c->app_id, sizeof(c->app_id), "%s.%d", c->key, (int)getpid());
     snprintf(c->x_direct, sizeof(c->x_direct), "%s.direct", cc->prefix);
@@ -829,14 +751,13 @@ void cluster_stop(mg_gw *gw)
     if (c->up) { /* other nodes forget our names now, not when they expire */
         unsigned char h[CL_MEMBER_KEY + 4];
         h[0] = CL_FORGET;
-        cl_send(gw, c->x_fanout, "", h, cl_put_str(h, 1, c->key, strlen(c->key)), NULL, 0);
+        cl_send(gw, c->x_fanout, "", h, wire_put_str(h, 1, c->key, strlen(c->key)), NULL, 0);
     }
     lws_sul_cancel(&c->beacon);
     link_stop(c->link, 500);
     cl_free_vals(&c->members);
     cl_free_vals(&c->nodes);
     cl_free_vals(&c->names);
-    cl_free_vals(&c->mine);
     free(c);
     gw->cluster = NULL;
 }

@@ -73,7 +73,7 @@ void cluster_broadcast(mg_gw *gw, int opcode, const void *data, size_t len, uint
 int cluster_name_free(mg_gw *gw, const char *name);
 /* Another node's client holds name (as far as this member knows). */
 int cluster_has_name(mg_gw *gw, const char *name);
-void cluster_claim(mg_gw *gw, const char *name, uint64_t id);
+void cluster_claim(mg_gw *gw, const char *name, uint64_t id, int64_t stamp);
 void cluster_unclaim(mg_gw *gw, const char *name, uint64_t id);
 void cluster_interest(mg_gw *gw, const char *topic, int on);
 /* From peer.c: a relay of this node's speaker arrived; worker k said

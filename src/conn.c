@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #include "cluster.h"
 #include "log.h"
@@ -32,12 +33,66 @@ static void conn_count(mg_gw *gw, int d)
 }
 
 /* c lets its name go: out of the table, and the other workers told. */
+/* ---- names claimed across workers and nodes ----
+ *
+ * With workers or a cluster, each name a client takes is a claim stamped
+ * with the wall-clock time (comparable across nodes), told to the other
+ * workers (peer.c) and nodes (cluster.c); the stamp decides who keeps a
+ * name two clients claimed. */
+
+static int conn_claims_on(const mg_gw *gw)
+{
+    return gw->peers || gw->cluster;
+}
+
+static int64_t conn_claim_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void conn_claim_drop(mg_gw *gw, const char *name)
+{
+    free(dict_del(&gw->claims, name, strlen(name)));
+}
+
+int64_t conn_claim_stamp(mg_gw *gw, const char *name)
+{
+    int64_t *s = dict_get(&gw->claims, name, strlen(name));
+    return s ? *s : 0;
+}
+
+int conn_claim_wins(const mg_gw *gw, int64_t sa, uint64_t ia, int64_t sb, uint64_t ib)
+{
+    int newer = sa > sb || (sa == sb && ia > ib);
+    return gw->cfg->duplicate_names == MG_DUP_REJECT ? !newer : newer;
+}
+
+int conn_claim_contest(mg_gw *gw, const char *name, uint64_t id, int64_t stamp)
+{
+    mg_conn *c = conn_find_name(gw, name);
+    int64_t ours = conn_claim_stamp(gw, name);
+    if (!c || !ours)
+        return 1;
+    if (!conn_claim_wins(gw, stamp, id, ours, c->id))
+        return 0; /* ours stands: our claim makes the other side close its client */
+    conn_name_lost(gw, c,
+                   gw->cfg->duplicate_names == MG_DUP_REJECT
+                       ? "name taken"
+                       : "a new client with the same id connected");
+    return 1;
+}
+
+/* c lets its name go: out of the table, and the other workers and nodes
+ * told. */
 static void conn_drop_name(mg_gw *gw, mg_conn *c)
 {
     if (!c->name)
         return;
     if (dict_get(&gw->conns_by_name, c->name, strlen(c->name)) == c) {
         dict_del(&gw->conns_by_name, c->name, strlen(c->name));
+        conn_claim_drop(gw, c->name);
         peers_unclaim(gw, c->name, c->id);
         cluster_unclaim(gw, c->name, c->id);
     }
@@ -49,6 +104,7 @@ void conn_table_init(mg_gw *gw)
 {
     dict_init(&gw->conns_by_id);
     dict_init(&gw->conns_by_name);
+    dict_init(&gw->claims);
     gw->conn_list = NULL;
     gw->next_conn_id = 1;
 }
@@ -59,6 +115,10 @@ void conn_table_free(mg_gw *gw)
         conn_destroy(gw, gw->conn_list);
     dict_free(&gw->conns_by_id);
     dict_free(&gw->conns_by_name);
+    dict_entry *e;
+    for (size_t i = 0; (e = dict_next(&gw->claims, &i));)
+        free(e->val);
+    dict_free(&gw->claims);
 }
 
 /* Room for the longest reason a close frame can carry. */
@@ -231,16 +291,29 @@ int conn_set_name(mg_gw *gw, mg_conn *c, const char *name, const char **err)
         c->name = NULL;
         return -1;
     }
-    peers_claim(gw, copy, c->id);
-    cluster_claim(gw, copy, c->id);
+    if (conn_claims_on(gw)) {
+        int64_t *stamp = malloc(sizeof(*stamp));
+        if (stamp) {
+            *stamp = conn_claim_now();
+            free(dict_set(&gw->claims, copy, len, stamp, &derr));
+            if (derr)
+                free(stamp);
+            else {
+                peers_claim(gw, copy, c->id, *stamp);
+                cluster_claim(gw, copy, c->id, *stamp);
+            }
+        }
+    }
     return 0;
 }
 
 void conn_name_lost(mg_gw *gw, mg_conn *c, const char *reason)
 {
     log_conn(MG_LOG_INFO, c->id, "loses its name '%s': %s", c->name ? c->name : "", reason);
-    if (c->name && dict_get(&gw->conns_by_name, c->name, strlen(c->name)) == c)
+    if (c->name && dict_get(&gw->conns_by_name, c->name, strlen(c->name)) == c) {
         dict_del(&gw->conns_by_name, c->name, strlen(c->name));
+        conn_claim_drop(gw, c->name);
+    }
     free(c->name);
     c->name = NULL;
     gw->metrics->evictions[MG_EVICT_REPLACED]++;

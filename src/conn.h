@@ -116,6 +116,15 @@ mg_conn *conn_find_name(mg_gw *gw, const char *name);
  * on another worker, or, with reject, to an older one on another worker
  * whose claim crossed c's: c is closed with 4001 and reason. */
 void conn_name_lost(mg_gw *gw, mg_conn *c, const char *reason);
+
+/* Claims (with workers or a cluster; see conn.c): the stamp of our
+ * client's claim of name (0: none); whether claim a beats claim b under
+ * names.duplicate (replace: the newer; reject: the older; equal stamps go
+ * by id); and a claim made elsewhere meeting ours: 1 if it stands (ours,
+ * if any, lost: closed with 4001), 0 if ours does. */
+int64_t conn_claim_stamp(mg_gw *gw, const char *name);
+int conn_claim_wins(const mg_gw *gw, int64_t sa, uint64_t ia, int64_t sb, uint64_t ib);
+int conn_claim_contest(mg_gw *gw, const char *name, uint64_t id, int64_t stamp);
 /* Open (not closing) and still attached to a socket. */
 int conn_is_open(const mg_conn *c);
 

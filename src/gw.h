@@ -55,6 +55,7 @@ typedef struct mg_gw {
     /* Client table (conn.c). */
     dict conns_by_id;   /* uint64 id -> mg_conn */
     dict conns_by_name; /* name -> mg_conn */
+    dict claims;        /* with workers or a cluster: name -> int64_t stamp of its claim */
     mg_conn *conn_list; /* all live connections, for iteration */
     uint64_t next_conn_id;
     uint64_t conns_open; /* in state MG_CONN_OPEN: what gw.count() reports */

@@ -175,7 +175,7 @@ static size_t admin_metrics_workers(const mg_gw *gw, char *buf, size_t len)
             .pid = pid,
             .connections = __atomic_load_n(&sl->metrics.connections, __ATOMIC_RELAXED),
             .restarts = __atomic_load_n(&sl->restarts, __ATOMIC_RELAXED),
-            .resident_bytes = pid ? workers_resident(pid) : 0,
+            .resident_bytes = pid ? metrics_resident_bytes(pid) : 0,
             .messages_in = __atomic_load_n(&sl->metrics.messages_in, __ATOMIC_RELAXED),
             .peer_dropped = __atomic_load_n(&sl->metrics.peer_dropped, __ATOMIC_RELAXED),
         };
@@ -189,7 +189,7 @@ static int admin_metrics(mg_gw *gw, struct lws *wsi)
     lwsmem_stats st;
     gw->metrics->handshakes_pending = fdguard_pending();
     lwsmem_get_stats(&st);
-    mg_mem_metrics mem = {.resident_bytes = metrics_resident_bytes(),
+    mg_mem_metrics mem = {.resident_bytes = metrics_resident_bytes(0),
                           .lws_heap_bytes = st.heap_bytes,
                           .rx_buffers = st.rx_slots,
                           .rx_releases = st.rx_releases,
@@ -207,7 +207,7 @@ static int admin_metrics(mg_gw *gw, struct lws *wsi)
         mem.resident_bytes = 0;
         for (uint32_t i = 0; i < gw->shared->nworkers; i++) {
             int32_t pid = __atomic_load_n(&gw->shared->slot[i].pid, __ATOMIC_RELAXED);
-            mem.resident_bytes += pid ? workers_resident(pid) : 0;
+            mem.resident_bytes += pid ? metrics_resident_bytes(pid) : 0;
         }
         m = &all;
     }

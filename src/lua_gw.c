@@ -536,16 +536,11 @@ static void lgw_open_json(lua_State *L)
 void lua_gw_open(mg_script *s, const mg_config *cfg)
 {
     static const luaL_Reg fns[] = {
-        {"send", lgw_send},
-        {"broadcast", lgw_broadcast},
-        {"publish", lgw_publish},
-        {"find", lgw_find},
-        {"online", lgw_online},
-        {"get", lgw_get},
-        {"clients", lgw_clients},
-        {"count", lgw_count},
-        {"now", lgw_now},
-        {NULL, NULL},
+        {"send", lgw_send},       {"broadcast", lgw_broadcast},
+        {"publish", lgw_publish}, {"find", lgw_find},
+        {"online", lgw_online},   {"get", lgw_get},
+        {"clients", lgw_clients}, {"count", lgw_count},
+        {"now", lgw_now},         {NULL, NULL},
     };
     static const luaL_Reg logfns[] = {
         {"debug", lgw_log_debug}, {"info", lgw_log_info}, {"warn", lgw_log_warn},

@@ -16,10 +16,15 @@ const char *metrics_evict_name(mg_evict_reason r)
     return evict_names[r];
 }
 
-uint64_t metrics_resident_bytes(void)
+uint64_t metrics_resident_bytes(int pid)
 {
+    char path[64];
     unsigned long long size = 0, resident = 0;
-    FILE *f = fopen("/proc/self/statm", "r");
+    if (pid)
+        snprintf(path, sizeof(path), "/proc/%d/statm", pid);
+    else
+        snprintf(path, sizeof(path), "/proc/self/statm");
+    FILE *f = fopen(path, "r");
     if (!f)
         return 0;
     if (fscanf(f, "%llu %llu", &size, &resident) != 2)

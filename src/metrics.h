@@ -76,8 +76,9 @@ typedef struct mg_worker_metrics {
 
 const char *metrics_evict_name(mg_evict_reason r);
 
-/* The process's resident memory in bytes (0 if unknown). */
-uint64_t metrics_resident_bytes(void);
+/* Process pid's resident memory in bytes, this process's if pid is 0
+ * (0 if unknown). */
+uint64_t metrics_resident_bytes(int pid);
 
 /* Format as Prometheus text exposition into buf; returns bytes written
  * (truncated to len). */

@@ -23,6 +23,7 @@
 #include "log.h"
 #include "pubsub.h"
 #include "server.h"
+#include "wire.h"
 #include "workers.h"
 
 enum {
@@ -88,59 +89,9 @@ struct mg_peers {
     uint32_t flush[CONFIG_MAX_WORKERS];     /* links with bytes to write */
     uint32_t nflush;
     dict names;    /* other workers' names -> peer_name */
-    dict mine;     /* our clients' names -> int64_t stamp of their claim */
     dict interest; /* topic -> uint64_t mask: bit k - 1 for worker k */
     lws_sorted_usec_list_t retry;
 };
-
-/* ---- wire helpers ---- */
-
-typedef struct peer_rd {
-    const unsigned char *p, *end;
-    int bad;
-} peer_rd;
-
-static void peer_take(peer_rd *r, void *out, size_t n)
-{
-    if ((size_t)(r->end - r->p) < n) {
-        r->bad = 1;
-        memset(out, 0, n);
-        return;
-    }
-    memcpy(out, r->p, n);
-    r->p += n;
-}
-
-/* A u16-length string, copied out NUL-terminated into buf (cap bytes) or
- * a malloc'd block (*heap, to free). */
-static char *peer_take_str(peer_rd *r, char *buf, size_t cap, char **heap)
-{
-    uint16_t n;
-    peer_take(r, &n, sizeof(n));
-    *heap = NULL;
-    if (r->bad || (size_t)(r->end - r->p) < n) {
-        r->bad = 1;
-        return NULL;
-    }
-    char *s = buf;
-    if ((size_t)n + 1 > cap && !(s = *heap = malloc((size_t)n + 1))) {
-        r->bad = 1;
-        return NULL;
-    }
-    memcpy(s, r->p, n);
-    s[n] = 0;
-    r->p += n;
-    return s;
-}
-
-/* Wall-clock time: claims are compared with those of other nodes too
- * (cluster.c). */
-static int64_t peer_stamp(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static socklen_t peer_addr(const mg_gw *gw, uint32_t k, struct sockaddr_un *a)
 {
@@ -375,15 +326,6 @@ int peers_send_id(mg_gw *gw, uint64_t id, int opcode, const void *data, size_t l
     return 1;
 }
 
-/* A frame whose header ends in a u16-length string (name or topic). */
-static size_t peer_hdr_str(unsigned char *hdr, size_t fixed, const char *s, size_t sl)
-{
-    uint16_t n = (uint16_t)sl;
-    memcpy(hdr + fixed, &n, 2);
-    memcpy(hdr + fixed + 2, s, sl);
-    return fixed + 2 + sl;
-}
-
 static unsigned char *peer_hdr_alloc(unsigned char *stack, size_t cap, size_t need)
 {
     return need <= cap ? stack : malloc(need);
@@ -403,7 +345,7 @@ int peers_send_name(mg_gw *gw, const char *name, int opcode, const void *data, s
     }
     h[0] = PEER_SEND_NAME;
     h[1] = (uint8_t)opcode;
-    size_t hl = peer_hdr_str(h, 2, name, nl);
+    size_t hl = wire_put_str(h, 2, name, nl);
     peer_put(gw, pn->worker, h, hl, data, len, 0);
     if (h != st)
         free(h);
@@ -424,7 +366,7 @@ void peers_publish(mg_gw *gw, const char *topic, int opcode, const void *data, s
     }
     h[0] = PEER_PUBLISH;
     h[1] = (uint8_t)opcode;
-    size_t hl = peer_hdr_str(h, 2, topic, tl);
+    size_t hl = wire_put_str(h, 2, topic, tl);
     peer_put_all(gw, *mask, h, hl, data, len, 0);
     if (h != st)
         free(h);
@@ -468,14 +410,6 @@ void peers_each_name(mg_gw *gw, peers_name_fn fn, void *arg)
 
 /* ---- names ---- */
 
-/* Claim a beats claim b under the policy: replace, the newer; reject, the
- * older.  Equal stamps (two clocks read in one nanosecond) go by id. */
-static int peer_wins(const mg_gw *gw, int64_t sa, uint64_t ia, int64_t sb, uint64_t ib)
-{
-    int newer = sa > sb || (sa == sb && ia > ib);
-    return gw->cfg->duplicate_names == MG_DUP_REJECT ? !newer : newer;
-}
-
 static void peer_tell_claim(mg_gw *gw, uint64_t mask, const char *name, size_t nl, uint64_t id,
                             int64_t stamp)
 {
@@ -487,7 +421,7 @@ static void peer_tell_claim(mg_gw *gw, uint64_t mask, const char *name, size_t n
     h[0] = PEER_CLAIM;
     memcpy(h + 1, &id, 8);
     memcpy(h + 9, &stamp, 8);
-    size_t hl = peer_hdr_str(h, 17, name, nl);
+    size_t hl = wire_put_str(h, 17, name, nl);
     peer_put_all(gw, mask, h, hl, NULL, 0, 1);
     if (h != st)
         free(h);
@@ -501,27 +435,17 @@ int peers_name_free(mg_gw *gw, const char *name)
     return dict_get(&p->names, name, strlen(name)) ? -1 : 0;
 }
 
-void peers_claim(mg_gw *gw, const char *name, uint64_t id)
+void peers_claim(mg_gw *gw, const char *name, uint64_t id, int64_t stamp)
 {
     mg_peers *p = gw->peers;
     size_t nl = strlen(name);
     if (!p || nl > PEER_NAME_MAX)
         return;
-    int64_t *stamp = malloc(sizeof(*stamp));
-    if (!stamp)
-        return;
-    *stamp = peer_stamp();
-    int err;
-    free(dict_set(&p->mine, name, nl, stamp, &err));
-    if (err) {
-        free(stamp);
-        return;
-    }
     /* Under replace, another worker's holder is now the loser: forget it
      * here (its worker closes it when this claim arrives). */
     if (gw->cfg->duplicate_names == MG_DUP_REPLACE)
         free(dict_del(&p->names, name, nl));
-    peer_tell_claim(gw, PEER_ALL, name, nl, id, *stamp);
+    peer_tell_claim(gw, PEER_ALL, name, nl, id, stamp);
 }
 
 void peers_unclaim(mg_gw *gw, const char *name, uint64_t id)
@@ -530,13 +454,12 @@ void peers_unclaim(mg_gw *gw, const char *name, uint64_t id)
     size_t nl = strlen(name);
     if (!p || nl > PEER_NAME_MAX)
         return;
-    free(dict_del(&p->mine, name, nl));
     unsigned char st[256], *h = peer_hdr_alloc(st, sizeof(st), 11 + nl);
     if (!h)
         return;
     h[0] = PEER_UNCLAIM;
     memcpy(h + 1, &id, 8);
-    size_t hl = peer_hdr_str(h, 9, name, nl);
+    size_t hl = wire_put_str(h, 9, name, nl);
     peer_put_all(gw, PEER_ALL, h, hl, NULL, 0, 1);
     if (h != st)
         free(h);
@@ -548,7 +471,7 @@ void peers_name_lost(mg_gw *gw, const char *name, uint64_t id, int64_t stamp)
     mg_peers *p = gw->peers;
     size_t nl = strlen(name);
     peer_name *pn = p ? dict_get(&p->names, name, nl) : NULL;
-    if (pn && peer_wins(gw, stamp, id, pn->stamp, pn->id))
+    if (pn && conn_claim_wins(gw, stamp, id, pn->stamp, pn->id))
         free(dict_del(&p->names, name, nl));
 }
 
@@ -557,19 +480,10 @@ static void peer_on_claim(mg_gw *gw, uint32_t k, int32_t pid, const char *name, 
 {
     mg_peers *p = gw->peers;
     size_t nl = strlen(name);
-    mg_conn *c = conn_find_name(gw, name);
-    int64_t *ms = dict_get(&p->mine, name, nl);
-    if (c && ms) {
-        if (!peer_wins(gw, stamp, id, *ms, c->id))
-            return; /* ours stands; our claim makes k close its client */
-        conn_name_lost(gw, c,
-                       gw->cfg->duplicate_names == MG_DUP_REJECT
-                           ? "name taken"
-                           : "a new client with the same id connected");
-        free(dict_del(&p->mine, name, nl));
-    }
+    if (!conn_claim_contest(gw, name, id, stamp))
+        return;
     peer_name *pn = dict_get(&p->names, name, nl);
-    if (pn && pn->worker != k && !peer_wins(gw, stamp, id, pn->stamp, pn->id))
+    if (pn && pn->worker != k && !conn_claim_wins(gw, stamp, id, pn->stamp, pn->id))
         return;
     if (!pn) {
         int err;
@@ -602,7 +516,7 @@ static void peer_tell_interest(mg_gw *gw, uint64_t mask, const char *topic, size
         return;
     h[0] = PEER_INTEREST;
     h[1] = (uint8_t)on;
-    size_t hl = peer_hdr_str(h, 2, topic, tl);
+    size_t hl = wire_put_str(h, 2, topic, tl);
     peer_put_all(gw, mask, h, hl, NULL, 0, 1);
     if (h != st)
         free(h);
@@ -696,12 +610,11 @@ static void peer_forget(mg_gw *gw, uint32_t k)
  * subscribe to (it has just said hello). */
 static void peer_tell_state(mg_gw *gw, uint32_t k)
 {
-    mg_peers *p = gw->peers;
     uint64_t only = (uint64_t)1 << (k - 1);
     dict_entry *e;
-    for (size_t i = 0; (e = dict_next(&p->mine, &i));) {
+    for (size_t i = 0; (e = dict_next(&gw->claims, &i));) {
         mg_conn *c = conn_find_name(gw, e->key);
-        if (c)
+        if (c && e->klen <= PEER_NAME_MAX)
             peer_tell_claim(gw, only, e->key, e->klen, c->id, *(int64_t *)e->val);
     }
     for (size_t i = 0; (e = dict_next(&gw->topics, &i));)
@@ -730,13 +643,13 @@ static void peer_on_hello(mg_gw *gw, peer_in *in, uint32_t k)
 static void peer_dispatch(mg_gw *gw, peer_in *in, const unsigned char *m, size_t n)
 {
     mg_peers *p = gw->peers;
-    peer_rd r = {m, m + n, 0};
+    wire_rd r = {m, m + n, 0};
     uint8_t type, op, on;
-    uint64_t id;
-    int64_t stamp;
+    uint64_t id = 0;
+    int64_t stamp = 0;
     char sb[256], *heap = NULL, *s;
 
-    peer_take(&r, &type, 1);
+    wire_take(&r, &type, 1);
     if (type != PEER_HELLO && !in->worker)
         return; /* nothing before a hello */
     if (type != PEER_HELLO)
@@ -747,14 +660,14 @@ static void peer_dispatch(mg_gw *gw, peer_in *in, const unsigned char *m, size_t
     switch (type) {
     case PEER_HELLO: {
         uint32_t k;
-        peer_take(&r, &k, 4);
+        wire_take(&r, &k, 4);
         if (!r.bad && k >= 1 && k <= gw->nworkers && k != gw->worker)
             peer_on_hello(gw, in, k);
         return;
     }
     case PEER_SEND_ID: {
-        peer_take(&r, &op, 1);
-        peer_take(&r, &id, 8);
+        wire_take(&r, &op, 1);
+        wire_take(&r, &id, 8);
         mg_conn *c = r.bad ? NULL : conn_find(gw, id);
         if (c)
             conn_send(gw, c, op, r.p, (size_t)(r.end - r.p));
@@ -762,8 +675,8 @@ static void peer_dispatch(mg_gw *gw, peer_in *in, const unsigned char *m, size_t
     }
     case PEER_SEND_NAME:
     case PEER_PUBLISH:
-        peer_take(&r, &op, 1);
-        if (!(s = peer_take_str(&r, sb, sizeof(sb), &heap)))
+        wire_take(&r, &op, 1);
+        if (!(s = wire_take_str(&r, sb, sizeof(sb), &heap)))
             return;
         if (type == PEER_PUBLISH) {
             pubsub_publish(gw, s, op, r.p, (size_t)(r.end - r.p));
@@ -774,17 +687,17 @@ static void peer_dispatch(mg_gw *gw, peer_in *in, const unsigned char *m, size_t
         }
         break;
     case PEER_BROADCAST:
-        peer_take(&r, &op, 1);
-        peer_take(&r, &id, 8);
+        wire_take(&r, &op, 1);
+        wire_take(&r, &id, 8);
         if (!r.bad)
             pubsub_broadcast(gw, op, r.p, (size_t)(r.end - r.p), id);
         return;
     case PEER_CLAIM:
     case PEER_UNCLAIM:
-        peer_take(&r, &id, 8);
+        wire_take(&r, &id, 8);
         if (type == PEER_CLAIM)
-            peer_take(&r, &stamp, 8);
-        if (!(s = peer_take_str(&r, sb, sizeof(sb), &heap)) || !current)
+            wire_take(&r, &stamp, 8);
+        if (!(s = wire_take_str(&r, sb, sizeof(sb), &heap)) || !current)
             break;
         if (type == PEER_CLAIM)
             peer_on_claim(gw, in->worker, in->pid, s, id, stamp);
@@ -796,8 +709,8 @@ static void peer_dispatch(mg_gw *gw, peer_in *in, const unsigned char *m, size_t
             cluster_on_relay(gw, r.p, (size_t)(r.end - r.p));
         return;
     case PEER_INTEREST:
-        peer_take(&r, &on, 1);
-        if ((s = peer_take_str(&r, sb, sizeof(sb), &heap)) && current)
+        wire_take(&r, &on, 1);
+        if ((s = wire_take_str(&r, sb, sizeof(sb), &heap)) && current)
             peer_on_interest(gw, in->worker, s, on);
         break;
     default:
@@ -952,7 +865,6 @@ int peers_start(mg_gw *gw, char *err, size_t errlen)
         return -1;
     }
     dict_init(&p->names);
-    dict_init(&p->mine);
     dict_init(&p->interest);
     for (uint32_t k = 0; k <= CONFIG_MAX_WORKERS; k++)
         p->out[k].fd = -1;
@@ -1003,7 +915,6 @@ void peers_stop(mg_gw *gw)
         free(in);
     }
     peer_free_vals(&p->names);
-    peer_free_vals(&p->mine);
     peer_free_vals(&p->interest);
     free(p);
     gw->peers = NULL;

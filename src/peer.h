@@ -64,8 +64,9 @@ void peers_broadcast(mg_gw *gw, int opcode, const void *data, size_t len, uint64
 /* Names across workers (conn.c).  Before conn id takes name: 0, or -1
  * with names.duplicate: reject when another worker's client holds it. */
 int peers_name_free(mg_gw *gw, const char *name);
-/* conn id took name / let it go (renamed, closed). */
-void peers_claim(mg_gw *gw, const char *name, uint64_t id);
+/* conn id took name (its claim stamped as conn.c did) / let it go
+ * (renamed, closed). */
+void peers_claim(mg_gw *gw, const char *name, uint64_t id, int64_t stamp);
 void peers_unclaim(mg_gw *gw, const char *name, uint64_t id);
 
 /* A claim of name (id, stamp) made on another node won here: forget

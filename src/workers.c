@@ -83,17 +83,3 @@ void workers_metrics_sum(const mg_shared *sh, mg_metrics *out)
             o[f] += __atomic_load_n(&m[f], __ATOMIC_RELAXED);
     }
 }
-
-uint64_t workers_resident(int32_t pid)
-{
-    char path[64];
-    unsigned long long size = 0, resident = 0;
-    snprintf(path, sizeof(path), "/proc/%d/statm", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    if (fscanf(f, "%llu %llu", &size, &resident) != 2)
-        resident = 0;
-    fclose(f);
-    return resident * (uint64_t)sysconf(_SC_PAGESIZE);
-}

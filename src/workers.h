@@ -60,7 +60,5 @@ uint64_t workers_conns_all(const mg_gw *gw);
  * gauges such as `connections` add up too). */
 void workers_metrics_sum(const mg_shared *sh, mg_metrics *out);
 
-/* A worker's resident memory in bytes (/proc/PID/statm), 0 if unknown. */
-uint64_t workers_resident(int32_t pid);
 
 #endif
