@@ -1,7 +1,6 @@
 /* workers.c — the memory a master shares with its workers (workers.h). */
 #include "workers.h"
 
-#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
