@@ -103,6 +103,11 @@ static void master_child(master *m, uint32_t k, int ctl)
         if (m->w[i].ctl >= 0)
             close(m->w[i].ctl);
     close(m->sfd);
+    /* Out of the master's process group: a Ctrl-C at a terminal reaches the
+     * master alone, which drains the workers once (it would otherwise reach
+     * each worker too, and the master's SIGTERM would be their second
+     * signal: stop at once). */
+    setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != m->sh->master_pid)
         _exit(1); /* the master died before the line above */
