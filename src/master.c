@@ -37,6 +37,7 @@ typedef struct master_worker {
     int64_t started_ms; /* fork time */
     int64_t start_at;   /* not running: when to start it again (0: now) */
     int64_t backoff_ms;
+    int reload_when_ready; /* started during a reload that then succeeded */
 } master_worker;
 
 typedef struct master_ask { /* a worker passed on POST /reload */
@@ -57,7 +58,10 @@ typedef struct master {
     /* The reload under way. */
     int reloading, again;
     uint32_t seq;
-    uint64_t waiting; /* workers yet to answer: bit k - 1 */
+    uint64_t waiting;  /* workers yet to answer: bit k - 1 */
+    uint64_t told;     /* workers told to reload */
+    uint32_t failed_n; /* workers whose reload failed */
+    int checked;       /* the files passed the master's check */
     int64_t reload_deadline;
     int reload_ok;
     char reload_err[1024];
@@ -150,6 +154,7 @@ static int master_start(master *m, uint32_t k)
     w->pid = pid;
     w->ctl = sp[0];
     w->ready = 0;
+    w->reload_when_ready = 0;
     w->started_ms = gw_clock_ms();
     w->start_at = 0;
     m->sh->slot[k - 1].started_ms = w->started_ms;
@@ -168,9 +173,26 @@ static void master_reload_answer(master *m, const master_ask *a, int ok, const c
         master_ctl_send(w->ctl, &r);
 }
 
+/* Workers not told (forked, or not ready yet, while the reload ran) have
+ * the old config: they reload too, now or once ready (untracked: seq 0). */
+static void master_reload_late(master *m)
+{
+    mg_ctl_msg r = {.type = MG_CTL_RELOAD, .seq = 0};
+    for (uint32_t k = 1; k <= m->n; k++) {
+        master_worker *w = &m->w[k];
+        if (!w->pid || (m->told >> (k - 1) & 1))
+            continue;
+        if (w->ready)
+            master_ctl_send(w->ctl, &r);
+        else
+            w->reload_when_ready = 1;
+    }
+}
+
 static void master_reload_end(master *m)
 {
     mg_shared *sh = m->sh;
+    uint32_t told = (uint32_t)__builtin_popcountll(m->told);
     m->reloading = 0;
     if (m->reload_ok) {
         /* Workers started from now on start with it. */
@@ -178,12 +200,17 @@ static void master_reload_end(master *m)
         m->gw->cfg = m->reload_cfg;
         sh->reloads++;
         sh->reload_error[0] = 0;
-        log_info("reload ok on every worker (%u)", m->n);
+        log_info("reload ok on every worker (%u)", told);
+        master_reload_late(m);
     } else {
         config_free(m->reload_cfg);
         sh->reload_failures++;
         master_copy(sh->reload_error, sizeof(sh->reload_error), m->reload_err);
-        log_error("reload failed: %s (no worker switched)", m->reload_err);
+        if (!m->checked || m->failed_n >= told)
+            log_error("reload failed: %s (no worker switched)", m->reload_err);
+        else
+            log_error("reload failed: %s (on %u of %u workers; the others switched)", m->reload_err,
+                      m->failed_n, told);
     }
     m->reload_cfg = NULL;
     for (int i = 0; i < m->nasks; i++)
@@ -210,7 +237,9 @@ static void master_reload_begin(master *m)
     m->reloading = 1;
     m->reload_ok = 1;
     m->reload_err[0] = 0;
-    m->waiting = 0;
+    m->waiting = m->told = 0;
+    m->failed_n = 0;
+    m->checked = 0;
     m->reload_cfg = gwctl_build_config(&m->gw->over, err, sizeof(err));
     if (!m->reload_cfg || script_check(m->reload_cfg->script, err, sizeof(err)) != 0) {
         for (char *p = err; *p; p++)
@@ -220,6 +249,7 @@ static void master_reload_begin(master *m)
         master_reload_end(m);
         return;
     }
+    m->checked = 1;
     if (m->reload_cfg->workers != m->n)
         log_warn("workers: %u takes effect at the next start (running %u)", m->reload_cfg->workers,
                  m->n);
@@ -229,6 +259,7 @@ static void master_reload_begin(master *m)
         master_worker *w = &m->w[k];
         if (w->pid && w->ready && master_ctl_send(w->ctl, &r) == 0)
             m->waiting |= (uint64_t)1 << (k - 1);
+        m->told = m->waiting;
     }
     m->reload_deadline = gw_clock_ms() + MASTER_RELOAD_WAIT_MS;
     if (!m->waiting)
@@ -264,6 +295,7 @@ static void master_reloaded(master *m, uint32_t k, int ok, const char *err)
         return;
     m->waiting &= ~bit;
     if (!ok) {
+        m->failed_n++;
         char e[1100];
         snprintf(e, sizeof(e), "worker %u: %s", k, err);
         master_reload_fail(m, e);
@@ -304,6 +336,11 @@ static void master_on_ctl(master *m, uint32_t k)
         switch (msg.type) {
         case MG_CTL_READY:
             w->ready = 1;
+            if (w->reload_when_ready) { /* forked before a reload switched */
+                mg_ctl_msg r = {.type = MG_CTL_RELOAD, .seq = 0};
+                w->reload_when_ready = 0;
+                master_ctl_send(w->ctl, &r);
+            }
             break;
         case MG_CTL_RELOADED:
             if (msg.seq == m->seq)
