@@ -279,6 +279,8 @@ static void fdguard_closed(void *arg, int fd)
         fg.dying--;
     }
     fdguard_unlink(fd);
+    if (fg.refused || fg.evicted) /* the count since the last line, within a second */
+        fdguard_report();
     if (fg.muted) { /* a descriptor is free again: the listeners may go on */
         evpoll_unmute_all();
         fg.muted = 0;
