@@ -434,3 +434,29 @@ def test_names_of_every_worker_and_a_killed_worker(cluster):
             await c.ws.close()
 
     run(go(), 60)
+
+
+def test_reject_policy_across_nodes(cluster):
+    """names.duplicate: reject across nodes: a name held on node 1 is
+    refused on node 2, and free there once its holder has gone."""
+    nodes, _ = cluster(2, config={"names": {"duplicate": "reject"}})
+
+    async def go():
+        by = await on_each(nodes)
+        a, b = by["n1"][0], by["n2"][0]
+        assert await a.ask("name rita", "named ") == "named true nil"
+
+        async def known():
+            if await b.ask("to rita ping", "sent ") != "sent true nil":
+                return False
+            return await a.expect("ping") == "ping"
+        await until(known, what="rita's claim on n2")
+        assert await b.ask("name rita", "named ") == "named nil name taken"
+        await a.ws.close()
+
+        async def freed():
+            return await b.ask("name rita", "named ") == "named true nil"
+        await until(freed, what="rita released on n2")
+        await b.ws.close()
+
+    run(go(), 60)
