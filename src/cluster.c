@@ -63,22 +63,15 @@ typedef struct mg_cluster {
 
 /* ---- sending ---- */
 
-static amqp_bytes_t cl_bytes(const void *a, size_t al, const void *b, size_t bl)
+static amqp_bytes_t cl_bytes(const char *s)
 {
-    amqp_bytes_t x = amqp_bytes_malloc(al + bl ? al + bl : 1);
-    if (x.bytes) {
-        memcpy(x.bytes, a, al);
-        if (bl)
-            memcpy((char *)x.bytes + al, b, bl);
-        x.len = al + bl;
-    }
-    return x;
+    return amqp_bytes_malloc_dup(amqp_cstring_bytes(s));
 }
 
-/* One message to exchange with key, from app_id: hdr then data as the
- * body.  Dropped, and counted, while the link is down or too far behind. */
+/* One message to exchange with key, from app_id.  Dropped, and counted,
+ * while the link is down or too far behind. */
 static void cl_send_as(mg_gw *gw, const char *app_id, const char *exchange, const char *key,
-                       const void *hdr, size_t hl, const void *data, size_t dl)
+                       const wire_msg *m)
 {
     mg_cluster *c = gw->cluster;
     if (!c->up || link_pending_sends(c->link) >= CLUSTER_PENDING_MAX) {
@@ -90,9 +83,9 @@ static void cl_send_as(mg_gw *gw, const char *app_id, const char *exchange, cons
         gw->metrics->cluster_dropped++;
         return;
     }
-    cmd->exchange = cl_bytes(exchange, strlen(exchange), NULL, 0);
-    cmd->routing_key = cl_bytes(key, strlen(key), NULL, 0);
-    cmd->body = cl_bytes(hdr, hl, data, dl);
+    cmd->exchange = cl_bytes(exchange);
+    cmd->routing_key = cl_bytes(key);
+    cmd->body = amqp_bytes_malloc(wire_len(m));
     cmd->props._flags = AMQP_BASIC_APP_ID_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
     cmd->props.delivery_mode = 1; /* transient */
     amqp_pool_alloc_bytes(&cmd->pool, strlen(app_id), &cmd->props.app_id);
@@ -102,41 +95,27 @@ static void cl_send_as(mg_gw *gw, const char *app_id, const char *exchange, cons
         gw->metrics->cluster_dropped++;
         return;
     }
+    wire_write(cmd->body.bytes, m);
     memcpy(cmd->props.app_id.bytes, app_id, cmd->props.app_id.len);
     link_post(c->link, cmd);
     gw->metrics->cluster_sent++;
 }
 
-static void cl_send(mg_gw *gw, const char *exchange, const char *key, const void *hdr, size_t hl,
-                    const void *data, size_t dl)
+static void cl_send(mg_gw *gw, const char *exchange, const char *key, const wire_msg *m)
 {
-    cl_send_as(gw, gw->cluster->app_id, exchange, key, hdr, hl, data, dl);
+    cl_send_as(gw, gw->cluster->app_id, exchange, key, m);
 }
 
-static void cl_member_key(const mg_gw *gw, uint32_t node, uint32_t worker, char *out)
+/* A message that is its type byte alone (hello, beacon). */
+static void cl_send_type(mg_gw *gw, uint8_t type)
 {
-    (void)gw;
+    wire_msg m = {.head = &type, .head_len = 1};
+    cl_send(gw, gw->cluster->x_fanout, "", &m);
+}
+
+static void cl_member_key(uint32_t node, uint32_t worker, char *out)
+{
     snprintf(out, CL_MEMBER_KEY, "%u.%u", node, worker);
-}
-
-/* A frame whose header is type (+ opcode) and a u16 string. */
-static void cl_send_str(mg_gw *gw, const char *exchange, const char *key, uint8_t type, int op,
-                        const char *s, const void *data, size_t dl)
-{
-    size_t sl = strlen(s);
-    unsigned char st[300], *h = sl + 4 <= sizeof(st) ? st : malloc(sl + 4);
-    if (!h) {
-        gw->metrics->cluster_dropped++;
-        return;
-    }
-    size_t at = 0;
-    h[at++] = type;
-    if (op >= 0)
-        h[at++] = (uint8_t)op;
-    at = wire_put_str(h, at, s, sl);
-    cl_send(gw, exchange, key, h, at, data, dl);
-    if (h != st)
-        free(h);
 }
 
 int cluster_send_id(mg_gw *gw, uint64_t id, int opcode, const void *data, size_t len)
@@ -148,12 +127,13 @@ int cluster_send_id(mg_gw *gw, uint64_t id, int opcode, const void *data, size_t
     if (node == gw->node_id)
         return 0; /* ours, or this node's other worker's (peer.c) */
     char key[CL_MEMBER_KEY];
-    cl_member_key(gw, node, k, key);
+    cl_member_key(node, k, key);
     struct {
         uint8_t type, op;
         uint64_t id;
     } __attribute__((packed)) h = {CL_SEND_ID, (uint8_t)opcode, id};
-    cl_send(gw, c->x_direct, key, &h, sizeof(h), data, len);
+    wire_msg m = {.head = &h, .head_len = sizeof(h), .data = data, .data_len = len};
+    cl_send(gw, c->x_direct, key, &m);
     return 1;
 }
 
@@ -163,15 +143,21 @@ int cluster_send_name(mg_gw *gw, const char *name, int opcode, const void *data,
     cl_name *n = c ? dict_get(&c->names, name, strlen(name)) : NULL;
     if (!n)
         return 0;
-    cl_send_str(gw, c->x_direct, n->member, CL_SEND_NAME, opcode, name, data, len);
+    wire_op h = {CL_SEND_NAME, (uint8_t)opcode};
+    wire_msg m = {&h, sizeof(h), name, strlen(name), data, len};
+    cl_send(gw, c->x_direct, n->member, &m);
     return 1;
 }
 
 void cluster_publish(mg_gw *gw, const char *topic, int opcode, const void *data, size_t len)
 {
     mg_cluster *c = gw->cluster;
-    if (c && strlen(topic) <= CL_KEY_MAX)
-        cl_send_str(gw, c->x_publish, topic, CL_PUBLISH, opcode, topic, data, len);
+    size_t tl = strlen(topic);
+    if (!c || tl > CL_KEY_MAX)
+        return;
+    wire_op h = {CL_PUBLISH, (uint8_t)opcode};
+    wire_msg m = {&h, sizeof(h), topic, tl, data, len};
+    cl_send(gw, c->x_publish, topic, &m);
 }
 
 void cluster_broadcast(mg_gw *gw, int opcode, const void *data, size_t len, uint64_t except_id)
@@ -183,7 +169,8 @@ void cluster_broadcast(mg_gw *gw, int opcode, const void *data, size_t len, uint
         uint8_t type, op;
         uint64_t except;
     } __attribute__((packed)) h = {CL_BROADCAST, (uint8_t)opcode, except_id};
-    cl_send(gw, c->x_fanout, "", &h, sizeof(h), data, len);
+    wire_msg m = {.head = &h, .head_len = sizeof(h), .data = data, .data_len = len};
+    cl_send(gw, c->x_fanout, "", &m);
 }
 
 void cluster_interest(mg_gw *gw, const char *topic, int on)
@@ -195,7 +182,7 @@ void cluster_interest(mg_gw *gw, const char *topic, int on)
     link_cmd *cmd = link_cmd_new(on ? LINK_CMD_BIND : LINK_CMD_UNBIND);
     if (!cmd)
         return;
-    cmd->routing_key = cl_bytes(topic, tl, NULL, 0);
+    cmd->routing_key = cl_bytes(topic);
     if (!cmd->routing_key.bytes) {
         link_cmd_free(cmd);
         return;
@@ -205,41 +192,23 @@ void cluster_interest(mg_gw *gw, const char *topic, int on)
 
 /* ---- names ---- */
 
-/* A claim frame: type, u64 id, i64 stamp, u16 name. */
+/* A claim frame, flat (for a relay): type, u64 id, i64 stamp, u16 name;
+ * h holds at least 19 + CL_KEY_MAX bytes. */
 static size_t cl_claim_frame(unsigned char *h, const char *name, size_t nl, uint64_t id,
                              int64_t stamp)
 {
-    h[0] = CL_CLAIM;
-    memcpy(h + 1, &id, 8);
-    memcpy(h + 9, &stamp, 8);
-    return wire_put_str(h, 17, name, nl);
+    wire_claim c = {CL_CLAIM, id, stamp};
+    wire_msg m = {.head = &c, .head_len = sizeof(c), .str = name, .str_len = nl};
+    wire_write(h, &m);
+    return wire_len(&m);
 }
 
 static void cl_tell_claim(mg_gw *gw, const char *exchange, const char *key, const char *name,
                           uint64_t id, int64_t stamp)
 {
-    size_t nl = strlen(name);
-    unsigned char st[300], *h = nl + 19 <= sizeof(st) ? st : malloc(nl + 19);
-    if (!h)
-        return;
-    cl_send(gw, exchange, key, h, cl_claim_frame(h, name, nl, id, stamp), NULL, 0);
-    if (h != st)
-        free(h);
-}
-
-/* A speaker hands a message from member (or about it) to the other workers
- * of its node, or to worker k only. */
-static void cl_relay(mg_gw *gw, uint32_t k, const char *member, const void *m, size_t n)
-{
-    size_t ml = strlen(member);
-    unsigned char st[512], *h = ml + n + 2 <= sizeof(st) ? st : malloc(ml + n + 2);
-    if (!h)
-        return;
-    size_t at = wire_put_str(h, 0, member, ml);
-    memcpy(h + at, m, n);
-    peers_relay(gw, k, h, at + n);
-    if (h != st)
-        free(h);
+    wire_claim h = {CL_CLAIM, id, stamp};
+    wire_msg m = {.head = &h, .head_len = sizeof(h), .str = name, .str_len = strlen(name)};
+    cl_send(gw, exchange, key, &m);
 }
 
 int cluster_has_name(mg_gw *gw, const char *name)
@@ -273,11 +242,9 @@ void cluster_unclaim(mg_gw *gw, const char *name, uint64_t id)
     size_t nl = strlen(name);
     if (!c || nl > CL_KEY_MAX)
         return;
-    unsigned char h[300];
-    h[0] = CL_UNCLAIM;
-    memcpy(h + 1, &id, 8);
-    size_t at = wire_put_str(h, 9, name, nl);
-    cl_send(gw, c->x_fanout, "", h, at, NULL, 0);
+    wire_unclaim h = {CL_UNCLAIM, id};
+    wire_msg m = {.head = &h, .head_len = sizeof(h), .str = name, .str_len = nl};
+    cl_send(gw, c->x_fanout, "", &m);
 }
 
 void cluster_name_lost(mg_gw *gw, const char *name, uint64_t id, int64_t stamp)
@@ -330,40 +297,34 @@ static int cl_of(const char *member, const char *who)
     return !strncmp(member, who, n) && (member[n] == 0 || (member[n] == '.' && !strchr(who, '.')));
 }
 
+static int cl_names_of(const dict_entry *e, void *who)
+{
+    return cl_of(((const cl_name *)e->val)->member, who);
+}
+
 /* Forget the names that member, or every member of a node, holds. */
 static void cl_forget(mg_gw *gw, const char *who)
 {
-    mg_cluster *c = gw->cluster;
-    for (;;) { /* deleting moves entries: scan again after each */
-        dict_entry *e;
-        size_t i = 0;
-        char *key = NULL;
-        size_t klen = 0;
-        while ((e = dict_next(&c->names, &i)))
-            if (cl_of(((cl_name *)e->val)->member, who)) {
-                key = e->key;
-                klen = e->klen;
-                break;
-            }
-        if (!key)
-            return;
-        char *copy = strndup(key, klen);
-        if (!copy)
-            return;
-        free(dict_del(&c->names, copy, klen));
-        free(copy);
-    }
+    dict_del_if(&gw->cluster->names, cl_names_of, (void *)who);
 }
 
 /* A speaker forgets who and has its node forget it too. */
 static void cl_forget_all(mg_gw *gw, const char *who)
 {
-    unsigned char h[CL_MEMBER_KEY + 4];
-    size_t wl = strlen(who);
-    h[0] = CL_FORGET;
-    size_t at = wire_put_str(h, 1, who, wl);
+    uint8_t h = CL_FORGET;
+    unsigned char f[CL_MEMBER_KEY + 3];
+    wire_msg m = {.head = &h, .head_len = 1, .str = who, .str_len = strlen(who)};
+    wire_write(f, &m);
     cl_forget(gw, who);
-    cl_relay(gw, 0, "", h, at);
+    peers_relay(gw, 0, "", f, wire_len(&m));
+}
+
+/* Tell every node to forget the names of member (a worker of ours). */
+static void cl_send_forget(mg_gw *gw, const char *member)
+{
+    uint8_t h = CL_FORGET;
+    wire_msg m = {.head = &h, .head_len = 1, .str = member, .str_len = strlen(member)};
+    cl_send(gw, gw->cluster->x_fanout, "", &m);
 }
 
 /* Answer a speaker's hello: every name of this node, ours and our other
@@ -378,18 +339,18 @@ static void cl_answer_peer(void *arg, const char *name, uint32_t worker, uint64_
     struct cl_answer *a = arg;
     mg_gw *gw = a->gw;
     char member[CL_MEMBER_KEY];
-    cl_member_key(gw, gw->node_id, worker, member);
+    cl_member_key(gw->node_id, worker, member);
     size_t nl = strlen(name);
     if (nl > CL_KEY_MAX)
         return;
-    unsigned char h[300];
-    size_t at = cl_claim_frame(h, name, nl, id, stamp);
+    wire_claim h = {CL_CLAIM, id, stamp};
+    wire_msg m = {.head = &h, .head_len = sizeof(h), .str = name, .str_len = nl};
     /* sent as that worker's claim (pid 0: no incarnation to track), so
      * that the receiver files it under the member a send by name must
      * reach */
     char app_id[CL_MEMBER_KEY + 4];
     snprintf(app_id, sizeof(app_id), "%s.0", member);
-    cl_send_as(gw, app_id, gw->cluster->x_direct, a->to, h, at, NULL, 0);
+    cl_send_as(gw, app_id, gw->cluster->x_direct, a->to, &m);
 }
 
 static void cl_tell_names(mg_gw *gw, const char *to)
@@ -467,27 +428,21 @@ static const char *cl_heard(mg_gw *gw, const char *app_id, char *key)
     return key;
 }
 
+static int cl_silent(const dict_entry *e, void *arg)
+{
+    mg_gw *gw = arg;
+    if (gw_now(gw) - *(const int64_t *)e->val <= CLUSTER_EXPIRE_MS)
+        return 0;
+    log_warn("cluster: node %s silent for %d s: its names are forgotten", e->key,
+             CLUSTER_EXPIRE_MS / 1000);
+    cl_forget_all(gw, e->key); /* the names, not this table */
+    return 1;
+}
+
 /* A speaker forgets the nodes not heard from for CLUSTER_EXPIRE_MS. */
 static void cl_expire(mg_gw *gw)
 {
-    mg_cluster *c = gw->cluster;
-    for (;;) {
-        dict_entry *e;
-        size_t i = 0;
-        char nk[16] = "";
-        while ((e = dict_next(&c->nodes, &i)))
-            if (gw_now(gw) - *(int64_t *)e->val > CLUSTER_EXPIRE_MS && e->klen < sizeof(nk)) {
-                memcpy(nk, e->key, e->klen);
-                nk[e->klen] = 0;
-                break;
-            }
-        if (!nk[0])
-            return;
-        log_warn("cluster: node %s silent for %d s: its names are forgotten", nk,
-                 CLUSTER_EXPIRE_MS / 1000);
-        free(dict_del(&c->nodes, nk, strlen(nk)));
-        cl_forget_all(gw, nk);
-    }
+    dict_del_if(&gw->cluster->nodes, cl_silent, gw);
 }
 
 /* ---- incoming ---- */
@@ -566,7 +521,7 @@ static void cl_dispatch(mg_gw *gw, const char *from, const unsigned char *m, siz
         else
             cl_on_unclaim(gw, from, s, id);
         if (relay)
-            cl_relay(gw, 0, from, m, n);
+            peers_relay(gw, 0, from, m, n);
         break;
     default: /* CL_BEACON: being heard was the point */
         break;
@@ -599,7 +554,7 @@ void cluster_on_peer_hello(mg_gw *gw, uint32_t k)
         unsigned char h[300];
         if (e->klen > CL_KEY_MAX)
             continue;
-        cl_relay(gw, k, n->member, h, cl_claim_frame(h, e->key, e->klen, n->id, n->stamp));
+        peers_relay(gw, k, n->member, h, cl_claim_frame(h, e->key, e->klen, n->id, n->stamp));
     }
 }
 
@@ -609,10 +564,8 @@ void cluster_on_peer_gone(mg_gw *gw, uint32_t k)
     if (!c)
         return;
     char member[CL_MEMBER_KEY];
-    unsigned char h[CL_MEMBER_KEY + 4];
-    cl_member_key(gw, gw->node_id, k, member);
-    h[0] = CL_FORGET;
-    cl_send(gw, c->x_fanout, "", h, wire_put_str(h, 1, member, strlen(member)), NULL, 0);
+    cl_member_key(gw->node_id, k, member);
+    cl_send_forget(gw, member);
 }
 
 static void cl_delivery(mg_gw *gw, link_delivery *d)
@@ -638,9 +591,9 @@ static void cl_joined(mg_gw *gw, const char *what)
     gw->metrics->cluster_up = 1;
     log_info("cluster: member %s joined via %s", c->key, what ? what : "the broker");
     if (c->speaker) {
-        uint8_t hello = CL_HELLO, rejoin = CL_REJOIN;
-        cl_send(gw, c->x_fanout, "", &hello, 1, NULL, 0);
-        cl_relay(gw, 0, "", &rejoin, 1);
+        uint8_t rejoin = CL_REJOIN;
+        cl_send_type(gw, CL_HELLO);
+        peers_relay(gw, 0, "", &rejoin, 1);
     }
     cl_reclaim(gw);
 }
@@ -685,10 +638,8 @@ static void cl_tick(lws_sorted_usec_list_t *sul)
 {
     mg_cluster *c = lws_container_of(sul, mg_cluster, beacon);
     mg_gw *gw = c->gw;
-    if (c->up) {
-        uint8_t b = CL_BEACON;
-        cl_send(gw, c->x_fanout, "", &b, 1, NULL, 0);
-    }
+    if (c->up)
+        cl_send_type(gw, CL_BEACON);
     cl_expire(gw);
     lws_sul_schedule(gw->lws, 0, &c->beacon, cl_tick, (lws_usec_t)CLUSTER_BEACON_MS * 1000);
 }
@@ -713,7 +664,7 @@ int cluster_start(mg_gw *gw, char *err, size_t errlen)
     dict_init(&c->members);
     dict_init(&c->nodes);
     dict_init(&c->names);
-    cl_member_key(gw, cc->id, gw->worker, c->key);
+    cl_member_key(cc->id, gw->worker, c->key);
     snprintf(c->app_id, sizeof(c->app_id), "%s.%d", c->key, (int)getpid());
     snprintf(c->x_direct, sizeof(c->x_direct), "%s.direct", cc->prefix);
     snprintf(c->x_publish, sizeof(c->x_publish), "%s.publish", cc->prefix);
@@ -748,11 +699,8 @@ void cluster_stop(mg_gw *gw)
     mg_cluster *c = gw->cluster;
     if (!c)
         return;
-    if (c->up) { /* other nodes forget our names now, not when they expire */
-        unsigned char h[CL_MEMBER_KEY + 4];
-        h[0] = CL_FORGET;
-        cl_send(gw, c->x_fanout, "", h, wire_put_str(h, 1, c->key, strlen(c->key)), NULL, 0);
-    }
+    if (c->up) /* other nodes forget our names now, not when they expire */
+        cl_send_forget(gw, c->key);
     lws_sul_cancel(&c->beacon);
     link_stop(c->link, 500);
     cl_free_vals(&c->members);

@@ -104,17 +104,13 @@ oom:
     return NULL;
 }
 
-void *dict_del(dict *d, const void *key, size_t klen)
+/* Empty slot i (whose key is freed) and pull later members of its probe
+ * run into the hole (backward shift). */
+static void dict_del_at(dict *d, size_t i)
 {
-    dict_entry *e = dict_find(d, key, klen, dict_hash(key, klen));
-    if (!e)
-        return NULL;
-    void *val = e->val;
     size_t mask = d->cap - 1;
-    size_t i = (size_t)(e - d->slots);
-    free(e->key);
+    free(d->slots[i].key);
     d->count--;
-    /* Backward shift: pull later members of the probe run into the hole. */
     for (size_t j = (i + 1) & mask; d->slots[j].key; j = (j + 1) & mask) {
         size_t home = d->slots[j].hash & mask;
         int between = (i <= j) ? (i < home && home <= j) : (i < home || home <= j);
@@ -124,7 +120,33 @@ void *dict_del(dict *d, const void *key, size_t klen)
         i = j;
     }
     d->slots[i].key = NULL;
+}
+
+void *dict_del(dict *d, const void *key, size_t klen)
+{
+    dict_entry *e = dict_find(d, key, klen, dict_hash(key, klen));
+    if (!e)
+        return NULL;
+    void *val = e->val;
+    dict_del_at(d, (size_t)(e - d->slots));
     return val;
+}
+
+size_t dict_del_if(dict *d, int (*drop)(const dict_entry *e, void *arg), void *arg)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < d->cap;) {
+        dict_entry *e = &d->slots[i];
+        if (!e->key || !drop(e, arg)) {
+            i++;
+            continue;
+        }
+        void *val = e->val;
+        dict_del_at(d, i); /* slot i may now hold another entry: look again */
+        free(val);
+        n++;
+    }
+    return n;
 }
 
 dict_entry *dict_next(const dict *d, size_t *pos)

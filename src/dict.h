@@ -31,6 +31,12 @@ void *dict_set(dict *d, const void *key, size_t klen, void *val, int *err);
 /* Remove; returns the removed value or NULL. */
 void *dict_del(dict *d, const void *key, size_t klen);
 
+/* Remove every entry drop(e, arg) says to, freeing its value with free();
+ * returns how many.  drop may be asked twice about one entry (a deletion
+ * can move an entry already looked at past the scan), so it must answer
+ * the same way.  It must not change d. */
+size_t dict_del_if(dict *d, int (*drop)(const dict_entry *e, void *arg), void *arg);
+
 /* Iterate: for (size_t i = 0; (e = dict_next(d, &i));) */
 dict_entry *dict_next(const dict *d, size_t *pos);
 

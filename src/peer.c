@@ -161,18 +161,16 @@ static int peer_room(peer_out *o, size_t n)
     return 0;
 }
 
-/* Append one frame (hdr, then data) to link k's queue; no checks. */
-static int peer_append(peer_out *o, const void *hdr, size_t hl, const void *data, size_t dl)
+/* Append one frame to link k's queue; no checks. */
+static int peer_append(peer_out *o, const wire_msg *m)
 {
-    size_t n = 4 + hl + dl;
-    if (peer_room(o, n) != 0)
+    size_t body = wire_len(m);
+    if (peer_room(o, 4 + body) != 0)
         return -1;
-    uint32_t fl = (uint32_t)(hl + dl);
+    uint32_t fl = (uint32_t)body;
     memcpy(o->buf + o->len, &fl, 4);
-    memcpy(o->buf + o->len + 4, hdr, hl);
-    if (dl)
-        memcpy(o->buf + o->len + 4 + hl, data, dl);
-    o->len += n;
+    wire_write(o->buf + o->len + 4, m);
+    o->len += 4 + body;
     return 0;
 }
 
@@ -206,7 +204,8 @@ static int peer_connect(mg_gw *gw, uint32_t k)
         uint8_t type;
         uint32_t worker;
     } __attribute__((packed)) h = {PEER_HELLO, gw->worker};
-    if (peer_append(o, &h, sizeof(h), NULL, 0) != 0) {
+    wire_msg m = {.head = &h, .head_len = sizeof(h)};
+    if (peer_append(o, &m) != 0) {
         peer_out_reset(gw, k, "out of memory");
         return -1;
     }
@@ -255,14 +254,13 @@ static void peer_want_flush(mg_peers *p, uint32_t k)
 
 /* Queue a frame for worker k: data frames are dropped (and counted) past
  * PEER_QUEUE_MAX, or when k is not up. */
-static void peer_put(mg_gw *gw, uint32_t k, const void *hdr, size_t hl, const void *data, size_t dl,
-                     int control)
+static void peer_put(mg_gw *gw, uint32_t k, const wire_msg *m, int control)
 {
     mg_peers *p = gw->peers;
     peer_out *o = &p->out[k];
     size_t bound = control ? PEER_CONTROL_MAX : PEER_QUEUE_MAX;
-    if (peer_connect(gw, k) != 0 || (o->len - o->head) + 4 + hl + dl > bound ||
-        peer_append(o, hdr, hl, data, dl) != 0) {
+    if (peer_connect(gw, k) != 0 || (o->len - o->head) + 4 + wire_len(m) > bound ||
+        peer_append(o, m) != 0) {
         gw->metrics->peer_dropped++;
         return;
     }
@@ -273,18 +271,16 @@ static void peer_put(mg_gw *gw, uint32_t k, const void *hdr, size_t hl, const vo
 }
 
 /* The same frame to every other worker whose bit is in mask. */
-static void peer_put_all(mg_gw *gw, uint64_t mask, const void *hdr, size_t hl, const void *data,
-                         size_t dl, int control)
+static void peer_put_all(mg_gw *gw, uint64_t mask, const wire_msg *m, int control)
 {
     for (uint32_t k = 1; k <= gw->nworkers; k++)
         if (k != gw->worker && (mask >> (k - 1) & 1))
-            peer_put(gw, k, hdr, hl, data, dl, control);
+            peer_put(gw, k, m, control);
 }
 
 static void peer_retry_due(lws_sorted_usec_list_t *sul)
 {
-    mg_peers *p = lws_container_of(sul, mg_peers, retry);
-    (void)p; /* the loop turn this ends runs peers_flush */
+    (void)sul; /* the loop turn this ends runs peers_flush */
 }
 
 void peers_flush(mg_gw *gw)
@@ -322,13 +318,9 @@ int peers_send_id(mg_gw *gw, uint64_t id, int opcode, const void *data, size_t l
         uint8_t type, op;
         uint64_t id;
     } __attribute__((packed)) h = {PEER_SEND_ID, (uint8_t)opcode, id};
-    peer_put(gw, k, &h, sizeof(h), data, len, 0);
+    wire_msg m = {.head = &h, .head_len = sizeof(h), .data = data, .data_len = len};
+    peer_put(gw, k, &m, 0);
     return 1;
-}
-
-static unsigned char *peer_hdr_alloc(unsigned char *stack, size_t cap, size_t need)
-{
-    return need <= cap ? stack : malloc(need);
 }
 
 int peers_send_name(mg_gw *gw, const char *name, int opcode, const void *data, size_t len)
@@ -338,17 +330,9 @@ int peers_send_name(mg_gw *gw, const char *name, int opcode, const void *data, s
     peer_name *pn = p ? dict_get(&p->names, name, nl) : NULL;
     if (!pn)
         return 0;
-    unsigned char st[256], *h = peer_hdr_alloc(st, sizeof(st), 4 + nl);
-    if (!h) {
-        gw->metrics->peer_dropped++;
-        return 1;
-    }
-    h[0] = PEER_SEND_NAME;
-    h[1] = (uint8_t)opcode;
-    size_t hl = wire_put_str(h, 2, name, nl);
-    peer_put(gw, pn->worker, h, hl, data, len, 0);
-    if (h != st)
-        free(h);
+    wire_op h = {PEER_SEND_NAME, (uint8_t)opcode};
+    wire_msg m = {&h, sizeof(h), name, nl, data, len};
+    peer_put(gw, pn->worker, &m, 0);
     return 1;
 }
 
@@ -359,17 +343,9 @@ void peers_publish(mg_gw *gw, const char *topic, int opcode, const void *data, s
     uint64_t *mask = p ? dict_get(&p->interest, topic, tl) : NULL;
     if (!mask || !*mask)
         return;
-    unsigned char st[256], *h = peer_hdr_alloc(st, sizeof(st), 4 + tl);
-    if (!h) {
-        gw->metrics->peer_dropped++;
-        return;
-    }
-    h[0] = PEER_PUBLISH;
-    h[1] = (uint8_t)opcode;
-    size_t hl = wire_put_str(h, 2, topic, tl);
-    peer_put_all(gw, *mask, h, hl, data, len, 0);
-    if (h != st)
-        free(h);
+    wire_op h = {PEER_PUBLISH, (uint8_t)opcode};
+    wire_msg m = {&h, sizeof(h), topic, tl, data, len};
+    peer_put_all(gw, *mask, &m, 0);
 }
 
 void peers_broadcast(mg_gw *gw, int opcode, const void *data, size_t len, uint64_t except_id)
@@ -380,18 +356,17 @@ void peers_broadcast(mg_gw *gw, int opcode, const void *data, size_t len, uint64
         uint8_t type, op;
         uint64_t except;
     } __attribute__((packed)) h = {PEER_BROADCAST, (uint8_t)opcode, except_id};
-    peer_put_all(gw, PEER_ALL, &h, sizeof(h), data, len, 0);
+    wire_msg m = {.head = &h, .head_len = sizeof(h), .data = data, .data_len = len};
+    peer_put_all(gw, PEER_ALL, &m, 0);
 }
 
-void peers_relay(mg_gw *gw, uint32_t k, const void *data, size_t len)
+void peers_relay(mg_gw *gw, uint32_t k, const char *member, const void *frame, size_t len)
 {
     if (!gw->peers)
         return;
     uint8_t type = PEER_CLUSTER;
-    if (k)
-        peer_put(gw, k, &type, 1, data, len, 1);
-    else
-        peer_put_all(gw, PEER_ALL, &type, 1, data, len, 1);
+    wire_msg m = {&type, 1, member, strlen(member), frame, len};
+    peer_put_all(gw, k ? (uint64_t)1 << (k - 1) : PEER_ALL, &m, 1);
 }
 
 int peers_has_name(mg_gw *gw, const char *name)
@@ -413,18 +388,9 @@ void peers_each_name(mg_gw *gw, peers_name_fn fn, void *arg)
 static void peer_tell_claim(mg_gw *gw, uint64_t mask, const char *name, size_t nl, uint64_t id,
                             int64_t stamp)
 {
-    unsigned char st[256], *h = peer_hdr_alloc(st, sizeof(st), 19 + nl);
-    if (!h) {
-        gw->metrics->peer_dropped++;
-        return;
-    }
-    h[0] = PEER_CLAIM;
-    memcpy(h + 1, &id, 8);
-    memcpy(h + 9, &stamp, 8);
-    size_t hl = wire_put_str(h, 17, name, nl);
-    peer_put_all(gw, mask, h, hl, NULL, 0, 1);
-    if (h != st)
-        free(h);
+    wire_claim h = {PEER_CLAIM, id, stamp};
+    wire_msg m = {.head = &h, .head_len = sizeof(h), .str = name, .str_len = nl};
+    peer_put_all(gw, mask, &m, 1);
 }
 
 int peers_name_free(mg_gw *gw, const char *name)
@@ -450,19 +416,12 @@ void peers_claim(mg_gw *gw, const char *name, uint64_t id, int64_t stamp)
 
 void peers_unclaim(mg_gw *gw, const char *name, uint64_t id)
 {
-    mg_peers *p = gw->peers;
     size_t nl = strlen(name);
-    if (!p || nl > PEER_NAME_MAX)
+    if (!gw->peers || nl > PEER_NAME_MAX)
         return;
-    unsigned char st[256], *h = peer_hdr_alloc(st, sizeof(st), 11 + nl);
-    if (!h)
-        return;
-    h[0] = PEER_UNCLAIM;
-    memcpy(h + 1, &id, 8);
-    size_t hl = wire_put_str(h, 9, name, nl);
-    peer_put_all(gw, PEER_ALL, h, hl, NULL, 0, 1);
-    if (h != st)
-        free(h);
+    wire_unclaim h = {PEER_UNCLAIM, id};
+    wire_msg m = {.head = &h, .head_len = sizeof(h), .str = name, .str_len = nl};
+    peer_put_all(gw, PEER_ALL, &m, 1);
 }
 
 /* Worker k's client id claimed name at stamp. */
@@ -511,15 +470,9 @@ static void peer_on_unclaim(mg_gw *gw, uint32_t k, const char *name, uint64_t id
 
 static void peer_tell_interest(mg_gw *gw, uint64_t mask, const char *topic, size_t tl, int on)
 {
-    unsigned char st[256], *h = peer_hdr_alloc(st, sizeof(st), 4 + tl);
-    if (!h)
-        return;
-    h[0] = PEER_INTEREST;
-    h[1] = (uint8_t)on;
-    size_t hl = wire_put_str(h, 2, topic, tl);
-    peer_put_all(gw, mask, h, hl, NULL, 0, 1);
-    if (h != st)
-        free(h);
+    uint8_t h[2] = {PEER_INTEREST, (uint8_t)on};
+    wire_msg m = {.head = h, .head_len = sizeof(h), .str = topic, .str_len = tl};
+    peer_put_all(gw, mask, &m, 1);
 }
 
 void peers_interest(mg_gw *gw, const char *topic, int on)
@@ -554,56 +507,23 @@ static void peer_on_interest(mg_gw *gw, uint32_t k, const char *topic, int on)
 
 /* ---- a worker comes and goes ---- */
 
+static int peer_names_of(const dict_entry *e, void *arg)
+{
+    return ((const peer_name *)e->val)->worker == *(const uint32_t *)arg;
+}
+
+static int peer_interest_of(const dict_entry *e, void *arg)
+{
+    uint64_t *mask = e->val;
+    *mask &= ~((uint64_t)1 << (*(const uint32_t *)arg - 1));
+    return *mask == 0;
+}
+
 /* Drop what worker k said about its names and topics. */
 static void peer_forget(mg_gw *gw, uint32_t k)
 {
-    mg_peers *p = gw->peers;
-    dict_entry *e;
-    size_t n = 0, cap = 0;
-    char **keys = NULL;
-    size_t *lens = NULL;
-    for (int pass = 0; pass < 2; pass++) {
-        dict *d = pass ? &p->interest : &p->names;
-        n = 0;
-        for (size_t i = 0; (e = dict_next(d, &i));) {
-            int drop;
-            if (pass) {
-                uint64_t *mask = e->val;
-                *mask &= ~((uint64_t)1 << (k - 1));
-                drop = *mask == 0;
-            } else {
-                drop = ((peer_name *)e->val)->worker == k;
-            }
-            if (!drop)
-                continue;
-            if (n == cap) {
-                size_t nc = cap ? cap * 2 : 64;
-                char **nk = realloc(keys, nc * sizeof(*nk));
-                size_t *nlz = nk ? realloc(lens, nc * sizeof(*nlz)) : NULL;
-                if (nk)
-                    keys = nk;
-                if (!nlz)
-                    break; /* left for the next time k goes */
-                lens = nlz;
-                cap = nc;
-            }
-            keys[n] = e->key;
-            lens[n++] = e->klen;
-        }
-        /* Keys are the dict's (a delete frees its own, and moves others'
-         * slots, not their strings): copy each before its delete. */
-        for (size_t i = 0; i < n; i++) {
-            char kb[256], *kc = lens[i] <= sizeof(kb) ? kb : malloc(lens[i]);
-            if (!kc)
-                continue;
-            memcpy(kc, keys[i], lens[i]);
-            free(dict_del(d, kc, lens[i]));
-            if (kc != kb)
-                free(kc);
-        }
-    }
-    free(keys);
-    free(lens);
+    dict_del_if(&gw->peers->names, peer_names_of, &k);
+    dict_del_if(&gw->peers->interest, peer_interest_of, &k);
 }
 
 /* Tell worker k every name our clients hold and every topic they

@@ -73,10 +73,10 @@ void peers_unclaim(mg_gw *gw, const char *name, uint64_t id);
  * another worker's holder if it loses to it (its worker closes it). */
 void peers_name_lost(mg_gw *gw, const char *name, uint64_t id, int64_t stamp);
 
-/* cluster.c's messages between the workers of a node: to worker k, or
- * to every other worker if k is 0 (the receiver hands them to
- * cluster_on_relay). */
-void peers_relay(mg_gw *gw, uint32_t k, const void *data, size_t len);
+/* cluster.c's messages between the workers of a node: frame, from or
+ * about member, to worker k, or to every other worker if k is 0 (the
+ * receiver hands member and frame to cluster_on_relay). */
+void peers_relay(mg_gw *gw, uint32_t k, const char *member, const void *frame, size_t len);
 /* Another worker of this node holds name (as far as this one knows). */
 int peers_has_name(mg_gw *gw, const char *name);
 /* Every name another worker of this node holds: fn(arg, name, worker,

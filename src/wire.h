@@ -51,13 +51,52 @@ static inline char *wire_take_str(wire_rd *r, char *buf, size_t cap, char **heap
     return s;
 }
 
-/* Write s (n ≤ 65535 bytes) at h + at; returns the offset after it. */
-static inline size_t wire_put_str(unsigned char *h, size_t at, const char *s, size_t n)
+/* An outgoing message in three parts, written one after the other: the
+ * type byte and fixed fields, then (if str is set) a string with its
+ * 16-bit length, then the payload.  Senders write it straight into what
+ * they send (a link's queue, an AMQP body), never into a buffer first. */
+typedef struct wire_msg {
+    const void *head; /* type byte and fixed fields */
+    size_t head_len;
+    const char *str; /* a name or topic (≤ 65535 bytes), or NULL */
+    size_t str_len;
+    const void *data; /* the payload, or NULL */
+    size_t data_len;
+} wire_msg;
+
+static inline size_t wire_len(const wire_msg *m)
 {
-    uint16_t len = (uint16_t)n;
-    memcpy(h + at, &len, 2);
-    memcpy(h + at + 2, s, n);
-    return at + 2 + n;
+    return m->head_len + (m->str ? 2 + m->str_len : 0) + m->data_len;
 }
+
+static inline void wire_write(unsigned char *out, const wire_msg *m)
+{
+    memcpy(out, m->head, m->head_len);
+    out += m->head_len;
+    if (m->str) {
+        uint16_t n = (uint16_t)m->str_len;
+        memcpy(out, &n, 2);
+        memcpy(out + 2, m->str, m->str_len);
+        out += 2 + m->str_len;
+    }
+    if (m->data_len)
+        memcpy(out, m->data, m->data_len);
+}
+
+/* A message's fixed fields for a claim (u64 id, i64 stamp) and a release
+ * (u64 id), both followed by the name. */
+typedef struct __attribute__((packed)) wire_claim {
+    uint8_t type;
+    uint64_t id;
+    int64_t stamp;
+} wire_claim;
+typedef struct __attribute__((packed)) wire_unclaim {
+    uint8_t type;
+    uint64_t id;
+} wire_unclaim;
+/* ... and for a message of a kind (opcode) to a name or a topic. */
+typedef struct __attribute__((packed)) wire_op {
+    uint8_t type, op;
+} wire_op;
 
 #endif

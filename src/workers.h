@@ -60,5 +60,4 @@ uint64_t workers_conns_all(const mg_gw *gw);
  * gauges such as `connections` add up too). */
 void workers_metrics_sum(const mg_shared *sh, mg_metrics *out);
 
-
 #endif
