@@ -1004,6 +1004,7 @@ static const key_spec shutdown_keys[] = {
 
 static const key_spec io_keys[] = {
     {.name = "uring", .parse = parse_enum, .offset = CFG(uring), .choices = uring_names},
+    {.name = "require_fast_paths", .parse = parse_bool, .offset = CFG(require_fast_paths)},
     {0}};
 
 static const key_spec log_keys[] = {

@@ -125,6 +125,7 @@ typedef struct mg_config {
     mg_dup_policy duplicate_names; /* default replace */
     uint32_t drain_timeout_ms;     /* default 10000 */
     mg_uring_mode uring;           /* io.uring, read at start; default auto */
+    int require_fast_paths;        /* io.require_fast_paths: a fast path off is a start error */
 
     mg_log_level log_level;   /* default info */
     mg_log_format log_format; /* default text */

@@ -2,9 +2,8 @@
  *
  * Connections are indexed by id (dict) and by registered name (dict) and
  * linked in one list for iteration.  Sending goes through conn_send*, which
- * applies the per-connection queue limit and asks libwebsockets for a
- * writable callback when a queue becomes non-empty; the write itself
- * happens in server.c. */
+ * applies the per-connection queue limit and queues the frame; writer.c
+ * writes the queues. */
 #include "conn.h"
 
 #include <stdlib.h>
@@ -19,9 +18,8 @@
 #include "peer.h"
 #include "pubsub.h"
 #include "workers.h"
+#include "writer.h"
 #include "wsrx.h"
-
-static void conn_flush_unlink(mg_gw *gw, mg_conn *c);
 
 /* Clients in state open went up or down by one; other workers read the
  * count from the shared slot (gw.count("all")). */
@@ -170,8 +168,7 @@ oom:
 
 void conn_destroy(mg_gw *gw, mg_conn *c)
 {
-    if (c->in_flush)
-        conn_flush_unlink(gw, c);
+    writer_forget(gw, c);
     pubsub_unsubscribe_all(gw, c);
     conn_drop_name(gw, c);
     dict_del(&gw->conns_by_id, &c->id, sizeof(c->id));
@@ -376,50 +373,6 @@ static int conn_over_limit(mg_gw *gw, mg_conn *c, size_t add)
     return MG_SEND_EVICTED;
 }
 
-/* A connection whose queue becomes non-empty joins the flush list, and
- * every connection on it is written at once, one write per socket, without
- * asking lws for a writable callback (a poll() for POLLOUT, and two
- * epoll_ctl calls to set and clear it).  While lws handles a ready socket
- * (gw->dispatching: a read, a hook, a broadcast, an admin request, the
- * broker's wake-up) server_run writes the list when that loop turn's
- * events are handled.  Outside of that (a timer: heartbeat pings, Lua
- * timers) gw->flush_sul runs gw->flush_cb as soon as the timer returns,
- * before lws polls.  It is scheduled in the past because lws runs the
- * timers due at the time its pass began: one due "now" would be left for
- * the next pass, after a poll that waits as long as this pass took. */
-#define CONN_FLUSH_NOW (-(lws_usec_t)3600 * LWS_US_PER_SEC)
-
-void conn_wake(mg_gw *gw, mg_conn *c)
-{
-    if (c->in_flush)
-        return;
-    c->in_flush = 1;
-    c->flush_next = gw->flush_list;
-    gw->flush_list = c;
-    if (!gw->dispatching && lws_dll2_is_detached(&gw->flush_sul.list))
-        lws_sul_schedule(gw->lws, 0, &gw->flush_sul, gw->flush_cb, CONN_FLUSH_NOW);
-}
-
-mg_conn *conn_flush_pop(mg_gw *gw)
-{
-    mg_conn *c = gw->flush_list;
-    if (c) {
-        gw->flush_list = c->flush_next;
-        c->in_flush = 0;
-    }
-    return c;
-}
-
-static void conn_flush_unlink(mg_gw *gw, mg_conn *c)
-{
-    for (mg_conn **p = &gw->flush_list; *p; p = &(*p)->flush_next)
-        if (*p == c) {
-            *p = c->flush_next;
-            c->in_flush = 0;
-            return;
-        }
-}
-
 /* Queue a frame (copied) and get the queue written if it was empty. */
 static int conn_push(mg_gw *gw, mg_conn *c, int opcode, const void *data, size_t len)
 {
@@ -427,7 +380,7 @@ static int conn_push(mg_gw *gw, mg_conn *c, int opcode, const void *data, size_t
     if (sendq_push_frame(&c->q, opcode, data, len) != 0)
         return MG_SEND_NOMEM;
     if (was_empty)
-        conn_wake(gw, c);
+        writer_wake(gw, c);
     return MG_SEND_OK;
 }
 
@@ -437,39 +390,6 @@ static void conn_count_out(mg_gw *gw, size_t payload)
     gw->metrics->bytes_out += payload;
 }
 
-/* A frame this big goes straight to the socket when nothing waits ahead
- * of it, header and payload in one sendmsg(): its payload is not copied
- * into the queue (in a 16 KiB echo that copy was a fifth of the work).
- * Smaller frames are queued, so that a loop turn's replies to a socket
- * leave in one write.  Only on connections fastrx reads: their socket is
- * plain TCP, and lws never queues frames of its own on them. */
-#define CONN_DIRECT_MIN 4096
-
-static int conn_can_write_direct(const mg_conn *c, size_t len)
-{
-    return c->fast && len >= CONN_DIRECT_MIN && c->q.count == 0 && !c->rx_paused && !c->wr_blocked;
-}
-
-/* Write the frame now; queue what the kernel did not take.  MG_SEND_OK or
- * MG_SEND_NOMEM. */
-static int conn_send_direct(mg_gw *gw, mg_conn *c, int opcode, const void *data, size_t len)
-{
-    unsigned char h[MG_FRAME_HDR_MAX];
-    size_t hl = sendq_frame_header(h, opcode, len);
-    struct iovec iov[2] = {{h, hl}, {(void *)data, len}};
-    struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
-    ssize_t n = sendmsg(c->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
-    size_t sent = n > 0 ? (size_t)n : 0; /* an error shows on the next write or read */
-    if (sent == hl + len)
-        return MG_SEND_OK;
-    if (sendq_push_frame_rest(&c->q, opcode, data, len, sent) != 0)
-        return MG_SEND_NOMEM;
-    c->wr_blocked = 1;
-    gw->metrics->send_blocked++;
-    lws_callback_on_writable(c->wsi); /* the socket is full: wait for POLLOUT */
-    return MG_SEND_OK;
-}
-
 int conn_send(mg_gw *gw, mg_conn *c, int opcode, const void *data, size_t len)
 {
     if (!conn_can_send(c))
@@ -477,8 +397,7 @@ int conn_send(mg_gw *gw, mg_conn *c, int opcode, const void *data, size_t len)
     int rc = conn_over_limit(gw, c, len);
     if (rc != MG_SEND_OK)
         return rc;
-    rc = conn_can_write_direct(c, len) ? conn_send_direct(gw, c, opcode, data, len)
-                                       : conn_push(gw, c, opcode, data, len);
+    rc = writer_frame(gw, c, opcode, data, len);
     if (rc == MG_SEND_OK)
         conn_count_out(gw, len);
     return rc;
@@ -495,7 +414,7 @@ int conn_send_shared(mg_gw *gw, mg_conn *c, mg_buf *b)
     if (sendq_push_shared(&c->q, b) != 0)
         return MG_SEND_NOMEM;
     if (was_empty)
-        conn_wake(gw, c);
+        writer_wake(gw, c);
     conn_count_out(gw, b->len);
     return MG_SEND_OK;
 }
@@ -567,7 +486,7 @@ void conn_close(mg_gw *gw, mg_conn *c, int code, const char *reason, int discard
     memcpy(body + 2, why, rlen);
     sendq_push_frame(&c->q, MG_OP_CLOSE, body, 2 + rlen);
     conn_arm_close_timeout(gw, c);
-    conn_wake(gw, c);
+    writer_wake(gw, c);
 }
 
 void conn_arm_close_timeout(mg_gw *gw, mg_conn *c)

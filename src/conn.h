@@ -29,8 +29,25 @@ typedef struct mg_attr {
 
 typedef struct mg_topic mg_topic;
 
-/* Kept small (248 bytes, one 256-byte malloc chunk): every open connection
- * has one.  4-byte fields are paired so no padding creeps in. */
+/* What becomes of a connection once its queue is out (writer.h). */
+typedef enum {
+    MG_WR_OPEN,   /* nothing: frames go on leaving as they are queued */
+    MG_WR_FINISH, /* shut the sending side: a protocol error was answered */
+    MG_WR_SHUT,   /* shut: nothing more goes out, the peer's hang-up ends it */
+    MG_WR_HANGUP  /* close the connection */
+} mg_wr_end;
+
+/* A connection's write state: writer.c alone changes it. */
+typedef struct mg_wr {
+    uint8_t end; /* mg_wr_end */
+    uint8_t
+        blocked;    /* moongate's writes: the kernel took part of one; the rest waits for POLLOUT */
+    uint8_t paused; /* reading is off until POLLOUT (a write is pending) */
+    uint8_t queued; /* on gw->flush_list */
+} mg_wr;
+
+/* Kept small: every open connection has one.  4-byte fields are paired
+ * so no padding creeps in. */
 struct mg_conn {
     uint64_t id;
     struct lws *wsi;
@@ -50,27 +67,23 @@ struct mg_conn {
     uint32_t ntopics;
 
     mg_sendq q;
+    mg_wr wr; /* how q leaves (writer.c) */
 
     /* Reassembly of fragmented messages (lws's reader)... */
     unsigned char *rx;
     size_t rx_len, rx_cap;
-    unsigned rx_active : 1;         /* inside a message */
-    unsigned rx_binary : 1;         /* its kind */
-    unsigned rx_paused : 1;         /* rx flow control off while lws holds a partial write */
-    unsigned closed_hook : 1;       /* on_disconnect has run */
-    unsigned fast : 1;              /* read by fastrx.c, not lws */
-    unsigned rx_dead : 1;           /* fastrx: nothing more is read (failed, or closed) */
-    unsigned close_after_flush : 1; /* hang up once the queue is written */
-    unsigned wr_shut : 1;           /* fastrx: write side shut after a protocol error */
-    unsigned wr_blocked : 1;        /* fastrx: the socket took part of a write; wait for POLLOUT */
-    unsigned in_flush : 1;          /* on gw->flush_list */
-    unsigned final_window : 1;      /* sends allowed: on_disconnect of a peer close */
-    struct wsrx *wsrx;              /* ... and fastrx's partial frames (wsrx.c) */
-    int fd;                         /* its socket (conn_fd_bind), or -1 */
-    int pre;                        /* fastrx: its bytes wait in batch slot pre - 1; 0 none */
-    int lua_ref;                    /* cached Lua handle in the registry ... */
-    uint32_t lua_ref_gen;           /* ... of this script generation (its low bits) ... */
-    void *lua_handle;               /* ... and the handle itself, while it lives (lua_conn.c) */
+    unsigned rx_active : 1;    /* inside a message */
+    unsigned rx_binary : 1;    /* its kind */
+    unsigned closed_hook : 1;  /* on_disconnect has run */
+    unsigned fast : 1;         /* moongate reads and writes its socket (fastrx.c, writer.c) */
+    unsigned rx_dead : 1;      /* nothing more is read (failed, or closed) */
+    unsigned final_window : 1; /* sends allowed: on_disconnect of a peer close */
+    struct wsrx *wsrx;         /* ... and fastrx's partial frames (wsrx.c) */
+    int fd;                    /* its socket (conn_fd_bind), or -1 */
+    int pre;                   /* fastrx: its bytes wait in read slot pre - 1; 0 none */
+    int lua_ref;               /* cached Lua handle in the registry ... */
+    uint32_t lua_ref_gen;      /* ... of this script generation (its low bits) ... */
+    void *lua_handle;          /* ... and the handle itself, while it lives (lua_conn.c) */
 
     int64_t last_rx_ms;   /* last frame of any kind from the client */
     int64_t next_ping_ms; /* when the heartbeat pings it next */
@@ -78,7 +91,7 @@ struct mg_conn {
     int64_t tokens_ms;
 
     mg_conn *prev, *next; /* gw->conn_list */
-    mg_conn *flush_next;  /* gw->flush_list, while in_flush */
+    mg_conn *flush_next;  /* gw->flush_list, while wr.queued */
 };
 
 /* Send results. */
@@ -140,10 +153,6 @@ int conn_attr_set(mg_conn *c, const char *key, const mg_value *v); /* nil delete
 /* Queue a frame (copied) or a shared frame; applies the send-queue limit. */
 int conn_send(mg_gw *gw, mg_conn *c, int opcode, const void *data, size_t len);
 int conn_send_shared(mg_gw *gw, mg_conn *c, mg_buf *b);
-/* c's queue just became non-empty: get it written (conn.c says how). */
-void conn_wake(mg_gw *gw, mg_conn *c);
-/* The next connection on the flush list, taken off it; NULL when empty. */
-mg_conn *conn_flush_pop(mg_gw *gw);
 
 /* However the peer behaves, a closing connection ends within
  * limits.close_timeout from now. */

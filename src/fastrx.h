@@ -1,47 +1,47 @@
 /* fastrx.h — moongate reads plain ws:// connections itself.
  *
- * libwebsockets 4.1.6 parses incoming frames a byte at a time, with a
- * callback per frame: for small messages that was a third of the
- * gateway's CPU.  Once a plain (not TLS) connection's handshake is done,
- * its reads are taken over here: lws calls lws_service_fd_tsi() through
- * its PLT for every ready descriptor, so the executable's definition
- * (fastrx.c) sees each one first.  For a connection in the table it does
- * the recv() itself into one gateway-wide buffer, hands the bytes to
- * wsrx (frames, unmasked in place, no copy for whole messages) and passes
- * only the rest of the events (POLLOUT, POLLHUP) on to lws.  EOF and read
- * errors are passed on with POLLIN, so lws reads them again and closes
- * the connection its usual way.  Replies queued while the read is
- * processed are written in the same loop turn.  With io_uring (uring.h),
- * every connection of ours the loop's poll() found ready is read at once,
- * in one system call, before lws hands the first over (fastrx.c).
+ * libwebsockets parses incoming frames a byte at a time, with a callback
+ * per frame: for small messages that was the biggest single cost of the
+ * gateway.  Once a plain (not TLS) connection's handshake is done, its
+ * reads are taken over here, at the level of libc's poll(), which lws
+ * calls through its PLT on every build (lws cannot bind a libc function
+ * to itself, whatever its link flags): evpoll.c serves lws's poll() and
+ * hands the ready entries to fastrx_on_ready before lws sees them.  There
+ * every connection of ours that is readable is read, in one io_uring
+ * batch or a recv() each, and POLLIN is taken out of what poll() returns
+ * for it, so lws never reads it.  After lws has handled the turn's other
+ * events, fastrx_settle hands the bytes to wsrx (frames unmasked in place,
+ * no copy for whole messages) and from there to rx.c: the hooks run
+ * outside of lws, and the replies leave through writer.c, which alone
+ * writes these sockets.  EOF and read errors are left in what poll()
+ * returns, so lws reads the socket again and closes the connection its
+ * usual way.
  *
  * TLS connections keep lws's reader (their bytes exist only inside lws's
- * TLS layer).  Timeouts and closing stay lws's for everyone; server.c
- * writes the connections read here itself. */
+ * TLS layer).  Timeouts and closing stay lws's for everyone. */
 #ifndef MG_FASTRX_H
 #define MG_FASTRX_H
 
 #include "gw.h"
 
-/* Set up the read buffers.  0, or -1 (out of memory: every connection
- * keeps lws's reader). */
+/* Set up the read slots.  0, or -1 (out of memory: every connection keeps
+ * lws's reader). */
 int fastrx_start(mg_gw *gw);
 void fastrx_stop(mg_gw *gw);
 
-/* Take over reading c (called when its upgrade completes, its descriptor
- * bound: conn_fd_bind); 0 if it stays on lws's reader: TLS, fastrx_start
- * failed, or lws's service calls have
- * not come through fastrx.c (checked on the first one, the listener's
- * accept; a warning is logged once if they never do). */
+/* Take over reading c (its upgrade is complete, its descriptor bound:
+ * conn_fd_bind); 0 if it stays on lws's reader: TLS, or fastrx_start
+ * failed.  The caller checks that poll() comes through evpoll.c (lwsc.h). */
 int fastrx_attach(mg_gw *gw, mg_conn *c);
-/* Stop reading c (its socket is closing). */
+/* Stop reading c (its socket is closing); bytes read for it are dropped. */
 void fastrx_detach(mg_gw *gw, mg_conn *c);
-/* The loop's poll() found the k descriptors fds[ready[...]] ready: with
- * io_uring, read ours among them in one batch (see fastrx.c). */
+
+/* evpoll_ready_fn: the loop's poll() found the k descriptors
+ * fds[ready[...]] ready; read ours among them.  Returns how many entries
+ * are still ready for lws. */
 struct pollfd;
-void fastrx_prefetch(mg_gw *gw, struct pollfd *fds, const int *ready, int k);
-/* Process what the last batch of reads holds that lws did not hand over
- * (called after each loop turn). */
+int fastrx_on_ready(mg_gw *gw, struct pollfd *fds, const int *ready, int k);
+/* Handle what the turn's reads brought (called after each loop turn). */
 void fastrx_settle(mg_gw *gw);
 
 #endif

@@ -11,6 +11,7 @@
 #define MG_GW_H
 
 #include <stdint.h>
+#include <time.h>
 #include <libwebsockets.h>
 
 #include "config.h"
@@ -46,8 +47,6 @@ typedef struct mg_gw {
     lws_sorted_usec_list_t hb_sul;    /* heartbeat sweep */
     lws_sorted_usec_list_t drain_sul; /* drain deadline */
     lws_sorted_usec_list_t trim_sul;  /* lwsmem_trim, a second after it is wanted */
-    lws_sorted_usec_list_t flush_sul; /* a timer queued writes: flush_cb writes them */
-    sul_cb_t flush_cb;                /* server.c's: write every queue on flush_list */
     uint32_t conn_capacity;           /* connections the open-files limit set at start allows */
     uint32_t hs_capacity;             /* ... and sockets in their handshake (fdguard.c) */
     struct mg_buf *ping_frame;        /* the heartbeat ping, one block every queue shares */
@@ -92,27 +91,27 @@ typedef struct mg_gw {
 
     mg_conn **fd_conns; /* socket fd -> its WebSocket connection (conn.c) */
     int fd_cap;         /* entries in fd_conns */
-    uint64_t *rx_check; /* lws-read connections that were readable (server.c) */
+    uint64_t *rx_check; /* lws-read connections that were readable (rx.c) */
     int rx_check_n, rx_check_cap;
 
     /* moongate's own reader (fastrx.c). */
-    int fastrx_on;             /* fastrx_start succeeded */
-    int fastrx_seen;           /* lws's service calls reach fastrx.c */
-    int fastrx_warned;         /* ... and if not, that was logged */
-    void *fastrx_real;         /* lws's lws_service_fd_tsi */
-    unsigned char *fastrx_buf; /* where each read lands */
-    unsigned char *fastrx_pre; /* ... or, read in a batch, these slots */
+    int fastrx_on;               /* fastrx_start succeeded */
+    unsigned char *fastrx_arena; /* where a turn's reads land ... */
+    size_t fastrx_used;          /* ... this much of it so far */
     struct fastrx_slot {
         mg_conn *c; /* whose bytes it holds, or NULL */
         int res;    /* what the read returned */
+        size_t at;  /* where in the arena they are */
     } * fastrx_slots;
-    int fastrx_nslots;      /* slots the last batch used */
+    int fastrx_nslots;      /* slots used this turn */
+    unsigned fastrx_turns;  /* where the next turn starts reading */
     struct mg_uring *uring; /* batched reads and writes (uring.h), or NULL */
+    struct mg_lwsc *lwsc;   /* what of lws moongate relies on, and whether it holds (lwsc.h) */
 
-    /* Writes without waiting for POLLOUT (conn.c, server.c). */
-    int dispatching;     /* inside lws's handling of a ready socket */
-    int evpoll_checked;  /* the first loop turn checked evpoll.c is in use */
-    mg_conn *flush_list; /* queues that became non-empty meanwhile */
+    /* Writes without waiting for POLLOUT (writer.c). */
+    int dispatching;                  /* handling the loop turn's events: writes wait for its end */
+    mg_conn *flush_list;              /* queues that became non-empty meanwhile */
+    lws_sorted_usec_list_t flush_sul; /* a timer queued writes: write them when it returns */
 
     int draining;     /* SIGTERM seen: closing everyone */
     int drain_pipe_w; /* see server_stop_listening() */
@@ -122,7 +121,12 @@ typedef struct mg_gw {
 } mg_gw;
 
 /* Monotonic milliseconds. */
-int64_t gw_clock_ms(void);
+static inline int64_t gw_clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* The clock as of this loop turn: read on first use after the loop's wait
  * (a value cached before the wait would make connections look idle longer

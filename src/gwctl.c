@@ -17,17 +17,11 @@
 #include "budget.h"
 #include "fdguard.h"
 #include "heartbeat.h"
+#include "listen.h"
 #include "log.h"
 #include "master.h"
 #include "script.h"
 #include "server.h"
-
-int64_t gw_clock_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 mg_config *gwctl_build_config(const mg_overrides *o, char *err, size_t errlen)
 {
@@ -88,7 +82,7 @@ static void gwctl_apply(mg_gw *gw, mg_config *cfg)
     gw->cfg = cfg;
     log_configure(cfg->log_level, cfg->log_format);
     budget_set(cfg->hook_budget_ms);
-    fdguard_set_max(server_max_handshakes(gw, cfg));
+    fdguard_set_max(listen_max_handshakes(gw, cfg));
     heartbeat_reconfigure(gw);
 }
 

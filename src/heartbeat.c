@@ -3,6 +3,7 @@
 
 #include "conn.h"
 #include "log.h"
+#include "writer.h"
 
 static int64_t heartbeat_tick_ms(const mg_config *cfg)
 {
@@ -28,7 +29,7 @@ static void heartbeat_ping(mg_gw *gw, mg_conn *c)
     int rc = gw->ping_frame ? sendq_push_shared(&c->q, gw->ping_frame)
                             : sendq_push_frame(&c->q, MG_OP_PING, HEARTBEAT_PAYLOAD, 2);
     if (rc == 0 && was_empty)
-        conn_wake(gw, c);
+        writer_wake(gw, c);
 }
 
 static void heartbeat_sweep(lws_sorted_usec_list_t *sul)

@@ -12,6 +12,7 @@
 #include "conn.h"
 #include "gwctl.h"
 #include "log.h"
+#include "lwsc.h"
 #include "lwsmem.h"
 #include "peer.h"
 #include "pubsub.h"
@@ -138,7 +139,7 @@ static uint32_t admin_workers_up(const mg_gw *gw)
 
 static int admin_health(mg_gw *gw, struct lws *wsi)
 {
-    char body[512];
+    char body[1024], paths[256];
     uint64_t conns = gw->metrics->connections;
     if (gw->shared) {
         mg_metrics all;
@@ -153,6 +154,11 @@ static int admin_health(mg_gw *gw, struct lws *wsi)
     if (gw->cluster)
         n += snprintf(body + n, sizeof(body) - (size_t)n, ",\"cluster\":\"%s\",\"node\":\"%s\"",
                       cluster_state(gw), gw->cfg->cluster->node);
+    /* The fast paths of this process (lwsc.h): every worker probes its own
+     * the same way, so one answers for all. */
+    lwsc_json(gw, paths, sizeof(paths));
+    n += snprintf(body + n, sizeof(body) - (size_t)n, ",\"libwebsockets\":\"%s\",\"fast_paths\":%s",
+                  lws_get_library_version(), paths);
     if (gw->shared) /* which worker answered, and how many run */
         snprintf(body + n, sizeof(body) - (size_t)n,
                  ",\"worker\":%u,\"workers\":%u,\"workers_up\":%u}\n", gw->worker, gw->nworkers,

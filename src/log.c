@@ -150,19 +150,3 @@ void log_hook_lws(void)
     log_state.lws_mask = mask ? atoi(mask) : (LLL_ERR | LLL_WARN);
     lws_set_log_level(log_state.lws_mask, log_from_lws);
 }
-
-/* libwebsockets calls _lws_log for every lwsl_*() line, the debug lines of
- * its per-frame path included, and Debian's build compiles them all in; its
- * own _lws_log sets up a va_list before it looks at the level (5% of an
- * echo's instructions).  lws reaches it through its PLT, so this definition
- * in the executable wins: levels nobody asked for return at once, the rest
- * go to lws's own formatter and from there to log_from_lws. */
-void _lws_log(int filter, const char *format, ...)
-{
-    if (!(log_state.lws_mask & filter))
-        return;
-    va_list ap;
-    va_start(ap, format);
-    _lws_logv(filter, format, ap);
-    va_end(ap);
-}

@@ -232,8 +232,9 @@ class Gateway:
     """
 
     def __init__(self, folder, script, config=None, admin=False, admin_token=None,
-                 path="/", conf_text=None, reader=None, nofile=None):
+                 path="/", conf_text=None, reader=None, nofile=None, env=None):
         self.dir = str(folder)
+        self.env = env  # variables added to the process's environment
         self.nofile = nofile  # (soft, hard) open-files limit the process starts with
         self.reader = reader or READER
         os.makedirs(self.dir, exist_ok=True)
@@ -307,9 +308,10 @@ class Gateway:
         limit = None
         if self.nofile:
             limit = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, self.nofile)  # noqa: E731
+        env = dict(os.environ, **self.env) if self.env else None
         self.proc = subprocess.Popen(cmd, cwd=self.cwd, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     preexec_fn=limit)
+                                     preexec_fn=limit, env=env)
         t1 = threading.Thread(target=self._reader, args=(self.proc.stderr, self.log_lines, True),
                               daemon=True)
         t2 = threading.Thread(target=self._reader, args=(self.proc.stdout, self.out_lines, False),

@@ -1,9 +1,16 @@
 /* sul.c — O(1) insertion into libwebsockets' sorted timer lists (sul.h). */
 #include "sul.h"
 
+#include <dlfcn.h>
 #include <string.h>
 
+#include "lwsc.h"
+
+typedef void (*sul_add_fn)(lws_dll2_t *, lws_dll2_owner_t *,
+                           int (*)(const lws_dll2_t *, const lws_dll2_t *));
+
 static unsigned long sul_inserts; /* calls that reached this file */
+static sul_add_fn sul_real;       /* lws's own, for versions not checked */
 
 /* Same contract and result as lws 4.1.6's version: d goes before the first
  * entry p with compare(p, d) >= 0, else at the tail.  The list is sorted,
@@ -13,9 +20,16 @@ static unsigned long sul_inserts; /* calls that reached this file */
 void lws_dll2_add_sorted(lws_dll2_t *d, lws_dll2_owner_t *own,
                          int (*compare)(const lws_dll2_t *d, const lws_dll2_t *i))
 {
-    lws_dll2_t *h = lws_dll2_get_head(own), *t = lws_dll2_get_tail(own);
-
     sul_inserts++;
+    if (!lwsc_checked()) {
+        if (!sul_real)
+            sul_real = (sul_add_fn)dlsym(RTLD_NEXT, "lws_dll2_add_sorted");
+        if (sul_real) {
+            sul_real(d, own, compare);
+            return;
+        }
+    }
+    lws_dll2_t *h = lws_dll2_get_head(own), *t = lws_dll2_get_tail(own);
     while (h && t) {
         if (compare(h, d) >= 0) {
             lws_dll2_add_before(d, h);

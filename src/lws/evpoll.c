@@ -243,11 +243,13 @@ static void evpoll_note(int *ready, nfds_t i)
     (*ready)++;
 }
 
-/* Hand the ready entries noted to on_ready. */
-static void evpoll_report(struct pollfd *fds, int ready)
+/* Hand the ready entries noted to on_ready: how many are still ready
+ * once it has had them. */
+static int evpoll_report(struct pollfd *fds, int ready)
 {
     if (ev.on_ready && ready > 0)
-        ev.on_ready(ev.on_ready_arg, fds, ev.ready, ready);
+        return ev.on_ready(ev.on_ready_arg, fds, ev.ready, ready);
+    return ready;
 }
 
 static int evpoll_serve(struct pollfd *fds, nfds_t n, int timeout)
@@ -279,10 +281,8 @@ static int evpoll_serve(struct pollfd *fds, nfds_t n, int timeout)
         ev.evs_cap = (int)n + 1;
     }
     int got = epoll_wait(ev.epfd, ev.evs, ev.evs_cap, ready ? 0 : timeout);
-    if (got < 0) {
-        evpoll_report(fds, ready);
-        return ready ? ready : -1;
-    }
+    if (got < 0)
+        return ready ? evpoll_report(fds, ready) : -1;
     for (int k = 0; k < got; k++) {
         int fd = ev.evs[k].data.fd;
         if (fd < 0 || fd >= ev.cap || ev.slots[fd].seen != ev.call)
@@ -294,8 +294,7 @@ static int evpoll_serve(struct pollfd *fds, nfds_t n, int timeout)
             evpoll_note(&ready, ev.slots[fd].index);
         p->revents |= r;
     }
-    evpoll_report(fds, ready);
-    return ready;
+    return evpoll_report(fds, ready);
 }
 
 /* Below this many descriptors poll() is as cheap as the set's upkeep
@@ -319,7 +318,7 @@ int poll(struct pollfd *fds, nfds_t n, int timeout)
         for (nfds_t i = 0; i < n && k < ready; i++)
             if (fds[i].revents)
                 evpoll_note(&k, i);
-        evpoll_report(fds, k);
+        return evpoll_report(fds, k);
     }
     return ready;
 }

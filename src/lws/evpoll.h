@@ -32,9 +32,12 @@ void evpoll_forget(int fd);
 
 /* After each poll() call of the loop's thread that found descriptors
  * ready, before it returns: fn(arg, fds, ready, k) with the indexes in fds
- * of the k ready ones (fastrx.c reads them all at once).  NULL: none. */
+ * of the k ready ones.  fn may take events out of their revents (fastrx.c
+ * reads its sockets there, and takes POLLIN out so lws does not); it
+ * returns how many entries are still ready, which poll() returns.  NULL:
+ * none. */
 struct pollfd;
-typedef void (*evpoll_ready_fn)(void *arg, struct pollfd *fds, const int *ready, int k);
+typedef int (*evpoll_ready_fn)(void *arg, struct pollfd *fds, const int *ready, int k);
 void evpoll_on_ready(evpoll_ready_fn fn, void *arg);
 
 /* 1 if lws's poll() calls reach evpoll.c (checked after the first turn). */
