@@ -22,7 +22,7 @@
 #include "gwctl.h"
 #include "heartbeat.h"
 #include "log.h"
-#include "lua_api.h"
+#include "mgl_api.h"
 #include "master.h"
 #include "peer.h"
 #include "pubsub.h"
@@ -128,7 +128,7 @@ static int main_signalfd(void)
 static void main_cleanup(mg_gw *gw)
 {
     if (gw->script)
-        lua_timer_cancel_all(gw->script);
+        mgl_timer_cancel_all(gw->script);
     cluster_stop(gw);
     broker_stop(gw);
     gwctl_reload_stop(gw);

@@ -15,7 +15,7 @@
 #include "cstack.h"
 #include "lalloc.h"
 #include "log.h"
-#include "lua_api.h"
+#include "mgl_api.h"
 
 /* Garbage collector pacing.  A hook makes garbage at every message (the
  * message string) while the live heap is small (~50 KB for a plain echo),
@@ -125,11 +125,11 @@ typedef struct script_build_ctx {
 static int script_build(lua_State *L)
 {
     script_build_ctx *b = lua_touserdata(L, 1);
-    lua_stdlib_open(b->s, b->cfg);
-    lua_conn_open(b->s);
-    lua_gw_open(b->s, b->cfg);
+    mgl_stdlib_open(b->s, b->cfg);
+    mgl_conn_open(b->s);
+    mgl_gw_open(b->s, b->cfg);
     lua_setglobal(L, "gw");
-    lua_stdlib_seal(b->s);
+    mgl_stdlib_seal(b->s);
     return 0;
 }
 
@@ -317,7 +317,7 @@ int script_call_ref(mg_script *s, const char *what, int ref)
 static int script_run_main(mg_script *s, const char *path, char *err, size_t errlen)
 {
     lua_State *L = s->L;
-    if (lua_stdlib_loadfile(L, path, s->sandbox ? "t" : "bt") != 0) {
+    if (mgl_stdlib_loadfile(L, path, s->sandbox ? "t" : "bt") != 0) {
         snprintf(err, errlen, "%s", lua_tostring(L, -1));
         return -1;
     }
@@ -372,7 +372,7 @@ void script_free(mg_script *s)
      * closing set they get an error, not a timer that would outlive the
      * state. */
     s->closing = 1;
-    lua_timer_cancel_all(s);
+    mgl_timer_cancel_all(s);
     if (s->L)
         lua_close(s->L);
     assert(s->timers.count == 0);
@@ -388,7 +388,7 @@ int script_check(const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "cannot create a Lua state");
         return -1;
     }
-    int rc = lua_stdlib_loadfile(L, path, "bt");
+    int rc = mgl_stdlib_loadfile(L, path, "bt");
     if (rc)
         snprintf(err, errlen, "%s", lua_tostring(L, -1));
     lua_close(L);
@@ -512,7 +512,7 @@ int script_on_handshake(mg_gw *gw, const mg_request *req, int *status, char *bod
 
 static int script_args_conn(mg_script *s, const void *ctx)
 {
-    lua_conn_push(s->L, s, (mg_conn *)ctx);
+    mgl_conn_push(s->L, s, (mg_conn *)ctx);
     return 1;
 }
 
@@ -536,7 +536,7 @@ typedef struct script_msg {
 static int script_args_message(mg_script *s, const void *ctx)
 {
     const script_msg *m = ctx;
-    lua_conn_push(s->L, s, m->c);
+    mgl_conn_push(s->L, s, m->c);
     lua_pushlstring(s->L, m->data, m->len);
     lua_pushvalue(s->L, SCRIPT_KIND(m->binary != 0));
     return 3;
@@ -562,7 +562,7 @@ typedef struct script_close {
 static int script_args_disconnect(mg_script *s, const void *ctx)
 {
     const script_close *x = ctx;
-    lua_conn_push(s->L, s, x->c);
+    mgl_conn_push(s->L, s, x->c);
     lua_pushinteger(s->L, x->code);
     lua_pushstring(s->L, x->reason);
     return 3;
@@ -584,7 +584,7 @@ void script_on_disconnect(mg_gw *gw, mg_conn *c, int code, const char *reason)
 
 static int script_args_task(mg_script *s, const void *ctx)
 {
-    lua_msg_push(s->L, s, (struct mg_delivery *)ctx);
+    mgl_msg_push(s->L, s, (struct mg_delivery *)ctx);
     return 1;
 }
 
@@ -633,6 +633,6 @@ void script_collect(mg_script *s)
 void script_forget_conn(mg_gw *gw, mg_conn *c)
 {
     if (gw->script)
-        lua_conn_forget(gw->script, c);
+        mgl_conn_forget(gw->script, c);
     c->lua_ref = -1;
 }

@@ -43,16 +43,16 @@ struct mg_script {
     lua_State *L;
     uint64_t gen; /* generation number */
     lalloc alloc; /* the state's memory: counted, capped, pooled */
-    dict timers;  /* timer id -> mg_timer (lua_timer.c) */
+    dict timers;  /* timer id -> mg_timer (mgl_timer.c) */
     uint64_t next_timer_id;
     const char *kind_str[2];           /* "text", "binary" as interned in L: a
                                         * string with these bytes is at this address */
     uint64_t cur_conn;                 /* connection of the hook running now, for gw.log */
     const struct mg_request *live_req; /* request of the on_handshake running now */
-    int msg_handles;                   /* registry ref of the live msg handles (lua_broker.c) */
+    int msg_handles;                   /* registry ref of the live msg handles (mgl_broker.c) */
     int sandbox;                       /* lua.sandbox when it was built */
     int closing;                       /* lua_close is running its finalizers */
-    int co_depth;                      /* coroutines nested in the call now (lua_stdlib.c) */
+    int co_depth;                      /* coroutines nested in the call now (mgl_stdlib.c) */
     sigjmp_buf *rescue;                /* where script_panic jumps back to, or NULL */
 };
 
