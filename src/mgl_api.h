@@ -8,7 +8,9 @@
  *   mgl_timer.c  gw.after / gw.every and timer handles
  *   mgl_broker.c gw.broker and the msg handle of on_task
  * Their names take the prefix mgl_ (moongate's Lua binding), leaving lua_
- * and luaL_ to Lua's own API, so a call says whose function it is.
+ * and luaL_ to Lua's own API, so a call says whose function it is.  Of the
+ * core only script.c includes this header: the rest of the gateway reaches
+ * the binding through script.h.
  * Every C function reaches its generation through upvalue 1 (mg_script *). */
 #ifndef MG_MGL_API_H
 #define MG_MGL_API_H

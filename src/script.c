@@ -636,3 +636,18 @@ void script_forget_conn(mg_gw *gw, mg_conn *c)
         mgl_conn_forget(gw->script, c);
     c->lua_ref = -1;
 }
+
+void script_msg_settled(mg_script *s, uint64_t id, const char *final)
+{
+    mgl_msg_settled(s, id, final);
+}
+
+int script_msg_alive(mg_script *s, uint64_t id)
+{
+    return mgl_msg_alive(s, id);
+}
+
+void script_cancel_timers(mg_script *s)
+{
+    mgl_timer_cancel_all(s);
+}

@@ -99,6 +99,16 @@ void script_collect(mg_script *s);
 /* Drop the Lua handle cached for a connection that is going away.  Must run
  * before the mg_conn is freed: the cached handle holds its pointer. */
 void script_forget_conn(mg_gw *gw, mg_conn *c);
+/* Tell the script's handle of delivery id, if it still holds one, how the
+ * delivery ended ("lost", "forwarded"...): its state field says so from
+ * then on.  broker.c reaches the msg handle only through these two. */
+void script_msg_settled(mg_script *s, uint64_t id, const char *final);
+/* Whether the script still holds a handle for delivery id (one it dropped
+ * may still wait for the collector). */
+int script_msg_alive(mg_script *s, uint64_t id);
+/* Cancel every timer of s (gw.after, gw.every), while the loop they are
+ * scheduled on still exists: at exit the loop goes before the state. */
+void script_cancel_timers(mg_script *s);
 
 /* Call the function at registry reference ref, with no arguments, under
  * the budget; errors are logged and counted as "WHAT".  0 or -1. */
