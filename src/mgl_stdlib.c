@@ -13,8 +13,8 @@
  *  - coroutine.resume and coroutine.wrap refuse to nest more than
  *    STDLIB_CO_DEPTH deep, or once less than CSTACK_RESERVE of C stack is
  *    left (cstack.h): every coroutine has a Lua stack of its own, so
- *    nothing else bounds their nesting (LuaJIT crashed at ~100,000 levels
- *    on an 8 MB stack; Lua 5.1 itself stops at 200).
+ *    nothing else bounds their nesting (LuaJIT sets no limit of its own
+ *    and crashed once the C stack ran out; Lua 5.1 itself stops at 200).
  *  - The JIT stays off: jit.on() raises (hook budgets depend on it).
  *  - With lua.sandbox: no debug, io, ffi or jit libraries, no loadfile or
  *    dofile, no C modules (package.loadlib, the C searchers), os reduced to

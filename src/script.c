@@ -18,17 +18,18 @@
 #include "mgl_api.h"
 
 /* Garbage collector pacing.  A hook makes garbage at every message (the
- * message string) while the live heap is small (~50 KB for a plain echo),
- * so at Lua's default pause (a cycle whenever the heap doubles) the
- * collector marks the whole live heap every ~800 messages.  While the heap
- * is small, a cycle starts only when it has grown fourfold: echo with 16 in
- * flight ran 2% faster (pause 600 was slower again: more of the heap falls
- * out of the cache).  And each incremental step does five times the
- * default work (step multiplier 1000): a cycle ends after less new garbage,
- * in fewer, longer steps over memory still in the cache (+3% on the same
- * echo; 3000 measured the same as 1000; a step stays ~10 KB of work).  Past
- * SCRIPT_GC_SMALL, or 1/16 of lua.memory_limit, Lua's defaults keep the
- * heap within twice what is live.  Checked every SCRIPT_GC_EVERY hook calls. */
+ * message string) while the live heap of a typical script is small, so at
+ * Lua's default pause (a cycle whenever the heap doubles) the collector
+ * marks the whole live heap again each time the messages since the last
+ * cycle add up to that little.  While the heap is small, a cycle starts
+ * only when it has grown fourfold: fewer cycles over the same live data (a
+ * longer pause spreads the garbage over more memory than the cache keeps).
+ * And each incremental step does five times the default work (step
+ * multiplier 1000): a cycle ends after less new garbage, in fewer, longer
+ * steps over memory still in the cache, and a step stays short next to a
+ * hook call.  Past SCRIPT_GC_SMALL, or 1/16 of lua.memory_limit, Lua's
+ * defaults keep the heap within twice what is live.  Checked every
+ * SCRIPT_GC_EVERY hook calls. */
 #define SCRIPT_GC_PAUSE_SMALL 400
 #define SCRIPT_GC_PAUSE_DEFAULT 200
 #define SCRIPT_GC_STEPMUL_SMALL 1000
@@ -152,7 +153,8 @@ static int64_t script_enter(mg_script *s)
 {
     assert(s->alloc.capped == 0); /* not inside another call */
     /* Hook time, from the watchdog's tick clock (see budget.h): unbiased,
-     * and two loads instead of clock reads that cost 5-9% of an echo. */
+     * and two loads instead of two clock reads, which would weigh on every
+     * message of a short hook. */
     s->gw->metrics->hook_calls++;
     s->co_depth = 0;
     budget_enter(s->L); /* first: it sets the clock if the watchdog was parked */
