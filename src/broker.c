@@ -7,7 +7,6 @@
 
 #include "conn.h"
 #include "log.h"
-#include "lua_api.h"
 #include "script.h"
 
 #define BROKER_SWEEP_US (1000 * LWS_US_PER_MS) /* orphan check: once a second */
@@ -57,7 +56,7 @@ static void broker_forget(mg_gw *gw, mg_delivery *d, const char *final)
     else
         b->tail = d->prev;
     if (gw->script)
-        lua_msg_settled(gw->script, d->id, final);
+        script_msg_settled(gw->script, d->id, final);
     gw->metrics->broker_unsettled--;
     link_delivery_free(d->d);
     free(d);
@@ -303,7 +302,7 @@ static void broker_on_published(mg_gw *gw, link_event *e)
     /* Its owner may have closed, or the script dropped it, meanwhile. */
     if (d->owner && !conn_is_open(conn_find(gw, d->owner)))
         broker_requeue(gw, d, "forward failed after its connection closed");
-    else if (!d->owner && gw->script && !lua_msg_alive(gw->script, d->id))
+    else if (!d->owner && gw->script && !script_msg_alive(gw->script, d->id))
         broker_requeue(gw, d, "forward failed and the script holds no handle");
 }
 
@@ -373,7 +372,7 @@ void broker_after_reload(mg_gw *gw)
             continue;
         if (!d->handed)
             broker_deliver(gw, d);
-        else if (!lua_msg_alive(gw->script, d->id))
+        else if (!script_msg_alive(gw->script, d->id))
             broker_requeue(gw, d, "not picked up by the reloaded script");
     }
 }

@@ -9,8 +9,8 @@
  *
  * Every tick also publishes the time it woke (`clock_us`): the loop
  * thread reads it around each hook call to estimate hook time at the cost
- * of two loads, where a vDSO clock read costs 4.5 ns (coarse) to 18 ns
- * (precise) on our test VM and an echo with Lua spends ~200 ns per message.
+ * of two loads: even a vDSO clock read is a visible share of a short hook
+ * call, and there would be two at every message.
  *
  * Everything the hook call path touches belongs to the loop thread: the
  * watchdog only reads `call`, and the decision to install the hook is
@@ -19,11 +19,11 @@
  * handlers (lua.c's SIGINT does the same).  So entering and leaving a call
  * are plain stores: no atomic read-modify-write, no lock.  A signal is
  * sent only when a call overruns, so poll() is not interrupted otherwise
- * (a SIGALRM tick 40 times a second cost the kernel ~15 ms per tick to set
- * up a 10,000-socket poll again).
+ * (a periodic SIGALRM made the kernel set the whole poll set up again at
+ * every tick, a cost that grows with the number of sockets).
  *
  * Idle: ticking costs a wake-up per tick (100 a second with the default
- * budget), 25 times what an idle event loop wakes.  So after a second in
+ * budget), far more than an idle event loop wakes.  So after a second in
  * which no call started, the watchdog parks on a futex, and the next call
  * wakes it: budget_enter reads `parked` after publishing the call, with no
  * fence, so the two sides form a Dekker pair whose one fence is the

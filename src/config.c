@@ -1416,11 +1416,12 @@ static int load_yaml_error(load_ctx *lc, const yaml_parser_t *parser, const char
 
 /* libyaml's scanner keeps a possible simple key per open flow collection
  * and rescans them all at every token, so its time grows with the square
- * of the nesting: 50,000 '[' took 5 s, and a reload stalled every client
- * that long.  So the file's events are read once first, and a file nested
- * deeper than CONFIG_MAX_DEPTH is refused before libyaml builds a document
- * of it (reading the events stops there, after a bounded amount of work).
- * Syntax errors are left to the load that follows, which reports them. */
+ * of the nesting: a small file of deeply nested brackets took seconds, and
+ * a reload stalled every client that long.  So the file's events are read
+ * once first, and a file nested deeper than CONFIG_MAX_DEPTH is refused
+ * before libyaml builds a document of it (reading the events stops there,
+ * after a bounded amount of work).  Syntax errors are left to the load
+ * that follows, which reports them. */
 static int load_depth_check(load_ctx *lc, const char *text, size_t len)
 {
     yaml_parser_t parser;

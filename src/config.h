@@ -98,7 +98,7 @@ typedef struct mg_config {
     char *lua_cpath;           /* prepended to package.cpath, or NULL */
     uint32_t hook_budget_ms;   /* default 250, range 1..60000 */
     uint64_t lua_memory_limit; /* bytes, default 256 MiB, 0 = unlimited */
-    int lua_sandbox;           /* lua.sandbox: no debug, io, ffi, os.exit... (lua_stdlib.c) */
+    int lua_sandbox;           /* lua.sandbox: no debug, io, ffi, os.exit... (mgl_stdlib.c) */
 
     char *static_root;          /* folder served on plain GET, or NULL */
     char *static_index;         /* default "index.html" */

@@ -3,9 +3,9 @@
  * Lua code can recurse through C: string.gsub calling a function that
  * calls gsub, a __tostring that logs the object, table.sort's comparator.
  * Each level costs a little of Lua's own stack (LuaJIT stops at 65,500
- * slots with a "stack overflow" error) and up to ~9 KB of C stack (gsub
- * keeps an 8 KB buffer per level): about 80 MB before Lua's limit is
- * reached, ten times the 8 MB a main thread gets, so the process died of
+ * slots with a "stack overflow" error) and kilobytes of C stack (gsub
+ * keeps a LUAL_BUFFERSIZE buffer per level): long before Lua's limit the
+ * C stack outgrows the 8 MB a main thread gets, so the process died of
  * SIGSEGV where the hook should have had an error.  So the loop runs on a
  * thread of its own with CSTACK_SIZE of stack, reserved but not committed:
  * pages cost memory only once a deep call has touched them, and

@@ -22,7 +22,6 @@
 #include "gwctl.h"
 #include "heartbeat.h"
 #include "log.h"
-#include "lua_api.h"
 #include "master.h"
 #include "peer.h"
 #include "pubsub.h"
@@ -128,7 +127,7 @@ static int main_signalfd(void)
 static void main_cleanup(mg_gw *gw)
 {
     if (gw->script)
-        lua_timer_cancel_all(gw->script);
+        script_cancel_timers(gw->script);
     cluster_stop(gw);
     broker_stop(gw);
     gwctl_reload_stop(gw);

@@ -112,8 +112,8 @@ size_t metrics_render(const mg_metrics *m, uint64_t generation, const mg_mem_met
                 "Hooks aborted for exceeding the budget.", m->lua_aborts);
     metrics_one(&o, "moongate_hook_calls_total", "counter", "Lua hook calls.", m->hook_calls);
     metrics_printf(&o,
-                   "# HELP moongate_hook_seconds_total Time spent in Lua hooks (calls "
-                   "under ~4 ms estimated from 1 in 8).\n"
+                   "# HELP moongate_hook_seconds_total Time spent in Lua hooks (estimated "
+                   "from the hook watchdog's ticks).\n"
                    "# TYPE moongate_hook_seconds_total counter\nmoongate_hook_seconds_total %.6f\n",
                    (double)m->hook_ns / 1e9);
     metrics_one(&o, "moongate_reloads_total", "counter", "Successful reloads.", m->reloads);

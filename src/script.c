@@ -15,20 +15,21 @@
 #include "cstack.h"
 #include "lalloc.h"
 #include "log.h"
-#include "lua_api.h"
+#include "mgl_api.h"
 
 /* Garbage collector pacing.  A hook makes garbage at every message (the
- * message string) while the live heap is small (~50 KB for a plain echo),
- * so at Lua's default pause (a cycle whenever the heap doubles) the
- * collector marks the whole live heap every ~800 messages.  While the heap
- * is small, a cycle starts only when it has grown fourfold: echo with 16 in
- * flight ran 2% faster (pause 600 was slower again: more of the heap falls
- * out of the cache).  And each incremental step does five times the
- * default work (step multiplier 1000): a cycle ends after less new garbage,
- * in fewer, longer steps over memory still in the cache (+3% on the same
- * echo; 3000 measured the same as 1000; a step stays ~10 KB of work).  Past
- * SCRIPT_GC_SMALL, or 1/16 of lua.memory_limit, Lua's defaults keep the
- * heap within twice what is live.  Checked every SCRIPT_GC_EVERY hook calls. */
+ * message string) while the live heap of a typical script is small, so at
+ * Lua's default pause (a cycle whenever the heap doubles) the collector
+ * marks the whole live heap again each time the messages since the last
+ * cycle add up to that little.  While the heap is small, a cycle starts
+ * only when it has grown fourfold: fewer cycles over the same live data (a
+ * longer pause spreads the garbage over more memory than the cache keeps).
+ * And each incremental step does five times the default work (step
+ * multiplier 1000): a cycle ends after less new garbage, in fewer, longer
+ * steps over memory still in the cache, and a step stays short next to a
+ * hook call.  Past SCRIPT_GC_SMALL, or 1/16 of lua.memory_limit, Lua's
+ * defaults keep the heap within twice what is live.  Checked every
+ * SCRIPT_GC_EVERY hook calls. */
 #define SCRIPT_GC_PAUSE_SMALL 400
 #define SCRIPT_GC_PAUSE_DEFAULT 200
 #define SCRIPT_GC_STEPMUL_SMALL 1000
@@ -125,11 +126,11 @@ typedef struct script_build_ctx {
 static int script_build(lua_State *L)
 {
     script_build_ctx *b = lua_touserdata(L, 1);
-    lua_stdlib_open(b->s, b->cfg);
-    lua_conn_open(b->s);
-    lua_gw_open(b->s, b->cfg);
+    mgl_stdlib_open(b->s, b->cfg);
+    mgl_conn_open(b->s);
+    mgl_gw_open(b->s, b->cfg);
     lua_setglobal(L, "gw");
-    lua_stdlib_seal(b->s);
+    mgl_stdlib_seal(b->s);
     return 0;
 }
 
@@ -152,7 +153,8 @@ static int64_t script_enter(mg_script *s)
 {
     assert(s->alloc.capped == 0); /* not inside another call */
     /* Hook time, from the watchdog's tick clock (see budget.h): unbiased,
-     * and two loads instead of clock reads that cost 5-9% of an echo. */
+     * and two loads instead of two clock reads, which would weigh on every
+     * message of a short hook. */
     s->gw->metrics->hook_calls++;
     s->co_depth = 0;
     budget_enter(s->L); /* first: it sets the clock if the watchdog was parked */
@@ -317,7 +319,7 @@ int script_call_ref(mg_script *s, const char *what, int ref)
 static int script_run_main(mg_script *s, const char *path, char *err, size_t errlen)
 {
     lua_State *L = s->L;
-    if (lua_stdlib_loadfile(L, path, s->sandbox ? "t" : "bt") != 0) {
+    if (mgl_stdlib_loadfile(L, path, s->sandbox ? "t" : "bt") != 0) {
         snprintf(err, errlen, "%s", lua_tostring(L, -1));
         return -1;
     }
@@ -372,7 +374,7 @@ void script_free(mg_script *s)
      * closing set they get an error, not a timer that would outlive the
      * state. */
     s->closing = 1;
-    lua_timer_cancel_all(s);
+    mgl_timer_cancel_all(s);
     if (s->L)
         lua_close(s->L);
     assert(s->timers.count == 0);
@@ -388,7 +390,7 @@ int script_check(const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "cannot create a Lua state");
         return -1;
     }
-    int rc = lua_stdlib_loadfile(L, path, "bt");
+    int rc = mgl_stdlib_loadfile(L, path, "bt");
     if (rc)
         snprintf(err, errlen, "%s", lua_tostring(L, -1));
     lua_close(L);
@@ -512,7 +514,7 @@ int script_on_handshake(mg_gw *gw, const mg_request *req, int *status, char *bod
 
 static int script_args_conn(mg_script *s, const void *ctx)
 {
-    lua_conn_push(s->L, s, (mg_conn *)ctx);
+    mgl_conn_push(s->L, s, (mg_conn *)ctx);
     return 1;
 }
 
@@ -536,7 +538,7 @@ typedef struct script_msg {
 static int script_args_message(mg_script *s, const void *ctx)
 {
     const script_msg *m = ctx;
-    lua_conn_push(s->L, s, m->c);
+    mgl_conn_push(s->L, s, m->c);
     lua_pushlstring(s->L, m->data, m->len);
     lua_pushvalue(s->L, SCRIPT_KIND(m->binary != 0));
     return 3;
@@ -562,7 +564,7 @@ typedef struct script_close {
 static int script_args_disconnect(mg_script *s, const void *ctx)
 {
     const script_close *x = ctx;
-    lua_conn_push(s->L, s, x->c);
+    mgl_conn_push(s->L, s, x->c);
     lua_pushinteger(s->L, x->code);
     lua_pushstring(s->L, x->reason);
     return 3;
@@ -584,7 +586,7 @@ void script_on_disconnect(mg_gw *gw, mg_conn *c, int code, const char *reason)
 
 static int script_args_task(mg_script *s, const void *ctx)
 {
-    lua_msg_push(s->L, s, (struct mg_delivery *)ctx);
+    mgl_msg_push(s->L, s, (struct mg_delivery *)ctx);
     return 1;
 }
 
@@ -633,6 +635,21 @@ void script_collect(mg_script *s)
 void script_forget_conn(mg_gw *gw, mg_conn *c)
 {
     if (gw->script)
-        lua_conn_forget(gw->script, c);
+        mgl_conn_forget(gw->script, c);
     c->lua_ref = -1;
+}
+
+void script_msg_settled(mg_script *s, uint64_t id, const char *final)
+{
+    mgl_msg_settled(s, id, final);
+}
+
+int script_msg_alive(mg_script *s, uint64_t id)
+{
+    return mgl_msg_alive(s, id);
+}
+
+void script_cancel_timers(mg_script *s)
+{
+    mgl_timer_cancel_all(s);
 }

@@ -43,16 +43,16 @@ struct mg_script {
     lua_State *L;
     uint64_t gen; /* generation number */
     lalloc alloc; /* the state's memory: counted, capped, pooled */
-    dict timers;  /* timer id -> mg_timer (lua_timer.c) */
+    dict timers;  /* timer id -> mg_timer (mgl_timer.c) */
     uint64_t next_timer_id;
     const char *kind_str[2];           /* "text", "binary" as interned in L: a
                                         * string with these bytes is at this address */
     uint64_t cur_conn;                 /* connection of the hook running now, for gw.log */
     const struct mg_request *live_req; /* request of the on_handshake running now */
-    int msg_handles;                   /* registry ref of the live msg handles (lua_broker.c) */
+    int msg_handles;                   /* registry ref of the live msg handles (mgl_broker.c) */
     int sandbox;                       /* lua.sandbox when it was built */
     int closing;                       /* lua_close is running its finalizers */
-    int co_depth;                      /* coroutines nested in the call now (lua_stdlib.c) */
+    int co_depth;                      /* coroutines nested in the call now (mgl_stdlib.c) */
     sigjmp_buf *rescue;                /* where script_panic jumps back to, or NULL */
 };
 
@@ -99,6 +99,16 @@ void script_collect(mg_script *s);
 /* Drop the Lua handle cached for a connection that is going away.  Must run
  * before the mg_conn is freed: the cached handle holds its pointer. */
 void script_forget_conn(mg_gw *gw, mg_conn *c);
+/* Tell the script's handle of delivery id, if it still holds one, how the
+ * delivery ended ("lost", "forwarded"...): its state field says so from
+ * then on.  broker.c reaches the msg handle only through these two. */
+void script_msg_settled(mg_script *s, uint64_t id, const char *final);
+/* Whether the script still holds a handle for delivery id (one it dropped
+ * may still wait for the collector). */
+int script_msg_alive(mg_script *s, uint64_t id);
+/* Cancel every timer of s (gw.after, gw.every), while the loop they are
+ * scheduled on still exists: at exit the loop goes before the state. */
+void script_cancel_timers(mg_script *s);
 
 /* Call the function at registry reference ref, with no arguments, under
  * the budget; errors are logged and counted as "WHAT".  0 or -1. */

@@ -1,4 +1,4 @@
-/* lua_timer.c — gw.after(ms, fn) and gw.every(ms, fn).
+/* mgl_timer.c — gw.after(ms, fn) and gw.every(ms, fn).
  *
  * Timers run on the libwebsockets loop (lws_sul) and belong to the script
  * generation that created them: a reload cancels them all with the old
@@ -9,7 +9,7 @@
 #include <lauxlib.h>
 #include <stdlib.h>
 
-#include "lua_api.h"
+#include "mgl_api.h"
 
 #define TIMER_MT "moongate.timer"
 
@@ -53,9 +53,9 @@ static void timer_fire(lws_sorted_usec_list_t *sul)
 
 static int timer_start(lua_State *L, int repeat)
 {
-    mg_script *s = lua_api_script(L);
+    mg_script *s = mgl_api_script(L);
     if (s->gw->stopping || s->closing)
-        return lua_api_fail(L, s->closing ? "script generation closing" : "shutting down");
+        return mgl_api_fail(L, s->closing ? "script generation closing" : "shutting down");
     lua_Number ms = luaL_checknumber(L, 1);
     luaL_checktype(L, 2, LUA_TFUNCTION);
     if (ms < 0 || (repeat && ms < 1))
@@ -97,8 +97,8 @@ static int timer_every(lua_State *L)
 
 static int timer_cancel(lua_State *L)
 {
-    mg_script *s = lua_api_script(L);
-    ltimer *h = lua_api_checkhandle(L, 1, &ltimer_tag, sizeof(ltimer), TIMER_MT);
+    mg_script *s = mgl_api_script(L);
+    ltimer *h = mgl_api_checkhandle(L, 1, &ltimer_tag, sizeof(ltimer), TIMER_MT);
     mg_timer *t = dict_get(&s->timers, &h->id, sizeof(h->id));
     if (!t) {
         lua_pushboolean(L, 0);
@@ -112,20 +112,20 @@ static int timer_cancel(lua_State *L)
     return 1;
 }
 
-void lua_timer_open(mg_script *s)
+void mgl_timer_open(mg_script *s)
 {
     static const luaL_Reg gwfns[] = {{"after", timer_after}, {"every", timer_every}, {NULL, NULL}};
     static const luaL_Reg methods[] = {{"cancel", timer_cancel}, {NULL, NULL}};
     lua_State *L = s->L;
-    lua_api_setfuncs(s, gwfns); /* into the gw table on top */
+    mgl_api_setfuncs(s, gwfns); /* into the gw table on top */
     luaL_newmetatable(L, TIMER_MT);
     lua_newtable(L);
-    lua_api_setfuncs(s, methods);
+    mgl_api_setfuncs(s, methods);
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
 }
 
-void lua_timer_cancel_all(mg_script *s)
+void mgl_timer_cancel_all(mg_script *s)
 {
     dict_entry *e;
     /* Freeing a timer does not touch the dict, so it can be walked. */

@@ -1,4 +1,4 @@
-/* lua_broker.c — the `msg` handle of on_task and the gw.broker table.
+/* mgl_broker.c — the `msg` handle of on_task and the gw.broker table.
  *
  * A msg handle is a userdata holding the delivery id; its fields (body,
  * headers, routing key...) are copied into its environment table once,
@@ -13,7 +13,7 @@
 
 #include "broker.h"
 #include "conn.h"
-#include "lua_api.h"
+#include "mgl_api.h"
 
 #define MSG_MT "moongate.msg"
 #define HEADERS_MAX_DEPTH 16
@@ -28,7 +28,7 @@ static const char lmsg_tag;
 
 static lmsg *lmsg_check(lua_State *L, int idx)
 {
-    return lua_api_checkhandle(L, idx, &lmsg_tag, sizeof(lmsg), MSG_MT);
+    return mgl_api_checkhandle(L, idx, &lmsg_tag, sizeof(lmsg), MSG_MT);
 }
 
 /* ------------------------------------------------ AMQP field tables -> Lua */
@@ -209,7 +209,7 @@ static int lbroker_to_table(lua_State *L, int idx, amqp_pool_t *pool, amqp_table
 
 static mg_delivery *lmsg_delivery(lua_State *L, int idx, lmsg **hp)
 {
-    mg_script *s = lua_api_script(L);
+    mg_script *s = mgl_api_script(L);
     lmsg *h = lmsg_check(L, idx);
     if (hp)
         *hp = h;
@@ -228,12 +228,12 @@ static const char *lmsg_gone(const lmsg *h)
     lmsg *h;                                                                                       \
     mg_delivery *d = lmsg_delivery(L, 1, &h);                                                      \
     if (!d)                                                                                        \
-        return lua_api_fail(L, lmsg_gone(h));
+        return mgl_api_fail(L, lmsg_gone(h));
 
 static int lmsg_result(lua_State *L, const char *err)
 {
     if (err)
-        return lua_api_fail(L, err);
+        return mgl_api_fail(L, err);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -241,7 +241,7 @@ static int lmsg_result(lua_State *L, const char *err)
 static int lmsg_settle(lua_State *L, link_cmd_type how)
 {
     LMSG_OR_FAIL(L, d, h);
-    return lmsg_result(L, broker_settle(lua_api_script(L)->gw, d, how));
+    return lmsg_result(L, broker_settle(mgl_api_script(L)->gw, d, how));
 }
 
 static int lmsg_ack(lua_State *L)
@@ -350,7 +350,7 @@ static int lmsg_forward(lua_State *L)
         luaL_checktype(L, 4, LUA_TTABLE);
     link_cmd *c = lbroker_cmd(L, 2, d->d->msg.body.bytes, d->d->msg.body.len);
     if (!c)
-        return lua_api_fail(L, "out of memory");
+        return mgl_api_fail(L, "out of memory");
     lmsg_copy_props(&d->d->msg.properties, &c->props, &c->pool);
     if (lua_istable(L, 4)) {
         if (lmsg_merge_headers(L, 4, &c->props.headers, &c->pool) != 0) {
@@ -360,7 +360,7 @@ static int lmsg_forward(lua_State *L)
     }
     c->props._flags |= AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
     c->props.delivery_mode = AMQP_DELIVERY_PERSISTENT;
-    return lmsg_result(L, broker_forward(lua_api_script(L)->gw, d, c));
+    return lmsg_result(L, broker_forward(mgl_api_script(L)->gw, d, c));
 }
 
 /* msg:assign(conn | nil) */
@@ -372,9 +372,9 @@ static int lmsg_assign(lua_State *L)
         lua_pushboolean(L, 1);
         return 1;
     }
-    mg_conn *c = lua_conn_check(L, 2);
+    mg_conn *c = mgl_conn_check(L, 2);
     if (!conn_is_open(c))
-        return lua_api_fail(L, "connection closed");
+        return mgl_api_fail(L, "connection closed");
     d->owner = c->id;
     lua_pushboolean(L, 1);
     return 1;
@@ -389,14 +389,14 @@ static int lmsg_tostring(lua_State *L)
 
 static int lmsg_gc(lua_State *L)
 {
-    mg_script *s = lua_api_script(L);
+    mg_script *s = mgl_api_script(L);
     lmsg *h = lmsg_check(L, 1);
     if (s->gw->script == s)
         broker_handle_dropped(s->gw, h->id);
     return 0;
 }
 
-/* msg.KEY for a key that is not a method (see lua_api_newclass): state
+/* msg.KEY for a key that is not a method (see mgl_api_newclass): state
  * and owner, then the copied fields in the environment table. */
 static int lmsg_field(lua_State *L)
 {
@@ -409,9 +409,9 @@ static int lmsg_field(lua_State *L)
         return 1;
     }
     if (key && strcmp(key, "owner") == 0) {
-        mg_conn *c = d && d->owner ? conn_find(lua_api_script(L)->gw, d->owner) : NULL;
+        mg_conn *c = d && d->owner ? conn_find(mgl_api_script(L)->gw, d->owner) : NULL;
         if (c)
-            lua_conn_push(L, lua_api_script(L), c);
+            mgl_conn_push(L, mgl_api_script(L), c);
         else
             lua_pushnil(L);
         return 1;
@@ -470,13 +470,13 @@ static int lmsg_handles(lua_State *L, mg_script *s)
     return lua_istable(L, -1);
 }
 
-void lua_msg_push(lua_State *L, mg_script *s, mg_delivery *d)
+void mgl_msg_push(lua_State *L, mg_script *s, mg_delivery *d)
 {
     int cached = lmsg_handles(L, s);
     if (cached) {
         lua_pushnumber(L, (lua_Number)d->id);
         lua_rawget(L, -2);
-        if (lua_api_tohandle(L, -1, &lmsg_tag, sizeof(lmsg))) {
+        if (mgl_api_tohandle(L, -1, &lmsg_tag, sizeof(lmsg))) {
             lua_remove(L, -2);
             return;
         }
@@ -510,13 +510,13 @@ static lmsg *lmsg_find(mg_script *s, uint64_t id)
     lua_pushnumber(L, (lua_Number)id);
     lua_rawget(L, -2);
     lua_remove(L, -2);
-    lmsg *h = lua_api_tohandle(L, -1, &lmsg_tag, sizeof(lmsg));
+    lmsg *h = mgl_api_tohandle(L, -1, &lmsg_tag, sizeof(lmsg));
     if (!h)
         lua_pop(L, 1);
     return h;
 }
 
-void lua_msg_settled(mg_script *s, uint64_t id, const char *final)
+void mgl_msg_settled(mg_script *s, uint64_t id, const char *final)
 {
     lmsg *h = lmsg_find(s, id);
     if (!h)
@@ -525,7 +525,7 @@ void lua_msg_settled(mg_script *s, uint64_t id, const char *final)
     lua_pop(s->L, 1);
 }
 
-int lua_msg_alive(mg_script *s, uint64_t id)
+int mgl_msg_alive(mg_script *s, uint64_t id)
 {
     if (!lmsg_find(s, id))
         return 0;
@@ -581,12 +581,12 @@ static int lbroker_publish(lua_State *L)
         luaL_checktype(L, 4, LUA_TTABLE);
     if (!lua_isnoneornil(L, 5))
         luaL_checktype(L, 5, LUA_TTABLE);
-    mg_gw *gw = lua_api_script(L)->gw;
+    mg_gw *gw = mgl_api_script(L)->gw;
     if (!gw->broker)
-        return lua_api_fail(L, "no broker configured");
+        return mgl_api_fail(L, "no broker configured");
     link_cmd *c = lbroker_cmd(L, 1, body, blen);
     if (!c)
-        return lua_api_fail(L, "out of memory");
+        return mgl_api_fail(L, "out of memory");
     amqp_basic_properties_t *p = &c->props;
     p->_flags = AMQP_BASIC_DELIVERY_MODE_FLAG;
     p->delivery_mode = AMQP_DELIVERY_PERSISTENT;
@@ -607,23 +607,23 @@ static int lbroker_publish(lua_State *L)
 /* gw.broker.message(id) */
 static int lbroker_message(lua_State *L)
 {
-    mg_script *s = lua_api_script(L);
+    mg_script *s = mgl_api_script(L);
     mg_delivery *d = broker_find(s->gw, (uint64_t)luaL_checknumber(L, 1));
     if (!d) {
         lua_pushnil(L);
         return 1;
     }
-    lua_msg_push(L, s, d);
+    mgl_msg_push(L, s, d);
     return 1;
 }
 
 /* gw.broker.unsettled([conn]) */
 static int lbroker_unsettled(lua_State *L)
 {
-    mg_script *s = lua_api_script(L);
+    mg_script *s = mgl_api_script(L);
     uint64_t owner = 0;
     if (!lua_isnoneornil(L, 1)) {
-        mg_conn *c = lua_conn_check(L, 1);
+        mg_conn *c = mgl_conn_check(L, 1);
         if (!c) { /* gone: what it held has been requeued */
             lua_newtable(L);
             return 1;
@@ -635,7 +635,7 @@ static int lbroker_unsettled(lua_State *L)
     for (mg_delivery *d = broker_first(s->gw); d; d = d->next) {
         if (owner && d->owner != owner)
             continue;
-        lua_msg_push(L, s, d);
+        mgl_msg_push(L, s, d);
         lua_rawseti(L, -2, ++n);
     }
     return 1;
@@ -644,11 +644,11 @@ static int lbroker_unsettled(lua_State *L)
 /* gw.broker.state() */
 static int lbroker_state(lua_State *L)
 {
-    lua_pushstring(L, broker_state(lua_api_script(L)->gw));
+    lua_pushstring(L, broker_state(mgl_api_script(L)->gw));
     return 1;
 }
 
-void lua_broker_open(mg_script *s)
+void mgl_broker_open(mg_script *s)
 {
     static const luaL_Reg methods[] = {
         {"ack", lmsg_ack},         {"requeue", lmsg_requeue}, {"reject", lmsg_reject},
@@ -668,7 +668,7 @@ void lua_broker_open(mg_script *s)
     };
     lua_State *L = s->L;
 
-    lua_api_newclass(s, MSG_MT, methods, lmsg_field, meta);
+    mgl_api_newclass(s, MSG_MT, methods, lmsg_field, meta);
 
     lua_newtable(L);
     lua_createtable(L, 0, 1);
@@ -679,6 +679,6 @@ void lua_broker_open(mg_script *s)
 
     /* gw.broker, into the gw table at the top of the stack. */
     lua_newtable(L);
-    lua_api_setfuncs(s, fns);
+    mgl_api_setfuncs(s, fns);
     lua_setfield(L, -2, "broker");
 }

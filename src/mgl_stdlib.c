@@ -1,4 +1,4 @@
-/* lua_stdlib.c — Lua's standard libraries as moongate's scripts see them.
+/* mgl_stdlib.c — Lua's standard libraries as moongate's scripts see them.
  *
  * The libraries LuaJIT opens, with the ways they had to hang or crash the
  * gateway taken away:
@@ -13,8 +13,8 @@
  *  - coroutine.resume and coroutine.wrap refuse to nest more than
  *    STDLIB_CO_DEPTH deep, or once less than CSTACK_RESERVE of C stack is
  *    left (cstack.h): every coroutine has a Lua stack of its own, so
- *    nothing else bounds their nesting (LuaJIT crashed at ~100,000 levels
- *    on an 8 MB stack; Lua 5.1 itself stops at 200).
+ *    nothing else bounds their nesting (LuaJIT sets no limit of its own
+ *    and crashed once the C stack ran out; Lua 5.1 itself stops at 200).
  *  - The JIT stays off: jit.on() raises (hook budgets depend on it).
  *  - With lua.sandbox: no debug, io, ffi or jit libraries, no loadfile or
  *    dofile, no C modules (package.loadlib, the C searchers), os reduced to
@@ -35,7 +35,7 @@
 
 #include "budget.h"
 #include "cstack.h"
-#include "lua_api.h"
+#include "mgl_api.h"
 
 /* ---- loading files ---- */
 
@@ -56,7 +56,7 @@ static const char *stdlib_read(lua_State *L, void *ud, size_t *size)
     return n > 0 ? r->buf : NULL;
 }
 
-int lua_stdlib_loadfile(lua_State *L, const char *path, const char *mode)
+int mgl_stdlib_loadfile(lua_State *L, const char *path, const char *mode)
 {
     /* O_NONBLOCK: opening a FIFO with no writer would block. */
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
@@ -94,7 +94,7 @@ static int stdlib_loadfile_cf(lua_State *L)
     if (strcmp(stdlib_mode(L), "t") == 0)
         mode = "t";
     int env = !lua_isnoneornil(L, 3);
-    if (lua_stdlib_loadfile(L, path, mode) != 0) {
+    if (mgl_stdlib_loadfile(L, path, mode) != 0) {
         lua_pushnil(L);
         lua_insert(L, -2);
         return 2;
@@ -123,7 +123,7 @@ static int stdlib_searcher(lua_State *L)
         if (len) {
             lua_pushlstring(L, p, len);
             const char *file = luaL_gsub(L, lua_tostring(L, -1), LUA_PATH_MARK, file_name);
-            int rc = lua_stdlib_loadfile(L, file, stdlib_mode(L));
+            int rc = mgl_stdlib_loadfile(L, file, stdlib_mode(L));
             if (rc == 0)
                 return 1;
             if (rc != LUA_ERRFILE || access(file, F_OK) == 0)
@@ -158,7 +158,7 @@ static int stdlib_aborting(lua_State *L)
  * unbalanced does not outlive the call.) */
 static int stdlib_co_enter(lua_State *L)
 {
-    mg_script *s = lua_api_script(L);
+    mg_script *s = mgl_api_script(L);
     int ok = s->co_depth < STDLIB_CO_DEPTH && cstack_room() > CSTACK_RESERVE;
     s->co_depth += ok;
     lua_pushboolean(L, ok);
@@ -168,7 +168,7 @@ static int stdlib_co_enter(lua_State *L)
 /* After it: one level less; returns its arguments (resume's results). */
 static int stdlib_co_leave(lua_State *L)
 {
-    mg_script *s = lua_api_script(L);
+    mg_script *s = mgl_api_script(L);
     if (s->co_depth > 0)
         s->co_depth--;
     return lua_gettop(L);
@@ -266,7 +266,7 @@ static void stdlib_loaders(lua_State *L, int sandbox)
     lua_pushcclosure(L, stdlib_loadfile_cf, 2); /* takes the package table too */
 }
 
-void lua_stdlib_open(mg_script *s, const mg_config *cfg)
+void mgl_stdlib_open(mg_script *s, const mg_config *cfg)
 {
     lua_State *L = s->L;
     luaL_openlibs(L);
@@ -290,7 +290,7 @@ void lua_stdlib_open(mg_script *s, const mg_config *cfg)
     lua_call(L, 4, 0);
 }
 
-void lua_stdlib_seal(mg_script *s)
+void mgl_stdlib_seal(mg_script *s)
 {
     lua_State *L = s->L;
     if (!s->sandbox)

@@ -1,5 +1,5 @@
-/* lua_gw.c — the `gw` table: messaging, lookup, log, clock, config, JSON
- * and gw.store, plus the helpers the binding files share (lua_api.h). */
+/* mgl_gw.c — the `gw` table: messaging, lookup, log, clock, config, JSON
+ * and gw.store, plus the helpers the binding files share (mgl_api.h). */
 #include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,14 +8,14 @@
 #include "cluster.h"
 #include "conn.h"
 #include "log.h"
-#include "lua_api.h"
+#include "mgl_api.h"
 #include "peer.h"
 #include "pubsub.h"
 #include "workers.h"
 
 /* ---- shared helpers ---- */
 
-void lua_api_setfuncs(mg_script *s, const luaL_Reg *fns)
+void mgl_api_setfuncs(mg_script *s, const luaL_Reg *fns)
 {
     for (; fns->name; fns++) {
         lua_pushlightuserdata(s->L, s);
@@ -27,33 +27,33 @@ void lua_api_setfuncs(mg_script *s, const luaL_Reg *fns)
 /* The __index of a handle type, made from the methods table and the C
  * field getter: a Lua function, so `h:method()` costs the interpreter a
  * table lookup and no call into C.  Hooks run with the JIT off. */
-static const char lua_api_index_src[] = "local methods, field = ...\n"
+static const char mgl_api_index_src[] = "local methods, field = ...\n"
                                         "return function(h, k)\n"
                                         "  local m = methods[k]\n"
                                         "  if m ~= nil then return m end\n"
                                         "  return field(h, k)\n"
                                         "end\n";
 
-void lua_api_newclass(mg_script *s, const char *name, const luaL_Reg *methods, lua_CFunction field,
+void mgl_api_newclass(mg_script *s, const char *name, const luaL_Reg *methods, lua_CFunction field,
                       const luaL_Reg *meta)
 {
     lua_State *L = s->L;
     luaL_newmetatable(L, name);
-    if (luaL_loadbuffer(L, lua_api_index_src, sizeof(lua_api_index_src) - 1, "=handle __index"))
+    if (luaL_loadbuffer(L, mgl_api_index_src, sizeof(mgl_api_index_src) - 1, "=handle __index"))
         lua_error(L); /* out of memory while building the state */
     lua_newtable(L);
-    lua_api_setfuncs(s, methods);
+    mgl_api_setfuncs(s, methods);
     lua_pushlightuserdata(L, s);
     lua_pushcclosure(L, field, 1);
     lua_call(L, 2, 1);
     lua_setfield(L, -2, "__index");
-    lua_api_setfuncs(s, meta);
+    mgl_api_setfuncs(s, meta);
     lua_pushstring(L, name);
     lua_setfield(L, -2, "__metatable");
     lua_pop(L, 1);
 }
 
-void *lua_api_tohandle(lua_State *L, int idx, const void *tag, size_t size)
+void *mgl_api_tohandle(lua_State *L, int idx, const void *tag, size_t size)
 {
     const void *const *h = lua_touserdata(L, idx);
     if (!h || lua_type(L, idx) != LUA_TUSERDATA || lua_objlen(L, idx) != size || *h != tag)
@@ -61,22 +61,22 @@ void *lua_api_tohandle(lua_State *L, int idx, const void *tag, size_t size)
     return (void *)h;
 }
 
-void *lua_api_checkhandle(lua_State *L, int idx, const void *tag, size_t size, const char *name)
+void *mgl_api_checkhandle(lua_State *L, int idx, const void *tag, size_t size, const char *name)
 {
-    void *h = lua_api_tohandle(L, idx, tag, size);
+    void *h = mgl_api_tohandle(L, idx, tag, size);
     if (!h)
         luaL_typerror(L, idx, name);
     return h;
 }
 
-int lua_api_fail(lua_State *L, const char *msg)
+int mgl_api_fail(lua_State *L, const char *msg)
 {
     lua_pushnil(L);
     lua_pushstring(L, msg);
     return 2;
 }
 
-void lua_api_pushvalue(lua_State *L, const mg_value *v)
+void mgl_api_pushvalue(lua_State *L, const mg_value *v)
 {
     switch (v->type) {
     case MG_VAL_BOOL:
@@ -93,7 +93,7 @@ void lua_api_pushvalue(lua_State *L, const mg_value *v)
     }
 }
 
-int lua_api_tovalue(lua_State *L, int idx, mg_value *v)
+int mgl_api_tovalue(lua_State *L, int idx, mg_value *v)
 {
     memset(v, 0, sizeof(*v));
     switch (lua_type(L, idx)) {
@@ -118,7 +118,7 @@ int lua_api_tovalue(lua_State *L, int idx, mg_value *v)
     }
 }
 
-int lua_api_kind(const mg_script *s, lua_State *L, int idx)
+int mgl_api_kind(const mg_script *s, lua_State *L, int idx)
 {
     /* Strings are interned: "text" and "binary" are the state's own. */
     const char *kind = lua_tostring(L, idx);
@@ -142,7 +142,7 @@ static mg_conn *lgw_target(lua_State *L, mg_gw *gw, int idx)
     if (lua_type(L, idx) == LUA_TSTRING)
         return conn_find_name(gw, lua_tostring(L, idx));
     if (lua_type(L, idx) == LUA_TUSERDATA) /* a conn handle, and no other kind */
-        return lua_conn_check(L, idx);
+        return mgl_conn_check(L, idx);
     luaL_argerror(L, idx, "expected a connection, an id or a name");
     return NULL;
 }
@@ -169,28 +169,28 @@ static int lgw_send_elsewhere(lua_State *L, mg_gw *gw, int op, const char *data,
 
 static int lgw_send(lua_State *L)
 {
-    mg_script *s = lua_api_script(L);
+    mg_script *s = mgl_api_script(L);
     mg_gw *gw = s->gw;
     mg_conn *c = lgw_target(L, gw, 1);
     size_t len;
     const char *data = luaL_checklstring(L, 2, &len);
-    int op = lua_api_kind(s, L, 3);
+    int op = mgl_api_kind(s, L, 3);
     if (!c) {
         if (!lgw_send_elsewhere(L, gw, op, data, len))
-            return lua_api_fail(L, "no such connection");
+            return mgl_api_fail(L, "no such connection");
         lua_pushboolean(L, 1);
         return 1;
     }
     int rc = conn_send(gw, c, op, data, len);
     if (rc != MG_SEND_OK)
-        return lua_api_fail(L, conn_send_error(rc));
+        return mgl_api_fail(L, conn_send_error(rc));
     lua_pushboolean(L, 1);
     return 1;
 }
 
 static int lgw_broadcast(lua_State *L)
 {
-    mg_script *s = lua_api_script(L);
+    mg_script *s = mgl_api_script(L);
     mg_gw *gw = s->gw;
     size_t len;
     const char *data = luaL_checklstring(L, 1, &len);
@@ -201,10 +201,10 @@ static int lgw_broadcast(lua_State *L)
         mg_conn *c = lgw_target(L, gw, 2);
         except = c ? c->id : 0;
     }
-    int op = lua_api_kind(s, L, 3);
+    int op = mgl_api_kind(s, L, 3);
     long n = pubsub_broadcast(gw, op, data, len, except);
     if (n < 0)
-        return lua_api_fail(L, "out of memory");
+        return mgl_api_fail(L, "out of memory");
     peers_broadcast(gw, op, data, len, except);
     cluster_broadcast(gw, op, data, len, except);
     lua_pushinteger(L, n);
@@ -213,15 +213,15 @@ static int lgw_broadcast(lua_State *L)
 
 static int lgw_publish(lua_State *L)
 {
-    mg_script *s = lua_api_script(L);
+    mg_script *s = mgl_api_script(L);
     mg_gw *gw = s->gw;
     const char *topic = luaL_checkstring(L, 1);
     size_t len;
     const char *data = luaL_checklstring(L, 2, &len);
-    int op = lua_api_kind(s, L, 3);
+    int op = mgl_api_kind(s, L, 3);
     long n = pubsub_publish(gw, topic, op, data, len);
     if (n < 0)
-        return lua_api_fail(L, "out of memory");
+        return mgl_api_fail(L, "out of memory");
     peers_publish(gw, topic, op, data, len);
     cluster_publish(gw, topic, op, data, len);
     lua_pushinteger(L, n);
@@ -231,7 +231,7 @@ static int lgw_publish(lua_State *L)
 static int lgw_push_conn_or_nil(lua_State *L, mg_conn *c)
 {
     if (c)
-        lua_conn_push(L, lua_api_script(L), c);
+        mgl_conn_push(L, mgl_api_script(L), c);
     else
         lua_pushnil(L);
     return 1;
@@ -239,14 +239,14 @@ static int lgw_push_conn_or_nil(lua_State *L, mg_conn *c)
 
 static int lgw_find(lua_State *L)
 {
-    return lgw_push_conn_or_nil(L, conn_find_name(lua_api_script(L)->gw, luaL_checkstring(L, 1)));
+    return lgw_push_conn_or_nil(L, conn_find_name(mgl_api_script(L)->gw, luaL_checkstring(L, 1)));
 }
 
 /* gw.online(name): a client holds name here, on another worker or on
  * another node (as far as this worker's directory knows). */
 static int lgw_online(lua_State *L)
 {
-    mg_gw *gw = lua_api_script(L)->gw;
+    mg_gw *gw = mgl_api_script(L)->gw;
     const char *name = luaL_checkstring(L, 1);
     lua_pushboolean(L, conn_find_name(gw, name) || peers_has_name(gw, name) ||
                            cluster_has_name(gw, name));
@@ -256,18 +256,18 @@ static int lgw_online(lua_State *L)
 static int lgw_get(lua_State *L)
 {
     uint64_t id = (uint64_t)luaL_checknumber(L, 1);
-    return lgw_push_conn_or_nil(L, conn_find(lua_api_script(L)->gw, id));
+    return lgw_push_conn_or_nil(L, conn_find(mgl_api_script(L)->gw, id));
 }
 
 static int lgw_clients(lua_State *L)
 {
-    mg_script *s = lua_api_script(L);
+    mg_script *s = mgl_api_script(L);
     lua_createtable(L, (int)s->gw->conns_open, 0);
     int i = 1;
     for (mg_conn *c = s->gw->conn_list; c; c = c->next) {
         if (!conn_is_open(c))
             continue;
-        lua_conn_push(L, s, c);
+        mgl_conn_push(L, s, c);
         lua_rawseti(L, -2, i++);
     }
     return 1;
@@ -276,7 +276,7 @@ static int lgw_clients(lua_State *L)
 /* gw.count() this worker's clients; gw.count("all") every worker's. */
 static int lgw_count(lua_State *L)
 {
-    mg_gw *gw = lua_api_script(L)->gw;
+    mg_gw *gw = mgl_api_script(L)->gw;
     const char *scope = luaL_optstring(L, 1, "worker");
     if (!strcmp(scope, "all"))
         lua_pushinteger(L, (lua_Integer)workers_conns_all(gw));
@@ -311,7 +311,7 @@ static int lgw_log_at(lua_State *L, mg_log_level level)
         luaL_addvalue(&b);
     }
     luaL_pushresult(&b);
-    log_conn(level, lua_api_script(L)->cur_conn, "lua: %s", lua_tostring(L, -1));
+    log_conn(level, mgl_api_script(L)->cur_conn, "lua: %s", lua_tostring(L, -1));
     return 0;
 }
 
@@ -336,12 +336,12 @@ static int lgw_log_error(lua_State *L)
 
 static int lgw_store_index(lua_State *L)
 {
-    mg_gw *gw = lua_api_script(L)->gw;
+    mg_gw *gw = mgl_api_script(L)->gw;
     size_t len;
     const char *key = luaL_checklstring(L, 2, &len);
     mg_value *v = dict_get(&gw->store, key, len);
     if (v)
-        lua_api_pushvalue(L, v);
+        mgl_api_pushvalue(L, v);
     else
         lua_pushnil(L);
     return 1;
@@ -349,11 +349,11 @@ static int lgw_store_index(lua_State *L)
 
 static int lgw_store_newindex(lua_State *L)
 {
-    mg_gw *gw = lua_api_script(L)->gw;
+    mg_gw *gw = mgl_api_script(L)->gw;
     size_t len;
     const char *key = luaL_checklstring(L, 2, &len);
     mg_value in;
-    if (lua_api_tovalue(L, 3, &in) != 0)
+    if (mgl_api_tovalue(L, 3, &in) != 0)
         return luaL_error(L, "gw.store values must be strings, numbers, booleans or nil");
     if (in.type == MG_VAL_NIL) {
         mg_value *old = dict_del(&gw->store, key, len);
@@ -392,7 +392,7 @@ static void lgw_open_store(mg_script *s)
     };
     lua_newtable(s->L);
     lua_newtable(s->L);
-    lua_api_setfuncs(s, mt);
+    mgl_api_setfuncs(s, mt);
     lua_setmetatable(s->L, -2);
 }
 
@@ -533,7 +533,7 @@ static void lgw_open_json(lua_State *L)
     }
 }
 
-void lua_gw_open(mg_script *s, const mg_config *cfg)
+void mgl_gw_open(mg_script *s, const mg_config *cfg)
 {
     static const luaL_Reg fns[] = {
         {"send", lgw_send},       {"broadcast", lgw_broadcast},
@@ -548,9 +548,9 @@ void lua_gw_open(mg_script *s, const mg_config *cfg)
     };
     lua_State *L = s->L;
     lua_newtable(L);
-    lua_api_setfuncs(s, fns);
+    mgl_api_setfuncs(s, fns);
     lua_newtable(L);
-    lua_api_setfuncs(s, logfns);
+    mgl_api_setfuncs(s, logfns);
     lua_setfield(L, -2, "log");
     lgw_open_config(L, cfg);
     lua_setfield(L, -2, "config");
@@ -568,6 +568,6 @@ void lua_gw_open(mg_script *s, const mg_config *cfg)
         lua_pushstring(L, cfg->cluster->node);
         lua_setfield(L, -2, "node");
     }
-    lua_timer_open(s);
-    lua_broker_open(s);
+    mgl_timer_open(s);
+    mgl_broker_open(s);
 }

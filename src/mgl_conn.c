@@ -1,4 +1,4 @@
-/* lua_conn.c — the `conn` handle Lua scripts get.
+/* mgl_conn.c — the `conn` handle Lua scripts get.
  *
  * A handle is a userdata naming the connection by id; every field read and
  * method call finds the connection first, so a handle outlives its
@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "conn.h"
-#include "lua_api.h"
+#include "mgl_api.h"
 #include "pubsub.h"
 
 #define CONN_MT "moongate.conn"
@@ -33,10 +33,10 @@ static const char lconn_tag;
 
 static int lconn_gc(lua_State *L);
 
-/* The conn handle at idx, or an argument error (lua_api_checkhandle). */
+/* The conn handle at idx, or an argument error (mgl_api_checkhandle). */
 static lconn *lconn_check(lua_State *L, int idx)
 {
-    return lua_api_checkhandle(L, idx, &lconn_tag, sizeof(lconn), CONN_MT);
+    return mgl_api_checkhandle(L, idx, &lconn_tag, sizeof(lconn), CONN_MT);
 }
 
 /* The handle's connection, or NULL once it is gone. */
@@ -50,7 +50,7 @@ static mg_conn *lconn_get(lua_State *L, int idx)
     return lconn_conn(lconn_check(L, idx));
 }
 
-mg_conn *lua_conn_check(lua_State *L, int idx)
+mg_conn *mgl_conn_check(lua_State *L, int idx)
 {
     return lconn_get(L, idx);
 }
@@ -64,7 +64,7 @@ static int lconn_open_or_final(const mg_conn *c)
 #define LCONN_OPEN_OR_FAIL(L, c)                                                                   \
     mg_conn *c = lconn_get(L, 1);                                                                  \
     if (!lconn_open_or_final(c))                                                                   \
-        return lua_api_fail(L, "connection closed");
+        return mgl_api_fail(L, "connection closed");
 
 static int lconn_send(lua_State *L)
 {
@@ -72,13 +72,13 @@ static int lconn_send(lua_State *L)
     mg_script *s = h->s;
     mg_conn *c = lconn_conn(h);
     if (!lconn_open_or_final(c))
-        return lua_api_fail(L, "connection closed");
+        return mgl_api_fail(L, "connection closed");
     size_t len;
     const char *data = luaL_checklstring(L, 2, &len);
-    int op = lua_api_kind(s, L, 3);
+    int op = mgl_api_kind(s, L, 3);
     int rc = conn_send(s->gw, c, op, data, len);
     if (rc != MG_SEND_OK)
-        return lua_api_fail(L, conn_send_error(rc));
+        return mgl_api_fail(L, conn_send_error(rc));
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -92,7 +92,7 @@ static int lconn_close(lua_State *L)
         return luaL_argerror(L, 2, "close code must be 1000 or 3000..4999");
     if (strlen(reason) > 123)
         return luaL_argerror(L, 3, "close reason longer than 123 bytes");
-    conn_close(lua_api_script(L)->gw, c, code, reason, 0);
+    conn_close(mgl_api_script(L)->gw, c, code, reason, 0);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -102,8 +102,8 @@ static int lconn_set_name(lua_State *L)
     LCONN_OPEN_OR_FAIL(L, c);
     const char *name = luaL_checkstring(L, 2);
     const char *err = NULL;
-    if (conn_set_name(lua_api_script(L)->gw, c, name, &err) != 0)
-        return lua_api_fail(L, err);
+    if (conn_set_name(mgl_api_script(L)->gw, c, name, &err) != 0)
+        return mgl_api_fail(L, err);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -128,7 +128,7 @@ static int lconn_get_attr(lua_State *L)
     if (!v)
         lua_pushnil(L);
     else
-        lua_api_pushvalue(L, v);
+        mgl_api_pushvalue(L, v);
     return 1;
 }
 
@@ -136,14 +136,14 @@ static int lconn_set_attr(lua_State *L)
 {
     mg_conn *c = lconn_get(L, 1);
     if (!c)
-        return lua_api_fail(L, "connection closed");
+        return mgl_api_fail(L, "connection closed");
     const char *key = luaL_checkstring(L, 2);
     mg_value v = {0};
-    if (lua_api_tovalue(L, 3, &v) != 0)
+    if (mgl_api_tovalue(L, 3, &v) != 0)
         return luaL_argerror(L, 3, "expected string, number, boolean or nil");
     int rc = conn_attr_set(c, key, &v);
     if (rc != 0)
-        return lua_api_fail(L, "out of memory");
+        return mgl_api_fail(L, "out of memory");
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -151,8 +151,8 @@ static int lconn_set_attr(lua_State *L)
 static int lconn_subscribe(lua_State *L)
 {
     LCONN_OPEN_OR_FAIL(L, c);
-    if (pubsub_subscribe(lua_api_script(L)->gw, c, luaL_checkstring(L, 2)) != 0)
-        return lua_api_fail(L, "out of memory");
+    if (pubsub_subscribe(mgl_api_script(L)->gw, c, luaL_checkstring(L, 2)) != 0)
+        return mgl_api_fail(L, "out of memory");
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -161,8 +161,8 @@ static int lconn_unsubscribe(lua_State *L)
 {
     mg_conn *c = lconn_get(L, 1);
     if (!c)
-        return lua_api_fail(L, "connection closed");
-    pubsub_unsubscribe(lua_api_script(L)->gw, c, luaL_checkstring(L, 2));
+        return mgl_api_fail(L, "connection closed");
+    pubsub_unsubscribe(mgl_api_script(L)->gw, c, luaL_checkstring(L, 2));
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -188,7 +188,7 @@ static void lconn_push_str_or_nil(lua_State *L, const char *s)
         lua_pushnil(L);
 }
 
-/* conn.KEY for a key that is not a method (see lua_api_newclass). */
+/* conn.KEY for a key that is not a method (see mgl_api_newclass). */
 static int lconn_field(lua_State *L)
 {
     lconn *h = lconn_check(L, 1);
@@ -220,7 +220,7 @@ static int lconn_eq(lua_State *L)
     return 1;
 }
 
-void lua_conn_open(mg_script *s)
+void mgl_conn_open(mg_script *s)
 {
     static const luaL_Reg methods[] = {
         {"send", lconn_send},           {"close", lconn_close},
@@ -235,7 +235,7 @@ void lua_conn_open(mg_script *s)
         {"__gc", lconn_gc},
         {NULL, NULL},
     };
-    lua_api_newclass(s, CONN_MT, methods, lconn_field, meta);
+    mgl_api_newclass(s, CONN_MT, methods, lconn_field, meta);
 }
 
 /* c's cached handle is gone, or no longer to be trusted: c forgets it, and
@@ -253,13 +253,13 @@ static void lconn_uncache(mg_conn *c)
  * state is closing, or the script replaced the registry's reference). */
 static int lconn_gc(lua_State *L)
 {
-    lconn *h = lua_api_tohandle(L, 1, &lconn_tag, sizeof(lconn));
+    lconn *h = mgl_api_tohandle(L, 1, &lconn_tag, sizeof(lconn));
     if (h && h->c && h->c->lua_handle == h)
         lconn_uncache(h->c);
     return 0;
 }
 
-void lua_conn_push(lua_State *L, mg_script *s, mg_conn *c)
+void mgl_conn_push(lua_State *L, mg_script *s, mg_conn *c)
 {
     if (c->lua_ref >= 0 && c->lua_ref_gen == (uint32_t)s->gen) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, c->lua_ref);
@@ -292,7 +292,7 @@ void lua_conn_push(lua_State *L, mg_script *s, mg_conn *c)
     }
 }
 
-void lua_conn_forget(mg_script *s, mg_conn *c)
+void mgl_conn_forget(mg_script *s, mg_conn *c)
 {
     if (c->lua_ref >= 0 && c->lua_ref_gen == (uint32_t)s->gen)
         luaL_unref(s->L, LUA_REGISTRYINDEX, c->lua_ref);
