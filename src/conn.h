@@ -83,7 +83,7 @@ struct mg_conn {
     int pre;                   /* fastrx: its bytes wait in read slot pre - 1; 0 none */
     int lua_ref;               /* cached Lua handle in the registry ... */
     uint32_t lua_ref_gen;      /* ... of this script generation (its low bits) ... */
-    void *lua_handle;          /* ... and the handle itself, while it lives (lua_conn.c) */
+    void *lua_handle;          /* ... and the handle itself, while it lives (mgl_conn.c) */
 
     int64_t last_rx_ms;   /* last frame of any kind from the client */
     int64_t next_ping_ms; /* when the heartbeat pings it next */

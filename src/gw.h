@@ -60,7 +60,7 @@ typedef struct mg_gw {
     uint64_t conns_open; /* in state MG_CONN_OPEN: what gw.count() reports */
 
     dict topics; /* topic -> mg_topic (pubsub.c) */
-    dict store;  /* key -> mg_value (gw.store, lua_gw.c) */
+    dict store;  /* key -> mg_value (gw.store, mgl_gw.c) */
 
     mg_broker *broker;          /* RabbitMQ bridge, or NULL (broker.c) */
     struct mg_cluster *cluster; /* membership of a cluster, or NULL (cluster.c) */

@@ -30,8 +30,8 @@
 
 /* glibc gives the top of the heap back to the kernel once 128 KiB of it
  * is free, so a stream of 16 KiB messages (each a Lua string and a queued
- * frame) grew and trimmed the heap every few messages: a page fault per
- * 4 KiB, ~20% of a 16 KiB echo's time.  Keep up to 8 MiB of free heap; a
+ * frame) grew and trimmed the heap every few messages, and paid a page
+ * fault per 4 KiB each time it grew back.  Keep up to 8 MiB of free heap; a
  * block of 1 MiB or more still gets its own mapping, returned when freed. */
 static void main_tune_malloc(void)
 {

@@ -4,12 +4,9 @@
  * turn it writes every connection whose queue filled during it: the
  * replies of an echo, or all 10,000 subscribers after a broadcast.  With
  * recv() and send() that is a system call per socket, and where a system
- * call is dear (in a VM with page-table isolation an empty one took
- * 1.06 us here) that is a large part of each one's cost.  A batch queued
- * here goes to the kernel in one io_uring_enter: measured on loopback with
- * a reader on the other core, 64 B to each of 9,000 sockets went from
- * 7.2-7.6 to 5.3 us per socket, and to each of 64 sockets from 4.9-6.2 to
- * 2.9-3.6 us.
+ * call is dear (in a VM with page-table isolation) that is a large part
+ * of each one's cost.  A batch queued here goes to the kernel in one
+ * io_uring_enter.
  *
  * Every operation carries MSG_DONTWAIT, so the kernel performs it while
  * the batch is submitted, never parks it on a socket: each result is what

@@ -99,8 +99,8 @@ static int writer_sent(mg_conn *c, ssize_t k, size_t n)
 }
 
 /* One write of whole queued frames: send() where moongate owns the socket
- * (going through lws_write cost a tenth of a broadcast's user time, most
- * of it cache misses on lws's connection struct); elsewhere lws_write,
+ * (lws_write would touch lws's connection struct, a cache miss per
+ * socket in a broadcast); elsewhere lws_write,
  * which keeps what the kernel did not take and writes it before anything
  * else.  0, or -1 if the socket failed. */
 static int writer_write_once(mg_gw *gw, mg_conn *c)

@@ -45,8 +45,8 @@ __attribute__((target("avx2"))) static size_t wsrx_unmask_avx2(unsigned char *p,
 
 /* Unmask n bytes in place; off is the key index of p[0].  With the key
  * rotated to start at off (byte i of it, in memory order, is
- * mask[(off + i) & 3]): 32 bytes at a time where AVX2 is there (a 16 KiB
- * message spent a fifth of its time here), then sixteen (SSE2, which every
+ * mask[(off + i) & 3]): 32 bytes at a time where AVX2 is there (a big
+ * message spends much of its time here), then sixteen (SSE2, which every
  * x86-64 has), then eight, then one.  utf8_valid reads the result back at
  * once, sixteen bytes at a time: stores of the same width let the CPU
  * forward them to those loads (a 16-byte load over two 8-byte stores

@@ -1,13 +1,14 @@
 /* evpoll.h — libwebsockets' poll(), served by epoll.
  *
- * lws 4.1.6's default loop calls poll() over every descriptor it owns once
- * per loop turn.  The kernel checks each socket and, to sleep, hooks a
- * wait-queue entry into each, then takes them all down again: measured
- * here, 0.9 ms of kernel time per call for 5,000 sockets, so with 10,000
- * connections every turn of the loop (every broadcast, every batch of
- * heartbeat pongs) cost a few ms before any work began.
+ * lws's default loop calls poll() over every descriptor it owns once per
+ * loop turn.  The kernel checks each socket and, to sleep, hooks a
+ * wait-queue entry into each, then takes them all down again: with many
+ * thousands of connections every turn of the loop (every broadcast, every
+ * batch of heartbeat pongs) cost milliseconds before any work began.
  *
- * evpoll.c defines poll() in the executable; lws calls it through its PLT.
+ * evpoll.c defines poll() in the executable.  poll() is libc's, so lws
+ * calls it through its PLT however lws itself was linked
+ * (-Bsymbolic-functions and LTO bind only lws's own functions).
  * Calls from the event loop's thread, once evpoll_start has run, are served
  * from an epoll set that mirrors the pollfd array: each call compares the
  * array with what the set holds (a user-space scan, microseconds) and

@@ -11,7 +11,7 @@
  * MADV_DONTNEED, one call per run of neighbouring slots.  Emptying a slot
  * at each free cost a system call, a TLB flush on every cpu the process
  * ran on, and a page fault at the next use: done for every handshake, it
- * was a third of the gateway's CPU in a connect storm.  A receive buffer is
+ * was the biggest cost of a connect storm.  A receive buffer is
  * also emptied, at once, when lwsmem_rx_release() says its content is
  * dead.  A request bigger than the slot size goes to malloc. */
 #include "lwsmem.h"
@@ -38,7 +38,7 @@ typedef struct lwsmem_arena {
     size_t used; /* slots handed out */
 } lwsmem_arena;
 
-/* The allocations of lws 4.1.6 that get an arena (lwsmem.h says why);
+/* The allocations of lws 4.1 and 4.3 (the same strings) that get an arena (lwsmem.h says why);
  * reason strings from roles/ws/ops-ws.c and roles/http/parsers.c. */
 enum { LWSMEM_RX, LWSMEM_AH_DATA, LWSMEM_NARENAS };
 static lwsmem_arena lwsmem_arenas[LWSMEM_NARENAS] = {
