@@ -252,6 +252,22 @@ static int evpoll_report(struct pollfd *fds, int ready)
     return ready;
 }
 
+/* evpoll_serve could not grow its tables: libc's poll() answers instead. */
+#define EVPOLL_UNSERVED (-2)
+
+/* Out of memory for the array of ready indexes: on_ready hears of the
+ * ready entries one at a time. */
+static int evpoll_report_each(struct pollfd *fds, nfds_t n)
+{
+    int left = 0;
+    for (nfds_t i = 0; i < n; i++)
+        if (fds[i].revents) {
+            int at = (int)i;
+            left += ev.on_ready(ev.on_ready_arg, fds, &at, 1);
+        }
+    return left;
+}
+
 static int evpoll_serve(struct pollfd *fds, nfds_t n, int timeout)
 {
     int ready = 0;
@@ -262,7 +278,7 @@ static int evpoll_serve(struct pollfd *fds, nfds_t n, int timeout)
         if (fd < 0)
             continue;
         if (fd >= ev.cap && evpoll_grow(fd) != 0)
-            return evpoll_libc_poll()(fds, n, timeout);
+            return EVPOLL_UNSERVED;
         ev.slots[fd].index = (uint32_t)i;
         ev.slots[fd].seen = ev.call;
         int rc = evpoll_sync(fd, ev.nmutes ? evpoll_events(fd, fds[i].events) : fds[i].events);
@@ -276,7 +292,7 @@ static int evpoll_serve(struct pollfd *fds, nfds_t n, int timeout)
     if ((size_t)ev.evs_cap < n + 1) {
         struct epoll_event *e = realloc(ev.evs, (n + 1) * sizeof(*e));
         if (!e)
-            return evpoll_libc_poll()(fds, n, timeout);
+            return EVPOLL_UNSERVED;
         ev.evs = e;
         ev.evs_cap = (int)n + 1;
     }
@@ -308,19 +324,22 @@ int poll(struct pollfd *fds, nfds_t n, int timeout)
     ev.call_seen = 1;
     if (ev.nmutes)
         timeout = evpoll_mutes_due(timeout);
-    if (ev.on_ready && evpoll_ready_room(n) != 0)
-        return evpoll_libc_poll_muted(fds, n, timeout); /* no report this once */
-    if (n >= EVPOLL_MIN_FDS)
-        return evpoll_serve(fds, n, timeout);
-    int ready = evpoll_libc_poll_muted(fds, n, timeout);
-    if (ev.on_ready && ready > 0) {
-        int k = 0;
-        for (nfds_t i = 0; i < n && k < ready; i++)
-            if (fds[i].revents)
-                evpoll_note(&k, i);
-        return evpoll_report(fds, k);
+    int room = !ev.on_ready || evpoll_ready_room(n) == 0;
+    if (room && n >= EVPOLL_MIN_FDS) {
+        int rc = evpoll_serve(fds, n, timeout);
+        if (rc != EVPOLL_UNSERVED)
+            return rc;
     }
-    return ready;
+    int ready = evpoll_libc_poll_muted(fds, n, timeout);
+    if (!ev.on_ready || ready <= 0)
+        return ready;
+    if (!room) /* on_ready must hear of every entry (fastrx.c relies on it) */
+        return evpoll_report_each(fds, n);
+    int k = 0;
+    for (nfds_t i = 0; i < n && k < ready; i++)
+        if (fds[i].revents)
+            evpoll_note(&k, i);
+    return evpoll_report(fds, k);
 }
 
 void evpoll_on_ready(evpoll_ready_fn fn, void *arg)

@@ -33,10 +33,11 @@ void evpoll_forget(int fd);
 
 /* After each poll() call of the loop's thread that found descriptors
  * ready, before it returns: fn(arg, fds, ready, k) with the indexes in fds
- * of the k ready ones.  fn may take events out of their revents (fastrx.c
- * reads its sockets there, and takes POLLIN out so lws does not); it
- * returns how many entries are still ready, which poll() returns.  NULL:
- * none. */
+ * of the k ready ones.  Every ready entry is heard of, whichever way the
+ * call was served (short of memory, one call per entry): fastrx.c relies
+ * on it, or lws would read sockets that are moongate's.  fn may take events out of their revents
+ * (fastrx.c reads its sockets there, and takes POLLIN out so lws does not); it returns how many
+ * entries are still ready, which poll() returns.  NULL: none. */
 struct pollfd;
 typedef int (*evpoll_ready_fn)(void *arg, struct pollfd *fds, const int *ready, int k);
 void evpoll_on_ready(evpoll_ready_fn fn, void *arg);
