@@ -36,10 +36,16 @@ EOF
 }
 
 # The next unused loopback source address (127.0.X.Y, never 127.0.0.1), so that
-# successive runs never reuse a (source, port) pair still in TIME_WAIT.
+# successive runs never reuse a (source, port) pair still in TIME_WAIT.  next_src
+# prints it, but as "$(next_src)" it runs in a subshell and SRC_N does not advance:
+# take_src sets SRC and advances SRC_N in the calling shell.
 next_src() {
     SRC_N=$((SRC_N + 1))
     echo "127.0.$((1 + SRC_N / 250)).$((2 + SRC_N % 250))"
+}
+take_src() {
+    SRC_N=$((SRC_N + 1))
+    SRC="127.0.$((1 + SRC_N / 250)).$((2 + SRC_N % 250))"
 }
 
 # The command line that starts server $1 (moongate | bun | lws | node) on port $2 for
@@ -122,6 +128,39 @@ stop_server() {
 rss_kb() {
     awk '/^VmRSS:/ { print $2; found = 1 } END { if (!found) print 0 }' "/proc/$1/status" \
         2>/dev/null || echo 0
+}
+
+# utime + stime of PID $1 in clock ticks (fields 14 and 15 of /proc/PID/stat, which
+# count every thread of the process; `getconf CLK_TCK` per second), or nothing when
+# the process is gone.  Field 2 (the name, in parentheses) may hold spaces: the fields
+# are counted from the last ')'.
+cpu_ticks() {
+    local stat f
+    { stat=$(<"/proc/$1/stat"); } 2>/dev/null || return 0
+    read -r -a f <<<"${stat##*) }" # f[0] is field 3 (state)
+    echo $((f[11] + f[12]))
+}
+
+# Expands a cpu list (1 | 1-7 | 1,2,3 | 1-3,6) to one cpu per line, in order, without
+# repeats; fails on anything else.
+expand_cpus() {
+    local part a b c seen=,
+    for part in ${1//,/ }; do
+        if [[ $part =~ ^([0-9]+)-([0-9]+)$ ]]; then
+            a=${BASH_REMATCH[1]} b=${BASH_REMATCH[2]}
+        elif [[ $part =~ ^[0-9]+$ ]]; then
+            a=$part b=$part
+        else
+            return 1
+        fi
+        ((a <= b)) || return 1
+        for ((c = a; c <= b; c++)); do
+            [[ $seen == *,$c,* ]] && continue
+            seen+=$c,
+            echo "$c"
+        done
+    done
+    [[ $seen != , ]]
 }
 
 # Runs wsload pinned to the load cpu.

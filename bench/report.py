@@ -4,6 +4,7 @@ server) cell, and the markdown table of medians and ratios made from them.
 
     report.py record --out FILE --run ID --round N --workload W --server S
                      --stop "exit 0" [--rss-before KB --rss-after KB] [--seconds S]
+                     [--window-s S] [--server-cpu-s S --wall-s S]
                      WSLOAD_JSON...
     report.py meta --out FILE --run ID KEY=VALUE...
     report.py table FILE
@@ -11,9 +12,15 @@ server) cell, and the markdown table of medians and ratios made from them.
 `record` reads the JSON wsload printed (one file per wsload process), derives the
 cell's figures and what went wrong (mismatches, closed or failed connections, lost
 messages, a server that crashed or did not stop), and appends one line to FILE.
+For the echo workloads it also decides what limited the cell: --window-s is
+wsload's measured window (-t), --server-cpu-s the server's cpu seconds over
+--wall-s seconds (from just before the first wsload started to just after the
+last exited); see bottleneck().
 `table` prints the table: rows = figures, columns = servers, cells = median
-(min–max) over the rounds, and moongate ÷ Bun of the medians.
+(min–max) over the rounds, moongate ÷ Bun of the medians, and for echo rows the
+bottleneck of the moongate and the Bun cell.
 """
+import collections
 import json
 import statistics
 import sys
@@ -65,11 +72,42 @@ def check_common(r, problems):
         problems.append(f"{failed} connections failed to open")
 
 
-def figures_echo(runs, problems):
-    r = runs[0]
-    check_common(r, problems)
-    return {"msgs_per_s": r["msgs_per_s"], "p50_us": r["p50_us"], "p99_us": r["p99_us"],
-            "p999_us": r["p999_us"], "client_cpu_s": r["cpu_user_s"] + r["cpu_sys_s"]}
+# A side whose cpu use is at least this share of the time it had was the limit.
+SATURATED = 0.9
+
+
+def bottleneck(client_util, server_util):
+    """generator: a wsload process was busy ≥ 90 % of the window; else server: the
+    server was busy ≥ 90 % of the run; else neither (latency-bound: both waited)."""
+    if client_util is not None and client_util >= SATURATED:
+        return "generator"
+    if server_util is None:
+        return None
+    return "server" if server_util >= SATURATED else "neither"
+
+
+def figures_echo(runs, problems, window_s, server_cpu_s, wall_s):
+    """Echo cells may come from several wsload processes (one per load cpu): the rate
+    is their sum; the latency quantiles are the slowest process's (the per-process
+    histograms are not kept, so they cannot be merged)."""
+    for r in runs:
+        check_common(r, problems)
+    cpu = [r["cpu_user_s"] + r["cpu_sys_s"] for r in runs]
+    fig = {"msgs_per_s": sum(r["msgs_per_s"] for r in runs),
+           "p50_us": max(r["p50_us"] for r in runs), "p99_us": max(r["p99_us"] for r in runs),
+           "p999_us": max(r["p999_us"] for r in runs), "wsload_procs": len(runs),
+           "client_cpu_s": round(sum(cpu), 2)}
+    client_util = max(cpu) / window_s if window_s else None
+    server_util = server_cpu_s / wall_s if server_cpu_s is not None and wall_s else None
+    if client_util is not None:
+        fig["client_util"] = round(client_util, 3)
+    if server_util is not None:
+        fig["server_util"] = round(server_util, 3)
+        fig["server_cpu_s"], fig["wall_s"] = server_cpu_s, wall_s
+    b = bottleneck(client_util, server_util)
+    if b:
+        fig["bottleneck"] = b
+    return fig
 
 
 def figures_broadcast(runs, problems):
@@ -138,7 +176,10 @@ def cmd_record(args):
     if runs and len(runs) == len(files):
         try:
             if w.startswith("echo"):
-                fig = figures_echo(runs, problems)
+                num = {k: float(opts[k]) if k in opts else None
+                       for k in ("window-s", "server-cpu-s", "wall-s")}
+                fig = figures_echo(runs, problems, num["window-s"], num["server-cpu-s"],
+                                   num["wall-s"])
             elif w == "broadcast":
                 fig = figures_broadcast(runs, problems)
             elif w == "idle":
@@ -191,6 +232,17 @@ def fmt(v, unit):
     return f"{v:,.0f}"
 
 
+def most_frequent_bottleneck(lines):
+    """The bottleneck most rounds had; a tie goes to generator, then server (the
+    reading that warns most)."""
+    votes = collections.Counter(ln["figures"]["bottleneck"] for ln in lines
+                                if ln["figures"].get("bottleneck"))
+    if not votes:
+        return None
+    order = ["generator", "server", "neither"]
+    return max(votes, key=lambda b: (votes[b], -order.index(b)))
+
+
 def cmd_table(args):
     cells, meta = {}, {}
     with open(args[0]) as f:
@@ -205,12 +257,15 @@ def cmd_table(args):
     if meta:
         out.append(f"moongate benchmark, {meta.get('date', '?')}, {meta.get('machine', '?')}; "
                    f"{meta.get('rounds', '?')} round(s){' (--quick)' if meta.get('quick') == '1' else ''}; "
-                   f"server on cpu {meta.get('server_cpu', 0)}, load on cpu {meta.get('load_cpu', 1)}.")
+                   f"server on cpu {meta.get('server_cpu', 0)}, load on cpu {meta.get('load_cpu', 1)}"
+                   + (f" (echo: one wsload on each of cpus {meta['load_cpus']})"
+                      if "," in meta.get("load_cpus", "") else "") + ".")
         out.append(f"Versions: {meta.get('versions', '?')}.")
         out.append("")
-    head = "| workload | " + " | ".join(SERVER_TITLES[s] for s in servers) + " | moongate ÷ Bun |"
+    head = ("| workload | " + " | ".join(SERVER_TITLES[s] for s in servers)
+            + " | moongate ÷ Bun | bottleneck (moongate / Bun) |")
     out.append(head)
-    out.append("|---" * (len(servers) + 2) + "|")
+    out.append("|---" * (len(servers) + 3) + "|")
     notes = []
     for w, key, title, better, unit in ROWS:
         if not any(k[0] == w for k in cells):
@@ -242,12 +297,18 @@ def cmd_table(args):
         ratio = m / b if m is not None and b else None
         capped = unit == "ms" and ratio is not None and max(m, b) >= 10000
         row.append(f"{ratio:.2f}×" if ratio is not None and not capped else "—")
+        row.append(" / ".join(most_frequent_bottleneck(cells.get((w, s), [])) or "—"
+                              for s in ("moongate", "bun")) if w.startswith("echo") else "—")
         out.append("| " + " | ".join(row) + " |")
     out.append("")
     out.append("Cells: median over the rounds (min–max); ↑ higher is better, ↓ lower is "
                "better; ✗ = a round had a problem (listed below). moongate ÷ Bun is the ratio "
                "of the medians. Broadcast p99 ∞: some deliveries had not arrived 2 s after the "
-               "step; highest rate <10: p99 was over 100 ms already at 10 msg/s.")
+               "step; highest rate <10: p99 was over 100 ms already at 10 msg/s. Bottleneck "
+               "(echo rows; the most frequent over the rounds): generator = a wsload process "
+               f"used ≥ {SATURATED:.0%} of a cpu over the window, and the figure is a floor; "
+               f"else server = the server used ≥ {SATURATED:.0%} of its cpu; else neither "
+               "(latency-bound).")
     if notes:
         out.append("")
         out.append("Problems:")

@@ -2,6 +2,7 @@
 # bench/run.sh — moongate's benchmark (issue 4) in one command:
 #
 #   bench/run.sh [--rounds N] [--quick] [--workloads LIST] [--servers LIST]
+#                [--load-cpus LIST]
 #
 # Installs missing Debian packages (tools/deps.sh), builds moongate (build/,
 # RelWithDebInfo unless already configured), bench/wsload and
@@ -10,8 +11,11 @@
 # each round every workload against every server, the server order rotated per round.
 # Each cell starts its server fresh, pinned to cpu 0 on a free 127.0.0.1 port (waited
 # for with a connect probe), runs wsload pinned to cpu 1, and stops the server by PID.
-# Prints one markdown table: medians (min–max) per workload and server and
-# moongate ÷ Bun.  Raw results: bench/results/RUN.jsonl, logs in bench/results/RUN/.
+# The echo workloads spread their connections over one wsload per load cpu (see
+# --load-cpus) and measure the server's cpu use, to tell which side was the limit.
+# Prints one markdown table: medians (min–max) per workload and server, moongate ÷ Bun
+# and the bottleneck of the echo cells.  Raw results: bench/results/RUN.jsonl, logs in
+# bench/results/RUN/.
 #
 # Workloads (--workloads, comma-separated; default all):
 #   echo1      echo, 64 connections, 1 message in flight, 32 B
@@ -25,6 +29,10 @@
 # Servers (--servers; default all): moongate, bun, lws, node.
 # --quick: 1 round and short windows (checks that everything works; figures are rough).
 # --rounds N: rounds (default 3).  The default full run takes about 11 minutes here.
+# --load-cpus LIST: cpus for the echo workloads' generators (1 | 1-7 | 1,2,3): one
+#   wsload per cpu, pinned to it, the connections split evenly, all started at once.
+#   Default: 1 (one wsload) below 4 cpus; from 4 cpus every cpu but the server's
+#   (cpu 0), at most 8.  The first is also the cpu of the other workloads' wsload.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=lib.sh
@@ -32,7 +40,8 @@ source "$ROOT/bench/lib.sh"
 
 ALL_WORKLOADS=echo1,echo16,echo16k,broadcast,idle,reload
 ALL_SERVERS=moongate,bun,lws,node
-WORKLOADS=$ALL_WORKLOADS SERVERS=$ALL_SERVERS ROUNDS="" QUICK=0
+WORKLOADS=$ALL_WORKLOADS SERVERS=$ALL_SERVERS ROUNDS="" QUICK=0 LOAD_CPU_LIST=""
+MAX_LOAD_PROCS=8
 ECHO_T=3 ECHO_W=1
 BC_SUBS=10000 BC_RATES=10,12,14,16,18,20,24,28,32,40,50,100 BC_T=3 BC_W=1 BC_SIZE=64
 IDLE_CONNS=19000 IDLE_PROCS=2 IDLE_WAIT=60
@@ -49,6 +58,7 @@ while [[ $# -gt 0 ]]; do
     --quick) QUICK=1; shift ;;
     --workloads) WORKLOADS=$2; shift 2 ;;
     --servers) SERVERS=$2; shift 2 ;;
+    --load-cpus) LOAD_CPU_LIST=$2; shift 2 ;;
     -h | --help) usage 0 ;;
     *) echo "run.sh: unknown option $1" >&2; usage 2 ;;
     esac
@@ -65,6 +75,31 @@ done
 for s in ${SERVERS//,/ }; do
     [[ ,$ALL_SERVERS, == *,$s,* ]] || { echo "run.sh: unknown server $s" >&2; exit 2; }
 done
+NCPUS=$(nproc)
+if [[ -z $LOAD_CPU_LIST ]]; then
+    if ((NCPUS >= 4)); then # every cpu but the server's, at most MAX_LOAD_PROCS
+        LOAD_CPUS=()
+        for ((c = 0; c < NCPUS && ${#LOAD_CPUS[@]} < MAX_LOAD_PROCS; c++)); do
+            ((c == SERVER_CPU)) || LOAD_CPUS+=("$c")
+        done
+    else
+        LOAD_CPUS=("$LOAD_CPU")
+    fi
+else
+    mapfile -t LOAD_CPUS < <(expand_cpus "$LOAD_CPU_LIST") || true
+    [[ ${#LOAD_CPUS[@]} -gt 0 ]] ||
+        { echo "run.sh: --load-cpus: a list such as 1, 1-7 or 1,2,3" >&2; exit 2; }
+    for c in "${LOAD_CPUS[@]}"; do
+        ((c < NCPUS)) || { echo "run.sh: --load-cpus: no cpu $c (this machine has $NCPUS)" >&2; exit 2; }
+        ((c != SERVER_CPU)) ||
+            { echo "run.sh: --load-cpus: cpu $c is the server's" >&2; exit 2; }
+    done
+    ((${#LOAD_CPUS[@]} <= MAX_LOAD_PROCS)) ||
+        { echo "run.sh: --load-cpus: at most $MAX_LOAD_PROCS cpus" >&2; exit 2; }
+fi
+LOAD_CPU=${LOAD_CPUS[0]} # the other workloads' wsload (reload.sh reads it too)
+export LOAD_CPU
+CLK_TCK=$(getconf CLK_TCK)
 
 # ---------- build ----------
 
@@ -96,14 +131,41 @@ build() {
 
 url() { echo "ws://127.0.0.1:$SERVER_PORT/"; }
 
+# CONNS connections over one wsload per load cpu (at most one per connection), each
+# pinned to its cpu, from its own source address, the remainder of the split to the
+# first; all started at once, each writing TAG.wsloadN.json.  The server's cpu time
+# (utime + stime from /proc) is read just before the first starts and just after the
+# last exits: sets SERVER_CPU_S and WALL_S ("" when the server was gone by then).
 wl_echo() { # TAG CONNS DEPTH SIZE
-    wsload -u "$(url)" -c "$2" -d "$3" -s "$4" -t "$ECHO_T" -w "$ECHO_W" --src "$(next_src)" \
-        --json >"$LOGDIR/$1.wsload1.json" 2>"$LOGDIR/$1.wsload1.err" || true
+    local tag=$1 conns=$2 i n nprocs=${#LOAD_CPUS[@]} pids=() t0 t1 c0 c1
+    ((nprocs <= conns)) || nprocs=$conns
+    c0=$(cpu_ticks "$SERVER_PID")
+    t0=$(date +%s%N)
+    for ((i = 1; i <= nprocs; i++)); do
+        n=$((conns / nprocs + (i == 1 ? conns % nprocs : 0)))
+        take_src
+        # taskset execs wsload: $! is wsload's PID
+        taskset -c "${LOAD_CPUS[i - 1]}" "$ROOT/bench/wsload" -u "$(url)" -c "$n" -d "$3" -s "$4" \
+            -t "$ECHO_T" -w "$ECHO_W" --src "$SRC" --json \
+            >"$LOGDIR/$tag.wsload$i.json" 2>"$LOGDIR/$tag.wsload$i.err" &
+        pids+=($!)
+    done
+    BG_PIDS=("${pids[@]}")
+    for i in "${pids[@]}"; do wait "$i" || true; done
+    BG_PIDS=()
+    t1=$(date +%s%N)
+    c1=$(cpu_ticks "$SERVER_PID")
+    SERVER_CPU_S="" WALL_S=""
+    if [[ -n $c0 && -n $c1 ]]; then
+        SERVER_CPU_S=$(awk -v t="$((c1 - c0))" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }')
+        WALL_S=$(awk -v ns="$((t1 - t0))" 'BEGIN { printf "%.3f", ns / 1e9 }')
+    fi
 }
 
 wl_broadcast() { # TAG
+    take_src
     wsload -u "$(url)" -c "$((BC_SUBS + 1))" --broadcast "$BC_RATES" -s "$BC_SIZE" -t "$BC_T" \
-        -w "$BC_W" --connect-timeout 30 --src "$(next_src)" --json \
+        -w "$BC_W" --connect-timeout 30 --src "$SRC" --json \
         >"$LOGDIR/$1.wsload1.json" 2>"$LOGDIR/$1.wsload1.err" || true
 }
 
@@ -117,9 +179,10 @@ wl_idle() { # TAG
     for ((i = 1; i <= IDLE_PROCS; i++)); do
         n=$((IDLE_CONNS / IDLE_PROCS + (i == 1 ? IDLE_CONNS % IDLE_PROCS : 0)))
         rm -f "$LOGDIR/$tag.status$i"
+        take_src
         # taskset execs wsload: $! is wsload's PID (a shell function would add a subshell)
         taskset -c "$LOAD_CPU" "$ROOT/bench/wsload" -u "$(url)" -c "$n" --idle -t 300 \
-            --connect-timeout 60 --src "$(next_src)" --status "$LOGDIR/$tag.status$i" --json \
+            --connect-timeout 60 --src "$SRC" --status "$LOGDIR/$tag.status$i" --json \
             >"$LOGDIR/$tag.wsload$i.json" 2>"$LOGDIR/$tag.wsload$i.err" &
         pids+=($!)
     done
@@ -153,7 +216,7 @@ wl_reload() { # TAG
 # One cell: a fresh server, the workload, the server stopped, a result line.
 run_cell() { # ROUND WORKLOAD SERVER
     local r=$1 w=$2 s=$3 tag="r$1-$2-$3" extra=()
-    RSS_BEFORE=0 RSS_AFTER=0 OVERFLOWS=0
+    RSS_BEFORE=0 RSS_AFTER=0 OVERFLOWS=0 SERVER_CPU_S="" WALL_S=""
     log "round $r: $w on $s"
     if [[ $w == reload ]]; then
         wl_reload "$tag"
@@ -171,6 +234,10 @@ run_cell() { # ROUND WORKLOAD SERVER
     fi
     [[ $w == idle ]] &&
         extra=(--rss-before "$RSS_BEFORE" --rss-after "$RSS_AFTER" --listen-overflows "$OVERFLOWS")
+    if [[ $w == echo* ]]; then
+        extra=(--window-s "$ECHO_T")
+        [[ -n $SERVER_CPU_S ]] && extra+=(--server-cpu-s "$SERVER_CPU_S" --wall-s "$WALL_S")
+    fi
     "$PY" "$ROOT/bench/report.py" record --out "$RESULTS" --run "$RUN" --round "$r" \
         --workload "$w" --server "$s" --stop "$STOP_STATUS" "${extra[@]}" \
         "$LOGDIR/$tag".wsload*.json >&2 || true
@@ -200,7 +267,8 @@ versions+=", libwebsockets $(pkg-config --modversion libwebsockets | sed "s/-$//
 machine="$(nproc) cpus ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), Linux $(uname -r)"
 "$PY" "$ROOT/bench/report.py" meta --out "$RESULTS" --run "$RUN" "date=$(date -u +%Y-%m-%dT%H:%MZ)" \
     "machine=$machine" "versions=$versions" "rounds=$ROUNDS" "quick=$QUICK" \
-    "server_cpu=$SERVER_CPU" "load_cpu=$LOAD_CPU" "workloads=$WORKLOADS" "servers=$SERVERS"
+    "server_cpu=$SERVER_CPU" "load_cpu=$LOAD_CPU" \
+    "load_cpus=$(IFS=,; echo "${LOAD_CPUS[*]}")" "workloads=$WORKLOADS" "servers=$SERVERS"
 
 IFS=, read -r -a servers <<<"$SERVERS"
 IFS=, read -r -a workloads <<<"$WORKLOADS"
