@@ -1183,6 +1183,7 @@ static void on_all_connected(struct ctx *x, uint64_t now)
         }
         x->subs = x->connected - 1;
         start_step(x, 0, now);
+        write_status(x, 1, "connected"); /* the broadcasts begin (bench/ab.sh) */
         return;
     case MODE_ECHO:
         x->phase = PH_WARMUP;
@@ -1490,7 +1491,7 @@ static void usage(void)
         "              [--rate MSGS_PER_S [--signal-at SECONDS --signal-pid PID]]\n"
         "              [--broadcast RATE[,RATE...] [--p99-limit MS] [--pub-port P]\n"
         "                [--sub-ports P,P,...]]\n"
-        "              [--idle [--status FILE]]\n");
+        "              [--idle] [--status FILE]\n");
     exit(2);
 }
 

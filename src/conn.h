@@ -67,7 +67,6 @@ struct mg_conn {
     uint32_t ntopics;
 
     mg_sendq q;
-    mg_wr wr; /* how q leaves (writer.c) */
 
     /* Reassembly of fragmented messages (lws's reader)... */
     unsigned char *rx;
@@ -78,6 +77,7 @@ struct mg_conn {
     unsigned fast : 1;         /* moongate reads and writes its socket (fastrx.c, writer.c) */
     unsigned rx_dead : 1;      /* nothing more is read (failed, or closed) */
     unsigned final_window : 1; /* sends allowed: on_disconnect of a peer close */
+    mg_wr wr;                  /* how q leaves (writer.c) */
     struct wsrx *wsrx;         /* ... and fastrx's partial frames (wsrx.c) */
     int fd;                    /* its socket (conn_fd_bind), or -1 */
     int pre;                   /* fastrx: its bytes wait in read slot pre - 1; 0 none */

@@ -21,14 +21,17 @@
  * read left unfinished. */
 #define FASTRX_READ (64 * 1024)
 #define FASTRX_ROOM (WSRX_CARRY_MAX + FASTRX_READ)
-/* Where a turn's reads land.  Reads in one io_uring batch run at once, so
- * each keeps a whole FASTRX_ROOM; reads made one by one are packed, each
- * after the bytes of the one before.  Pages are touched only by the bytes
- * that arrive. */
-#define FASTRX_ARENA (64 * (size_t)FASTRX_ROOM)
-/* Reads per loop turn at most; sockets left over stay readable, and are
- * read at the next turn (which then does not wait). */
-#define FASTRX_SLOTS 512
+/* Reads per loop turn in one io_uring batch: they run at once, so each
+ * keeps a whole FASTRX_ROOM of the arena.  The sockets past them (or all,
+ * without io_uring) are read one by one, each read packed after the bytes
+ * of the one before, in the rest of the arena: a heartbeat round's
+ * thousands of pongs are all read in the turn they arrive. */
+#define FASTRX_BATCH 64
+#define FASTRX_ARENA (FASTRX_BATCH * (size_t)FASTRX_ROOM + (size_t)2 * 1024 * 1024)
+/* Reads per loop turn at most; sockets left over (or past the arena)
+ * stay readable, and are read at the next turn (which then does not
+ * wait).  Pages of the arena are touched only by the bytes that arrive. */
+#define FASTRX_SLOTS 8192
 
 typedef struct fastrx_ctx {
     mg_gw *gw;
@@ -68,19 +71,21 @@ static void fastrx_read_done(void *arg, void *ctx, int res, size_t len)
     ((struct fastrx_slot *)ctx)->res = res;
 }
 
-/* A read of c's socket into a new slot: queued in the io_uring batch, or
- * made now.  0, or -1 if there is no room left this turn. */
-static int fastrx_read(mg_gw *gw, mg_conn *c, int batch)
+/* A read of c's socket into a new slot: queued in the io_uring batch
+ * (batch: how many it holds, or -1 without one), or made now.  0, or -1
+ * if there is no room left this turn. */
+static int fastrx_read(mg_gw *gw, mg_conn *c, struct pollfd *p, int *batch)
 {
     int i = gw->fastrx_nslots;
     if (i == FASTRX_SLOTS || gw->fastrx_used + FASTRX_ROOM > FASTRX_ARENA)
         return -1;
     struct fastrx_slot *sl = &gw->fastrx_slots[i];
     sl->at = gw->fastrx_used + WSRX_CARRY_MAX;
+    sl->p = p;
     unsigned char *buf = gw->fastrx_arena + sl->at;
-    if (batch) {
-        if (uring_add_recv(gw->uring, c->fd, buf, FASTRX_READ, sl) != 0)
-            return -1;
+    if (*batch >= 0 && *batch < FASTRX_BATCH &&
+        uring_add_recv(gw->uring, c->fd, buf, FASTRX_READ, sl) == 0) {
+        (*batch)++;
         sl->res = -EAGAIN;
         gw->fastrx_used += FASTRX_ROOM;
     } else {
@@ -98,9 +103,10 @@ static int fastrx_read(mg_gw *gw, mg_conn *c, int batch)
 }
 
 /* What poll() returns for the socket of slot i, once its read is done. */
-static void fastrx_settle_events(mg_gw *gw, int i, struct pollfd *p)
+static void fastrx_settle_events(mg_gw *gw, int i)
 {
     struct fastrx_slot *sl = &gw->fastrx_slots[i];
+    struct pollfd *p = sl->p;
     if (sl->res > 0) { /* bytes: handled after the turn, the rest next turn */
         p->revents &= (short)~(POLLIN | POLLHUP | POLLERR);
         return;
@@ -116,9 +122,8 @@ int fastrx_on_ready(mg_gw *gw, struct pollfd *fds, const int *ready, int k)
 {
     if (!gw->fastrx_on || k <= 0)
         return k;
-    int batch = gw->uring && !uring_queued(gw->uring);
+    int batch = gw->uring && !uring_queued(gw->uring) ? 0 : -1;
     int first = gw->fastrx_nslots;
-    struct pollfd *at[FASTRX_SLOTS];
     /* Start at another place each turn: when there are more readable
      * sockets than room, none waits for long. */
     int start = (int)(gw->fastrx_turns++ % (unsigned)k);
@@ -129,16 +134,13 @@ int fastrx_on_ready(mg_gw *gw, struct pollfd *fds, const int *ready, int k)
             continue;
         /* Not now: bytes of it wait in a slot, reading is paused while a
          * write is pending, or no room is left this turn. */
-        if (c->pre || c->wr.paused || fastrx_read(gw, c, batch) != 0) {
+        if (c->pre || c->wr.paused || fastrx_read(gw, c, p, &batch) != 0)
             p->revents &= (short)~POLLIN;
-            continue;
-        }
-        at[gw->fastrx_nslots - 1] = p;
     }
-    if (batch && gw->fastrx_nslots > first && uring_run(gw->uring, fastrx_read_done, gw) < 0)
+    if (batch > 0 && uring_run(gw->uring, fastrx_read_done, gw) < 0)
         writer_uring_failed(gw); /* the reads it did not make read as -EAGAIN: next turn */
     for (int i = first; i < gw->fastrx_nslots; i++)
-        fastrx_settle_events(gw, i, at[i]);
+        fastrx_settle_events(gw, i);
     int left = 0;
     for (int j = 0; j < k; j++)
         left += fds[ready[j]].revents != 0;

@@ -99,9 +99,10 @@ typedef struct mg_gw {
     unsigned char *fastrx_arena; /* where a turn's reads land ... */
     size_t fastrx_used;          /* ... this much of it so far */
     struct fastrx_slot {
-        mg_conn *c; /* whose bytes it holds, or NULL */
-        int res;    /* what the read returned */
-        size_t at;  /* where in the arena they are */
+        mg_conn *c;       /* whose bytes it holds, or NULL */
+        int res;          /* what the read returned */
+        size_t at;        /* where in the arena they are */
+        struct pollfd *p; /* its entry in the poll() call that read it */
     } * fastrx_slots;
     int fastrx_nslots;      /* slots used this turn */
     unsigned fastrx_turns;  /* where the next turn starts reading */

@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lwslog.h"
+
 static struct {
     mg_log_level level;
     mg_log_format format;
@@ -149,4 +151,5 @@ void log_hook_lws(void)
     const char *mask = getenv("MOONGATE_LWS_LOG");
     log_state.lws_mask = mask ? atoi(mask) : (LLL_ERR | LLL_WARN);
     lws_set_log_level(log_state.lws_mask, log_from_lws);
+    lwslog_set_mask(log_state.lws_mask);
 }

@@ -9,6 +9,7 @@
 #include "evpoll.h"
 #include "listen.h"
 #include "log.h"
+#include "lwslog.h"
 #include "lwsmem.h"
 #include "sul.h"
 
@@ -52,7 +53,7 @@ int lwsc_checked(void)
 
 static const char *const lwsc_names[LWSC_NPATHS] = {
     [LWSC_READER] = "reader", [LWSC_EPOLL] = "epoll",  [LWSC_URING] = "io_uring",
-    [LWSC_TIMERS] = "timers", [LWSC_ALLOC] = "memory",
+    [LWSC_TIMERS] = "timers", [LWSC_ALLOC] = "memory", [LWSC_LOGS] = "logs",
 };
 
 /* What each path does for the operator, as the log line says it. */
@@ -62,6 +63,7 @@ static const char *const lwsc_what[LWSC_NPATHS] = {
     [LWSC_URING] = "socket reads and writes are batched through io_uring",
     [LWSC_TIMERS] = "timer inserts are O(1) in libwebsockets' timer list",
     [LWSC_ALLOC] = "libwebsockets' buffers come from moongate's arenas",
+    [LWSC_LOGS] = "libwebsockets' debug log calls return at once",
 };
 
 /* What is lost while it is off. */
@@ -72,6 +74,7 @@ static const char *const lwsc_cost[LWSC_NPATHS] = {
     [LWSC_URING] = "a recv() and a send() per socket",
     [LWSC_TIMERS] = "connect storms cost more CPU",
     [LWSC_ALLOC] = "idle connections keep more memory",
+    [LWSC_LOGS] = "each of libwebsockets' compiled-in debug log calls costs more CPU",
 };
 
 const char *lwsc_path_name(lwsc_path p)
@@ -142,6 +145,17 @@ static void lwsc_probe_paths(mg_gw *gw, mg_lwsc *l, int polled)
         lwsc_set(l, LWSC_ALLOC, LWSC_OFF, lwsc_unchecked());
     else
         lwsc_set(l, LWSC_ALLOC, LWSC_ON, NULL);
+
+    /* Creating the context and the probe's loop turn log lines (at levels
+     * nobody asked for): some must have come through lwslog.c. */
+    if (!checked)
+        lwsc_set(l, LWSC_LOGS, LWSC_OFF, lwsc_unchecked());
+    else if (!lwslog_calls())
+        lwsc_set(l, LWSC_LOGS, LWSC_OFF,
+                 "libwebsockets calls its own log functions directly (linked with "
+                 "-Bsymbolic-functions or LTO)");
+    else
+        lwsc_set(l, LWSC_LOGS, LWSC_ON, NULL);
 }
 
 int lwsc_probe(mg_gw *gw, char *err, size_t errlen)

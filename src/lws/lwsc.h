@@ -27,6 +27,7 @@ typedef enum {
     LWSC_URING,  /* those reads and writes batched through io_uring (uring.c) */
     LWSC_TIMERS, /* O(1) inserts into lws's timer list (sul.c) */
     LWSC_ALLOC,  /* lws's buffers from moongate's arenas (lwsmem.c) */
+    LWSC_LOGS,   /* lws's log calls filtered before they cost (lwslog.c) */
     LWSC_NPATHS
 } lwsc_path;
 

@@ -15,7 +15,7 @@ ECHO = """
 function on_message(conn, data, kind) conn:send(data, kind) end
 """
 
-PATHS = {"reader", "epoll", "io_uring", "timers", "memory"}
+PATHS = {"reader", "epoll", "io_uring", "timers", "memory", "logs"}
 
 
 def logged_states(g):
@@ -51,11 +51,12 @@ def test_every_path_reported_and_the_reader_engaged(gateway, raw):
     # These hold on every lws build: they rest on libc's poll() and on lws's
     # public API, never on lws calling its own exports through its PLT.
     assert states["reader"] == "on" and states["epoll"] == "on" and states["memory"] == "on"
-    # timers: off where lws binds its own calls (-Bsymbolic-functions, LTO),
-    # and then it says why.
-    assert states["timers"] in ("on", "off")
-    if states["timers"] == "off":
-        assert g.find_logs(r"WARN .*fast path timers: OFF: .*Bsymbolic")
+    # timers and logs: off where lws binds its own calls (-Bsymbolic-functions,
+    # LTO), both together, and then they say why.
+    assert states["timers"] in ("on", "off") and states["logs"] == states["timers"]
+    for path in ("timers", "logs"):
+        if states[path] == "off":
+            assert g.find_logs(r"WARN .*fast path %s: OFF: .*Bsymbolic" % path)
     assert states["io_uring"] in ("on", "off")
     # ... and it is moongate's reader that answers.
     assert pongs_for_pings_in_one_write(g, raw) == 4
@@ -65,6 +66,7 @@ def test_couplings_off_fall_back_and_say_so(gateway, raw):
     g = gateway(ECHO, admin=True, reader="moongate", env={"MOONGATE_LWS_COUPLINGS": "off"})
     states = g.health()["fast_paths"]
     assert states["reader"] == "off" and states["timers"] == "off" and states["memory"] == "off"
+    assert states["logs"] == "off"
     assert states["io_uring"] == "unused"
     assert logged_states(g) == states
     g.wait_log(r"WARN .*fast path reader: OFF: MOONGATE_LWS_COUPLINGS=off; libwebsockets parses")
