@@ -406,11 +406,16 @@ class Gateway:
         return ("failed", m.group(2))
 
     def wait_exit(self, timeout):
+        """The exit code, once the process has exited and every line it wrote
+        to stderr has been read (find_logs right after sees its last lines)."""
         try:
-            return self.proc.wait(timeout)
+            code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             raise AssertionError("gateway did not exit within %ss; log tail:\n%s"
                                  % (timeout, self.log_tail()))
+        with self.cond:
+            self.cond.wait_for(lambda: self.eof, timeout=10)
+        return code
 
     def stop(self, timeout=10.0, sig=signal.SIGTERM):
         """Send SIGTERM (or sig) and return the exit code."""
