@@ -77,13 +77,18 @@ SATURATED = 0.9
 
 
 def bottleneck(client_util, server_util):
-    """generator: a wsload process was busy ≥ 90 % of the window; else server: the
-    server was busy ≥ 90 % of the run; else neither (latency-bound: both waited)."""
-    if client_util is not None and client_util >= SATURATED:
+    """both: a wsload process was busy ≥ 90 % of the window and so was the server
+    over the run; generator or server: only that side was; neither: both waited
+    (latency-bound)."""
+    gen = client_util is not None and client_util >= SATURATED
+    srv = server_util is not None and server_util >= SATURATED
+    if gen and srv:
+        return "both"
+    if gen:
         return "generator"
     if server_util is None:
         return None
-    return "server" if server_util >= SATURATED else "neither"
+    return "server" if srv else "neither"
 
 
 def figures_echo(runs, problems, window_s, server_cpu_s, wall_s):
@@ -233,13 +238,15 @@ def fmt(v, unit):
 
 
 def most_frequent_bottleneck(lines):
-    """The bottleneck most rounds had; a tie goes to generator, then server (the
-    reading that warns most)."""
-    votes = collections.Counter(ln["figures"]["bottleneck"] for ln in lines
-                                if ln["figures"].get("bottleneck"))
+    """The bottleneck most rounds had; a tie goes to generator, then both, then
+    server (the reading that warns most)."""
+    # decided again from the utilisations, so a table made later uses this rule
+    votes = collections.Counter(
+        b for b in (bottleneck(ln["figures"].get("client_util"), ln["figures"].get("server_util"))
+                    or ln["figures"].get("bottleneck") for ln in lines) if b)
     if not votes:
         return None
-    order = ["generator", "server", "neither"]
+    order = ["generator", "both", "server", "neither"]
     return max(votes, key=lambda b: (votes[b], -order.index(b)))
 
 
@@ -307,8 +314,8 @@ def cmd_table(args):
                "step; highest rate <10: p99 was over 100 ms already at 10 msg/s. Bottleneck "
                "(echo rows; the most frequent over the rounds): generator = a wsload process "
                f"used ≥ {SATURATED:.0%} of a cpu over the window, and the figure is a floor; "
-               f"else server = the server used ≥ {SATURATED:.0%} of its cpu; else neither "
-               "(latency-bound).")
+               f"server = the server used ≥ {SATURATED:.0%} of its cpu; both = both did (the "
+               "figure is the server's and also a floor); neither = latency-bound.")
     if notes:
         out.append("")
         out.append("Problems:")
