@@ -18,10 +18,10 @@ typedef struct mg_listener {
     char *path;     /* WebSocket path, default "/" */
     char *tls_cert; /* PEM certificate file, NULL for plain ws */
     char *tls_key;  /* PEM private key file, NULL for plain ws */
-    int reader;     /* mg_reader: who parses frames on a plain listener */
+    int reader;     /* mg_reader: who parses the listener's frames */
 } mg_listener;
 
-/* moongate's own frame reader (fastrx.c), or libwebsockets' (always on TLS). */
+/* moongate's own frame reader (fastrx.c), or libwebsockets'. */
 typedef enum { MG_READER_MOONGATE, MG_READER_LWS } mg_reader;
 typedef enum { MG_SLOW_CLOSE, MG_SLOW_DROP } mg_slow_action;
 typedef enum { MG_DUP_REPLACE, MG_DUP_REJECT } mg_dup_policy;

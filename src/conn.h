@@ -14,6 +14,7 @@
 
 #include "gw.h"
 #include "sendq.h"
+#include "utf8.h"
 #include "value.h"
 
 typedef enum {
@@ -74,9 +75,11 @@ struct mg_conn {
     unsigned rx_active : 1;    /* inside a message */
     unsigned rx_binary : 1;    /* its kind */
     unsigned closed_hook : 1;  /* on_disconnect has run */
-    unsigned fast : 1;         /* moongate reads and writes its socket (fastrx.c, writer.c) */
+    unsigned fast : 1;         /* moongate reads its socket (fastrx.c) ... */
+    unsigned tls : 1;          /* ... through lws's TLS session, and writes with lws_write */
     unsigned rx_dead : 1;      /* nothing more is read (failed, or closed) */
     unsigned final_window : 1; /* sends allowed: on_disconnect of a peer close */
+    unsigned rx_u8 : UTF8_STATE_BITS; /* its text's UTF-8 so far (lws's reader) */
     mg_wr wr;                  /* how q leaves (writer.c) */
     struct wsrx *wsrx;         /* ... and fastrx's partial frames (wsrx.c) */
     int fd;                    /* its socket (conn_fd_bind), or -1 */

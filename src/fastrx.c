@@ -1,4 +1,4 @@
-/* fastrx.c — moongate reads plain ws:// connections itself (fastrx.h). */
+/* fastrx.c — moongate reads ws:// and wss:// connections itself (fastrx.h). */
 #include "fastrx.h"
 
 #include <errno.h>
@@ -16,6 +16,9 @@
 #include "writer.h"
 #include "wsrx.h"
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 /* One read: the biggest batch of frames handled per connection per turn
  * (a 16 KiB message and its header fit in one), after what the previous
  * read left unfinished. */
@@ -32,6 +35,12 @@
  * stay readable, and are read at the next turn (which then does not
  * wait).  Pages of the arena are touched only by the bytes that arrive. */
 #define FASTRX_SLOTS 8192
+/* The most plaintext one TLS record carries (RFC 8446 5.1, RFC 5246
+ * 6.2.1).  Each SSL_read asks for at least this much, so it consumes a
+ * whole record and OpenSSL keeps nothing decrypted behind it (read-ahead
+ * is off, as lws leaves it): what is left is in the socket, and poll()
+ * reports it. */
+#define FASTRX_TLS_RECORD 16384
 
 typedef struct fastrx_ctx {
     mg_gw *gw;
@@ -71,6 +80,36 @@ static void fastrx_read_done(void *arg, void *ctx, int res, size_t len)
     ((struct fastrx_slot *)ctx)->res = res;
 }
 
+/* Read what a TLS connection has into buf: the bytes (> 0), -EAGAIN when
+ * the record is not all there yet, 0 when the peer ended the session, or
+ * -EIO when it failed.  The end and the errors stay with the session, so
+ * lws, reading it next, finds the same and closes the connection. */
+static int fastrx_tls_read(mg_conn *c, unsigned char *buf, size_t cap)
+{
+#if defined(LWS_WITH_TLS) && !defined(LWS_WITH_MBEDTLS)
+    SSL *ssl = lws_get_ssl(c->wsi);
+    size_t total = 0;
+    while (cap - total >= FASTRX_TLS_RECORD) {
+        ERR_clear_error();
+        int k = SSL_read(ssl, buf + total, (int)(cap - total));
+        if (k > 0) {
+            total += (size_t)k;
+            continue;
+        }
+        int e = SSL_get_error(ssl, k);
+        if (total)
+            break; /* the bytes first; an end or error is found again next time */
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+            return -EAGAIN;
+        return e == SSL_ERROR_ZERO_RETURN ? 0 : -EIO;
+    }
+    return (int)total;
+#else
+    (void)c, (void)buf, (void)cap;
+    return -EIO; /* not reached: only OpenSSL sessions are read here */
+#endif
+}
+
 /* A read of c's socket into a new slot: queued in the io_uring batch
  * (batch: how many it holds, or -1 without one), or made now.  0, or -1
  * if there is no room left this turn. */
@@ -83,8 +122,12 @@ static int fastrx_read(mg_gw *gw, mg_conn *c, struct pollfd *p, int *batch)
     sl->at = gw->fastrx_used + WSRX_CARRY_MAX;
     sl->p = p;
     unsigned char *buf = gw->fastrx_arena + sl->at;
-    if (*batch >= 0 && *batch < FASTRX_BATCH &&
-        uring_add_recv(gw->uring, c->fd, buf, FASTRX_READ, sl) == 0) {
+    if (c->tls) {
+        int n = fastrx_tls_read(c, buf, FASTRX_READ);
+        sl->res = n;
+        gw->fastrx_used += WSRX_CARRY_MAX + (n > 0 ? (size_t)n : 0);
+    } else if (*batch >= 0 && *batch < FASTRX_BATCH &&
+               uring_add_recv(gw->uring, c->fd, buf, FASTRX_READ, sl) == 0) {
         (*batch)++;
         sl->res = -EAGAIN;
         gw->fastrx_used += FASTRX_ROOM;
@@ -221,13 +264,30 @@ void fastrx_stop(mg_gw *gw)
     gw->fastrx_on = 0;
 }
 
+/* A TLS connection is read through lws's session (SSL_read) when lws
+ * holds no decrypted bytes of it: poll() would not tell of those. */
+static int fastrx_tls_ok(mg_conn *c)
+{
+#if defined(LWS_WITH_TLS) && !defined(LWS_WITH_MBEDTLS)
+    SSL *ssl = lws_get_ssl(c->wsi);
+    return ssl && SSL_pending(ssl) == 0;
+#else
+    (void)c;
+    return 0;
+#endif
+}
+
 int fastrx_attach(mg_gw *gw, mg_conn *c)
 {
-    /* Plain TCP, and lws holds no part of its 101 to write: from here on
-     * moongate alone reads and writes the socket, and lws never will. */
-    if (!gw->fastrx_on || lws_is_ssl(c->wsi) || lws_partial_buffered(c->wsi) ||
-        conn_by_fd(gw, c->fd) != c)
+    /* lws holds no part of its 101 to write: from here on moongate alone
+     * reads the socket, and writes it (plain TCP) or writes through
+     * lws_write (TLS, whose session lws keeps). */
+    if (!gw->fastrx_on || lws_partial_buffered(c->wsi) || conn_by_fd(gw, c->fd) != c)
         return 0;
+    int tls = lws_is_ssl(c->wsi);
+    if (tls && !fastrx_tls_ok(c))
+        return 0;
+    c->tls = tls != 0;
     c->fast = 1;
     return 1;
 }
@@ -239,4 +299,5 @@ void fastrx_detach(mg_gw *gw, mg_conn *c)
         c->pre = 0;
     }
     c->fast = 0;
+    c->tls = 0;
 }

@@ -22,7 +22,7 @@ static const lws_retry_bo_t listen_no_validity = {.secs_since_valid_ping = 0,
 /* moongate reads (and writes) this listener's connections (fastrx.c). */
 int listen_is_fast(const mg_listener *l)
 {
-    return l->reader == MG_READER_MOONGATE && !l->tls_cert;
+    return l->reader == MG_READER_MOONGATE;
 }
 
 static int listen_slot_init(mg_slot *sl, const mg_config *cfg, size_t i)

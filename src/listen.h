@@ -37,7 +37,7 @@ void listen_free(mg_gw *gw);
 /* The WebSocket path of the listener wsi arrived on. */
 const char *listen_ws_path(struct lws *wsi);
 /* 1 if moongate reads the connections of the listener wsi arrived on
- * (plain ws:// with reader: moongate); listen_is_fast for a listener's
+ * (reader: moongate); listen_is_fast for a listener's
  * config, listen_any_fast for any of cfg's. */
 int listen_fast(struct lws *wsi);
 int listen_is_fast(const mg_listener *l);

@@ -50,16 +50,31 @@ static int rx_rate_ok(mg_gw *gw, mg_conn *c)
     return 1;
 }
 
+/* The client broke the protocol (or sent a message over the limit): its
+ * close frame goes out after the replies already queued, nothing more it
+ * sends is handled, and then the sending side is shut (RFC 6455 7.1.7:
+ * fail the connection), so the client reads the close frame, then EOF. */
+static void rx_abort(mg_gw *gw, mg_conn *c, int code, const char *reason)
+{
+    mg_evict_reason why = code == 1009   ? MG_EVICT_TOO_BIG
+                          : code == 1007 ? MG_EVICT_BAD_UTF8
+                                         : MG_EVICT_PROTOCOL;
+    c->rx_dead = 1;
+    if (c->state != MG_CONN_OPEN) {
+        writer_end(gw, c, MG_WR_HANGUP);
+        return;
+    }
+    rx_fail(gw, c, code, reason, why);
+    writer_end(gw, c, MG_WR_FINISH);
+}
+
+/* A whole data message, its text already checked as UTF-8 by the reader. */
 static void rx_deliver(mg_gw *gw, mg_conn *c, const unsigned char *data, size_t len, int binary)
 {
     const mg_config *cfg = gw->cfg;
 
     gw->metrics->messages_in++;
     gw->metrics->bytes_in += len;
-    if (!binary && !utf8_valid(data, len)) {
-        rx_fail(gw, c, 1007, "invalid UTF-8", MG_EVICT_BAD_UTF8);
-        return;
-    }
     if (!rx_rate_ok(gw, c)) {
         rx_fail(gw, c, 1008, "message rate exceeded", MG_EVICT_RATE);
         return;
@@ -156,46 +171,60 @@ int rx_control(mg_gw *gw, mg_conn *c, int opcode, const unsigned char *data, siz
  * client hangs up or close_timeout passes. */
 void rx_error(mg_gw *gw, mg_conn *c, int code, const char *reason)
 {
-    c->rx_dead = 1;
-    if (c->state != MG_CONN_OPEN) {
-        writer_end(gw, c, MG_WR_HANGUP);
-        return;
-    }
-    rx_fail(gw, c, code, reason, code == 1009 ? MG_EVICT_TOO_BIG : MG_EVICT_PROTOCOL);
-    writer_end(gw, c, MG_WR_FINISH);
+    rx_abort(gw, c, code, reason);
 }
 
 /* ---- libwebsockets' reader ---- */
 
+/* A piece of a text message: 0 if its bytes cannot be UTF-8 (checked as
+ * they come, so the connection fails in the read that brings them), or
+ * if the message ends inside a character. */
+static int rx_lws_utf8(mg_conn *c, const unsigned char *in, size_t len, int final)
+{
+    uint8_t st = (uint8_t)c->rx_u8;
+    int ok = utf8_step(&st, in, len) && (!final || st == 0);
+    c->rx_u8 = st;
+    return ok;
+}
+
 int rx_lws_receive(mg_gw *gw, mg_conn *c, struct lws *wsi, const unsigned char *in, size_t len)
 {
-    if (!c || c->state != MG_CONN_OPEN)
+    if (!c || c->state != MG_CONN_OPEN || c->rx_dead)
         return 0;
     c->last_rx_ms = gw_now(gw);
     if (c->fast && (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi))) {
         /* lws parsed this from the bytes that came with the handshake; it
          * cannot hand the rest of the frame over to fastrx. */
-        rx_error(gw, c, 1002, "frame sent before the handshake completed");
+        rx_abort(gw, c, 1002, "frame sent before the handshake completed");
         return 0;
     }
     if (!c->rx_active) {
         c->rx_active = 1;
         c->rx_binary = lws_frame_is_binary(wsi) != 0;
         c->rx_len = 0;
+        c->rx_u8 = 0;
     }
-    int final = lws_is_final_fragment(wsi);
-    size_t total = c->rx_len + len + (final ? 0 : lws_remaining_packet_payload(wsi));
+    int final = lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi);
+    size_t total = c->rx_len + len + lws_remaining_packet_payload(wsi);
     if (total > gw->cfg->max_message_size) {
         c->rx_active = 0;
-        return rx_fail(gw, c, 1009, "message too big", MG_EVICT_TOO_BIG);
+        rx_abort(gw, c, 1009, "message too big");
+        return 0;
+    }
+    if (!c->rx_binary && !rx_lws_utf8(c, in, len, final)) {
+        c->rx_active = 0;
+        rx_abort(gw, c, 1007, "invalid UTF-8");
+        return 0;
     }
     if (final && c->rx_len == 0) { /* whole message in one piece: no copy */
         c->rx_active = 0;
         rx_deliver(gw, c, in, len, c->rx_binary);
         return 0;
     }
-    if (wsrx_buf_append(&c->rx, &c->rx_len, &c->rx_cap, in, len) != 0)
-        return rx_fail(gw, c, 1011, "out of memory", MG_EVICT_PROTOCOL);
+    if (wsrx_buf_append(&c->rx, &c->rx_len, &c->rx_cap, in, len) != 0) {
+        rx_abort(gw, c, 1011, "out of memory");
+        return 0;
+    }
     if (final) {
         c->rx_active = 0;
         rx_deliver(gw, c, c->rx, c->rx_len, c->rx_binary);
@@ -256,16 +285,46 @@ static void rx_lws_note(mg_gw *gw, uint64_t id)
     gw->rx_check[gw->rx_check_n++] = id;
 }
 
+/* lws's parser found a protocol error (a reserved bit or opcode, a bad
+ * control frame...): it has set its close frame (lws_close_reason) and
+ * writes it when the socket is writable, and it reads nothing more.  What
+ * moongate queued before goes out first, as the replies to what the
+ * client sent before the error; once lws's close frame is out, the next
+ * writable callback shuts the sending side (writer_end), as moongate's
+ * reader does. */
+static void rx_lws_failed(mg_gw *gw, mg_conn *c)
+{
+    const unsigned char *p = lws_get_close_payload(c->wsi);
+    int len = lws_get_close_length(c->wsi);
+    int code = len >= 2 ? (p[0] << 8) | p[1] : 1002;
+    const char *reason = len > 2 ? (const char *)p + 2 : "";
+    size_t rlen = len > 2 ? (size_t)len - 2 : 0;
+    log_conn(MG_LOG_INFO, c->id, "closing: %d %.*s", code, (int)rlen, reason);
+    gw->metrics->evictions[MG_EVICT_PROTOCOL]++;
+    conn_leave_open(gw, c, MG_CONN_CLOSING);
+    conn_set_close(c, code, reason, rlen);
+    conn_arm_close_timeout(gw, c);
+    c->rx_dead = 1;
+    if (writer_drain_now(gw, c) != 0)
+        writer_end(gw, c, MG_WR_HANGUP);
+    else
+        writer_end(gw, c, MG_WR_FINISH);
+}
+
 void rx_lws_check(mg_gw *gw)
 {
     for (int i = 0; i < gw->rx_check_n; i++) {
         mg_conn *c = conn_find(gw, gw->rx_check[i]);
         if (!c || !c->wsi || c->state != MG_CONN_OPEN)
             continue;
+        if (lws_get_close_length(c->wsi) > 0) {
+            rx_lws_failed(gw, c);
+            continue;
+        }
         uint64_t announced = lws_remaining_packet_payload(c->wsi);
         uint64_t total = announced + (c->rx_active ? c->rx_len : 0);
         if (announced > 125 && total > gw->cfg->max_message_size)
-            rx_fail(gw, c, 1009, "message too big", MG_EVICT_TOO_BIG);
+            rx_abort(gw, c, 1009, "message too big");
     }
     gw->rx_check_n = 0;
 }

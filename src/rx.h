@@ -1,7 +1,7 @@
 /* rx.h — what clients send, from either reader.
  *
- * A connection is read by moongate (fastrx.c, plain ws://) or by
- * libwebsockets (TLS, and listeners with reader: libwebsockets); both end
+ * A connection is read by moongate (fastrx.c) or by libwebsockets
+ * (listeners with reader: libwebsockets, and whatever fastrx cannot take); both end
  * here, so limits, UTF-8, the message rate, the text ping and the hooks
  * are the same on both: a data message goes to on_message, a ping gets its
  * pong queued, a close frame is answered (unless it answers ours), and a

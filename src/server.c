@@ -4,7 +4,7 @@
  * Each concern has its file; this one ties them to lws:
  *   listen.c     listeners, the admin port, the open-files limit, drain
  *   handshake.c  upgrade checks and on_handshake (HTTP_CONFIRM_UPGRADE)
- *   fastrx.c     moongate's reader of plain ws:// sockets (inside poll())
+ *   fastrx.c     moongate's reader of ws:// and wss:// sockets (inside poll())
  *   rx.c         what clients send, from either reader
  *   writer.c     every write to a client's socket
  *   src/lws/     the couplings to lws's internals, gated and probed

@@ -98,3 +98,66 @@ int utf8_valid(const unsigned char *s, size_t len)
     }
     return 1;
 }
+
+/* ---- in pieces ----
+ *
+ * The state: bits 0-1 the continuation bytes still owed by the character
+ * that began in an earlier piece, bits 2-4 which range the next one must
+ * be in (the second byte of E0, ED, F0 and F4 is narrower than 80..BF). */
+
+static const unsigned char utf8_lo[] = {0x80, 0xA0, 0x80, 0x90, 0x80};
+static const unsigned char utf8_hi[] = {0xBF, 0xBF, 0x9F, 0xBF, 0x8F};
+
+/* A lead byte: the continuation bytes it needs and the range of the
+ * first, or 0 if it cannot begin a character. */
+static unsigned utf8_lead(unsigned char c, unsigned *range)
+{
+    *range = 0;
+    if (c >= 0xC2 && c <= 0xDF)
+        return 1;
+    if (c >= 0xE0 && c <= 0xEF) {
+        *range = c == 0xE0 ? 1 : c == 0xED ? 2 : 0;
+        return 2;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        *range = c == 0xF0 ? 3 : c == 0xF4 ? 4 : 0;
+        return 3;
+    }
+    return 0;
+}
+
+/* Where the character that p[0..n) ends inside of begins (n if none). */
+static size_t utf8_tail(const unsigned char *p, size_t n)
+{
+    for (size_t k = n; k > 0 && n - k < 4;) {
+        unsigned char c = p[--k];
+        if (c < 0x80)
+            return n;
+        if (c >= 0xC0) {
+            size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+            return n - k < need ? k : n;
+        }
+    }
+    return n;
+}
+
+int utf8_step(uint8_t *state, const unsigned char *p, size_t n)
+{
+    unsigned need = *state & 3, range = *state >> 2;
+    size_t i = 0;
+    for (; need && i < n; i++, need--, range = 0)
+        if (p[i] < utf8_lo[range] || p[i] > utf8_hi[range])
+            return 0;
+    if (!need) {
+        size_t t = i + utf8_tail(p + i, n - i);
+        if (!utf8_valid(p + i, t - i))
+            return 0;
+        if (t < n && !(need = utf8_lead(p[t], &range)))
+            return 0;
+        for (i = t + 1; i < n; i++, need--, range = 0)
+            if (p[i] < utf8_lo[range] || p[i] > utf8_hi[range])
+                return 0;
+    }
+    *state = (uint8_t)(need | range << 2);
+    return 1;
+}

@@ -11,6 +11,8 @@
 #include "log.h"
 #include "uring.h"
 
+#include <openssl/ssl.h>
+
 #define WRITER_SCRATCH (64 * 1024)
 /* Writes per io_uring batch: a broadcast to more goes in several. */
 #define WRITER_URING_ENTRIES 1024
@@ -75,11 +77,17 @@ void writer_forget(mg_gw *gw, mg_conn *c)
 
 /* ---- how: one write ---- */
 
+/* moongate writes c's socket itself: plain TCP that moongate reads. */
+static int writer_raw(const mg_conn *c)
+{
+    return c->fast && !c->tls;
+}
+
 /* A write is pending that only POLLOUT can finish: ours, or one lws
  * keeps. */
 static int writer_blocked(const mg_conn *c)
 {
-    return c->fast ? c->wr.blocked : lws_partial_buffered(c->wsi);
+    return writer_raw(c) ? c->wr.blocked : lws_partial_buffered(c->wsi);
 }
 
 /* What a write of n queued bytes to c's socket returned (a count, or
@@ -109,7 +117,7 @@ static int writer_write_once(mg_gw *gw, mg_conn *c)
     size_t n = sendq_gather(&c->q, gw->scratch, gw->scratch_cap, &p);
     if (!n)
         return 0;
-    if (c->fast) {
+    if (writer_raw(c)) {
         ssize_t k = send(c->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
         return writer_sent(c, k < 0 ? -errno : k, n);
     }
@@ -164,13 +172,21 @@ static void writer_done(mg_gw *gw, mg_conn *c, int rc)
 
 void writer_flush(mg_gw *gw, mg_conn *c)
 {
-    if (writer_may(c))
-        writer_done(gw, c, c->q.count ? writer_write_once(gw, c) : 0);
+    if (!writer_may(c))
+        return;
+    if (!c->fast) {
+        /* lws reads it, and may owe it a pong: lws writes that first when
+         * the socket is writable, then calls back, and the queue goes out
+         * there (writer_writable), after it. */
+        lws_callback_on_writable(c->wsi);
+        return;
+    }
+    writer_done(gw, c, c->q.count ? writer_write_once(gw, c) : 0);
 }
 
 int writer_frame(mg_gw *gw, mg_conn *c, int opcode, const void *data, size_t len)
 {
-    if (!c->fast || len < WRITER_DIRECT_MIN || c->q.count || !writer_may(c)) {
+    if (!writer_raw(c) || len < WRITER_DIRECT_MIN || c->q.count || !writer_may(c)) {
         int was_empty = c->q.count == 0;
         if (sendq_push_frame(&c->q, opcode, data, len) != 0)
             return MG_SEND_NOMEM;
@@ -211,6 +227,10 @@ static int writer_finished(mg_conn *c)
     if (c->wr.end == MG_WR_HANGUP)
         return 1;
     if (c->wr.end == MG_WR_FINISH) {
+#if defined(LWS_WITH_TLS) && !defined(LWS_WITH_MBEDTLS)
+        if (lws_is_ssl(c->wsi)) /* the TLS session ends first (close_notify) */
+            SSL_shutdown(lws_get_ssl(c->wsi));
+#endif
         shutdown(lws_get_socket_fd(c->wsi), SHUT_WR);
         c->wr.end = MG_WR_SHUT;
     }
@@ -271,7 +291,7 @@ static void writer_batch_run(mg_gw *gw)
  * (writer_flush). */
 static int writer_batch_add(mg_gw *gw, mg_conn *c)
 {
-    if (!gw->uring || !c->fast || !c->q.count || !writer_may(c))
+    if (!gw->uring || !writer_raw(c) || !c->q.count || !writer_may(c))
         return 0;
     struct iovec iov[URING_IOV];
     int n = sendq_iov(&c->q, iov, URING_IOV, gw->scratch_cap);

@@ -1,15 +1,19 @@
 /* writer.h — every write to a client's socket.
  *
  * A connection's frames wait in its queue (sendq.h) and leave here, one
- * of two ways, fixed when its upgrade completes:
- *  - moongate writes the socket itself on the connections its own reader
- *    owns (c->fast: plain TCP, and lws holds nothing to write there): a
+ * of three ways, fixed when its upgrade completes:
+ *  - moongate writes the socket itself on the plain TCP connections its
+ *    own reader owns (c->fast, lws holds nothing to write there): a
  *    send() of the queue gathered, a sendmsg() of a big frame straight
  *    from the caller's buffer, or, with io_uring, one batch for every
  *    connection a loop turn wrote to;
- *  - the others (TLS, and listeners with reader: libwebsockets) go through
- *    lws_write(LWS_WRITE_RAW), whole frames only, and only while lws holds
- *    no partial write of its own (it would write that first).
+ *  - TLS connections its reader owns (c->tls) go through
+ *    lws_write(LWS_WRITE_RAW), which encrypts with lws's session, whole
+ *    frames only, and only while lws holds no partial write of its own (it
+ *    would write that first);
+ *  - connections lws reads (reader: libwebsockets) the same, but only from
+ *    lws's writable callback: lws may owe the client a pong, which it
+ *    writes there first, before the data queued after the ping.
  * Writes are not made as frames are queued: a connection whose queue
  * fills joins the flush list, and the list is written when the work of
  * the loop turn is done (writer_flush_all), so a turn's replies to one

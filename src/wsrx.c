@@ -3,6 +3,8 @@
 
 #include <stdlib.h>
 #include <string.h>
+
+#include "utf8.h"
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -23,6 +25,7 @@ struct wsrx {
     uint8_t msg_active; /* a message has begun and not ended */
     uint8_t msg_binary; /* its kind */
     uint8_t carry_len;  /* bytes in carry */
+    uint8_t u8;         /* a text message's UTF-8 so far (utf8_step) */
     unsigned char *msg; /* the message so far, unmasked */
     size_t msg_len, msg_cap;
     unsigned char carry[WSRX_CARRY_MAX]; /* an incomplete header or control frame */
@@ -175,29 +178,46 @@ static uint64_t wsrx_payload_len(const unsigned char *p)
     return n;
 }
 
-/* Continue a data frame whose payload began in an earlier read.  Returns
- * the bytes consumed, or -1 (OOM) / -2 (sink stop). */
+/* Continue a data frame whose payload began in an earlier read.  A text
+ * message's bytes are checked as they come, so invalid UTF-8 fails the
+ * connection in the read that brings it, not at the end of the message.
+ * Returns the bytes consumed, or -1 (OOM) / -2 (sink stop) / -3 (invalid
+ * UTF-8). */
 static long wsrx_resume(wsrx *s, unsigned char *p, size_t avail, const wsrx_sink *sink, void *arg)
 {
     size_t n = avail < s->left ? avail : (size_t)s->left;
     wsrx_unmask(p, n, s->mask, s->moff);
+    if (!s->msg_binary && !utf8_step(&s->u8, p, n))
+        return -3;
     if (wsrx_append(s, p, n) != 0)
         return -1;
     s->moff = (uint8_t)((s->moff + n) & 3);
     s->left -= n;
     if (s->left == 0) {
         s->in_frame = 0;
+        if (s->fin && !s->msg_binary && s->u8 != 0)
+            return -3; /* the message ends inside a character */
         if (s->fin && wsrx_deliver(s, sink, arg))
             return -2;
     }
     return (long)n;
 }
 
+
+
 static int wsrx_fail(int *code, const char **reason, int c, const char *r)
 {
     *code = c;
     *reason = r;
     return WSRX_ERROR;
+}
+
+/* What a failure of wsrx_resume (-1 or -3) means. */
+static int wsrx_resume_fail(long n, int *code, const char **reason)
+{
+    if (n == -3)
+        return wsrx_fail(code, reason, 1007, "invalid UTF-8");
+    return wsrx_fail(code, reason, 1011, "out of memory");
 }
 
 /* Free the state when nothing is carried over. */
@@ -218,10 +238,10 @@ int wsrx_feed(wsrx **st, unsigned char *buf, size_t len, uint64_t max_message,
         (*st)->carry_len = 0; /* buf starts with it (wsrx_unread) */
     if (*st && (*st)->in_frame) {
         long n = wsrx_resume(*st, p, len, sink, arg);
-        if (n == -1)
-            return wsrx_fail(code, reason, 1011, "out of memory");
         if (n == -2)
             return WSRX_STOPPED;
+        if (n < 0)
+            return wsrx_resume_fail(n, code, reason);
         p += n;
     }
     while (p < end) {
@@ -258,6 +278,8 @@ int wsrx_feed(wsrx **st, unsigned char *buf, size_t len, uint64_t max_message,
             return wsrx_fail(code, reason, 1009, "message too big");
         if (have >= plen && fin && !active) { /* the common case: no copy */
             wsrx_unmask(pay, (size_t)plen, mask, 0);
+            if (op == OP_TEXT && !utf8_valid(pay, (size_t)plen))
+                return wsrx_fail(code, reason, 1007, "invalid UTF-8");
             p = pay + plen;
             if (sink->message(arg, pay, (size_t)plen, op == OP_BINARY)) {
                 rc = WSRX_STOPPED;
@@ -272,6 +294,7 @@ int wsrx_feed(wsrx **st, unsigned char *buf, size_t len, uint64_t max_message,
             s->msg_active = 1;
             s->msg_binary = op == OP_BINARY;
             s->msg_len = 0;
+            s->u8 = 0;
         }
         memcpy(s->mask, mask, 4);
         s->moff = 0;
@@ -279,12 +302,12 @@ int wsrx_feed(wsrx **st, unsigned char *buf, size_t len, uint64_t max_message,
         s->fin = (uint8_t)fin;
         s->in_frame = 1;
         long n = wsrx_resume(s, pay, have, sink, arg);
-        if (n == -1)
-            return wsrx_fail(code, reason, 1011, "out of memory");
         if (n == -2) {
             rc = WSRX_STOPPED;
             break;
         }
+        if (n < 0)
+            return wsrx_resume_fail(n, code, reason);
         p = pay + n;
         continue;
     carry : {

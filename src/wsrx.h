@@ -16,8 +16,10 @@
  * or long control frames, stray continuations, a data frame inside a
  * fragmented message and a 64-bit length with its top bit set are
  * protocol errors (1002); a message longer than max_message is 1009,
- * found as soon as the header that makes it too long arrives.  UTF-8 and
- * close-frame bodies are the sink's to judge. */
+ * found as soon as the header that makes it too long arrives.  A text
+ * message reaches the sink only as valid UTF-8: invalid bytes are 1007,
+ * found in the read that brings them, even in the middle of a fragment
+ * (RFC 6455 8.1).  Close-frame bodies are the sink's to judge. */
 #ifndef MG_WSRX_H
 #define MG_WSRX_H
 
@@ -46,7 +48,7 @@ enum {
 
 /* Consume len bytes at buf (modified: unmasked in place).  *st is the
  * connection's state (NULL to start); it is allocated and freed here.  On
- * WSRX_ERROR, *code is 1002, 1009 or 1011 (out of memory) and *reason a
+ * WSRX_ERROR, *code is 1002, 1007, 1009 or 1011 (out of memory) and *reason a
  * static string; the stream cannot be resumed after an error. */
 int wsrx_feed(wsrx **st, unsigned char *buf, size_t len, uint64_t max_message,
               const wsrx_sink *sink, void *arg, int *code, const char **reason);

@@ -58,7 +58,7 @@ static const char *const lwsc_names[LWSC_NPATHS] = {
 
 /* What each path does for the operator, as the log line says it. */
 static const char *const lwsc_what[LWSC_NPATHS] = {
-    [LWSC_READER] = "moongate reads and writes plain ws:// connections itself",
+    [LWSC_READER] = "moongate reads ws:// and wss:// connections itself",
     [LWSC_EPOLL] = "the event loop waits on epoll, not a poll() of every socket",
     [LWSC_URING] = "socket reads and writes are batched through io_uring",
     [LWSC_TIMERS] = "timer inserts are O(1) in libwebsockets' timer list",
@@ -105,10 +105,10 @@ static const char *lwsc_unchecked(void)
 static void lwsc_probe_paths(mg_gw *gw, mg_lwsc *l, int polled)
 {
     int checked = lwsc_checked();
-    int plain = listen_any_fast(gw->cfg);
+    int ours = listen_any_fast(gw->cfg);
 
-    if (!plain)
-        lwsc_set(l, LWSC_READER, LWSC_UNUSED, "no plain ws:// listener with reader: moongate");
+    if (!ours)
+        lwsc_set(l, LWSC_READER, LWSC_UNUSED, "no listener with reader: moongate");
     else if (!checked)
         lwsc_set(l, LWSC_READER, LWSC_OFF, lwsc_unchecked());
     else if (!polled)

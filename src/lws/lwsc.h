@@ -22,7 +22,7 @@
 #include "gw.h"
 
 typedef enum {
-    LWSC_READER, /* moongate reads and writes plain ws:// sockets itself (fastrx.c, writer.c) */
+    LWSC_READER, /* moongate reads its WebSocket connections itself (fastrx.c, writer.c) */
     LWSC_EPOLL,  /* lws's poll() served from an epoll set (evpoll.c) */
     LWSC_URING,  /* those reads and writes batched through io_uring (uring.c) */
     LWSC_TIMERS, /* O(1) inserts into lws's timer list (sul.c) */

@@ -6,11 +6,12 @@
  * reader kept from the read before (wsrx_unread), as fastrx.c does.  Both
  * ways must see the same messages, control frames and error, in order;
  * every message must be within the limit, every control payload within 125
- * bytes, and an error code one of 1002, 1009, 1011. */
+ * bytes, and an error code one of 1002, 1007, 1009, 1011; every text message valid UTF-8. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "utf8.h"
 #include "wsrx.h"
 
 typedef struct event {
@@ -48,7 +49,7 @@ static void add(trace *t, int kind, int code, const unsigned char *p, size_t n)
 static int on_message(void *arg, const unsigned char *data, size_t len, int binary)
 {
     trace *t = arg;
-    if (len > t->max)
+    if (len > t->max || (!binary && !utf8_valid(data, len)))
         abort();
     add(t, 0, binary, data, len);
     return 0;
@@ -87,7 +88,7 @@ static void run(const uint8_t *stream, size_t n, uint8_t cut_seed, trace *t)
         int rc = wsrx_feed(&st, buf, kept + chunk, t->max, &sink, t, &code, &reason);
         free(buf);
         if (rc == WSRX_ERROR) {
-            if ((code != 1002 && code != 1009 && code != 1011) || !reason)
+            if ((code != 1002 && code != 1007 && code != 1009 && code != 1011) || !reason)
                 abort();
             add(t, 2, code, NULL, 0);
             break;

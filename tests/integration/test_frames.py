@@ -365,7 +365,6 @@ def test_messages_before_a_protocol_error_are_answered_first(gw, raw, name):
     assert_still_serving(gw, raw)
 
 
-@LWS_DEVIATES("closes on a protocol error by itself: on_disconnect sees 1006")
 def test_protocol_error_reported_to_on_disconnect(gw, raw):
     """on_disconnect sees the 1002 the server closed with, not 1006."""
     c, cid = connect(gw, raw)
@@ -376,7 +375,6 @@ def test_protocol_error_reported_to_on_disconnect(gw, raw):
     assert m.group(1) == "1002", gw.find_logs(r"DISC %d " % cid)
 
 
-@LWS_DEVIATES("waits its own 5 s for the answer to a close it started")
 def test_protocol_error_close_bounded_by_close_timeout(gateway, raw):
     """A client that never answers the 1002 is dropped after limits.close_timeout (1s)."""
     g = gateway(ECHO, {"limits": {"close_timeout": "1s"}})

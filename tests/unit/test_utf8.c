@@ -353,7 +353,82 @@ static void test_long_runs(void)
     }
 }
 
-TEST_MAIN("utf8", T(test_long_runs), T(test_ascii_runs_then_multibyte), T(test_empty),
+
+/* ------------------------------------------------------------ in pieces */
+
+/* Could some bytes after p[0..n) make it valid?  p's last character may
+ * be unfinished: try every ending of it (at most two bytes are tried
+ * exhaustively; a lone lead byte is judged by the reference alone). */
+static int ref_completable(const unsigned char *p, size_t n)
+{
+    if (ref_valid(p, n))
+        return 1;
+    unsigned char buf[32];
+    memcpy(buf, p, n);
+    for (size_t extra = 1; extra <= 3; extra++) {
+        if (extra == 3) { /* only a lead byte can want three more */
+            memcpy(buf + n, "\x90\x80\x80", 3);
+            if (n && ref_valid(buf, n - 1) && p[n - 1] >= 0xF0 && p[n - 1] <= 0xF4)
+                return 1;
+            continue;
+        }
+        for (unsigned a = 0x80; a <= 0xBF; a++)
+            for (unsigned b = 0x80; b <= (extra == 2 ? 0xBFu : 0x80u); b++) {
+                buf[n] = (unsigned char)a;
+                buf[n + 1] = (unsigned char)b;
+                if (ref_valid(buf, n + extra))
+                    return 1;
+            }
+    }
+    return 0;
+}
+
+/* Random texts from the bytes that matter: fed one byte at a time,
+ * utf8_step fails at the first byte after which no ending could make the
+ * text valid (no sooner, no later); fed in two or three pieces cut
+ * anywhere, it agrees with the reference on the whole. */
+static void test_step_fails_fast(void)
+{
+    static const unsigned char alpha[] = {0x00, 0x41, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF,
+                                          0xC0, 0xC1, 0xC2, 0xDF, 0xE0, 0xED, 0xEE, 0xEF, 0xF0,
+                                          0xF1, 0xF4, 0xF5, 0xFF};
+    uint32_t seed = 12345;
+    unsigned char t[12];
+    for (int iter = 0; iter < 60000; iter++) {
+        seed = seed * 1103515245u + 12345u;
+        size_t n = 1 + (seed >> 16) % sizeof t;
+        for (size_t i = 0; i < n; i++) {
+            seed = seed * 1103515245u + 12345u;
+            t[i] = alpha[(seed >> 16) % sizeof alpha];
+        }
+        uint8_t st = 0;
+        size_t fail_at = n;
+        for (size_t i = 0; i < n; i++)
+            if (!utf8_step(&st, t + i, 1)) {
+                fail_at = i;
+                break;
+            }
+        size_t want_at = n;
+        for (size_t i = 0; i < n; i++)
+            if (!ref_completable(t, i + 1)) {
+                want_at = i;
+                break;
+            }
+        CHECK(fail_at == want_at);
+        if (fail_at != want_at)
+            fprintf(stderr, "  failed at %zu, reference at %zu (len %zu)\n", fail_at, want_at, n);
+        int whole = ref_valid(t, n);
+        for (size_t a = 0; a <= n; a++)
+            for (size_t b = a; b <= n; b++) {
+                uint8_t s2 = 0;
+                int ok = utf8_step(&s2, t, a) && utf8_step(&s2, t + a, b - a) &&
+                         utf8_step(&s2, t + b, n - b) && s2 == 0;
+                CHECK(ok == whole);
+            }
+    }
+}
+
+TEST_MAIN("utf8", T(test_step_fails_fast), T(test_long_runs), T(test_ascii_runs_then_multibyte), T(test_empty),
           T(test_ascii), T(test_valid_multibyte), T(test_boundaries), T(test_overlongs),
           T(test_surrogates), T(test_above_max), T(test_stray_and_never_bytes), T(test_truncated),
           T(test_fast_path_bad_byte), T(test_fast_path_valid_char), T(test_exhaustive_short),

@@ -139,7 +139,7 @@ static void build_stream(bytes *b, bytes *want)
 {
     static unsigned char big[70000];
     for (size_t i = 0; i < sizeof big; i++)
-        big[i] = (unsigned char)(i * 7 + 3);
+        big[i] = (unsigned char)(0x20 + (i * 7 + 3) % 95); /* text must be UTF-8 */
     const size_t sizes[] = {0, 1, 7, 8, 9, 125, 126, 127, 65535, 65536, 70000};
     rec w = {0};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
@@ -367,5 +367,64 @@ static void test_stop_and_state(void)
     free(b.p);
 }
 
-TEST_MAIN("wsrx", T(test_whole_stream), T(test_byte_at_a_time), T(test_random_cuts),
+/* Invalid UTF-8 fails the connection (1007) in the piece that brings it:
+ * the rest of the message never comes, and neither does what follows. */
+static void test_utf8_fails_fast(void)
+{
+    /* fragment 1 valid, fragment 2 invalid, fragment 3 never sent */
+    bytes b = {0};
+    frame(&b, 0, 0x1, "caf\xc3\xa9 ", 6);
+    frame(&b, 0, 0x0, "\xed\xa0\x80", 3); /* a surrogate */
+    rec r = {0};
+    int code = 0;
+    const char *reason = NULL;
+    CHECK(feed_all(&b, 1 << 20, &r, &code, &reason) == WSRX_ERROR);
+    CHECK(code == 1007);
+    CHECK(r.log.len == 0);
+    free(r.log.p);
+
+    /* one frame whose payload arrives in pieces: the piece with the bad
+     * byte fails it, with the frame's end still to come */
+    b.len = 0;
+    static const char text[] = "hello \xf4\x90\x80\x80 world"; /* above U+10FFFF */
+    frame(&b, 1, 0x1, text, sizeof text - 1);
+    size_t hl = b.len - (sizeof text - 1);
+    for (size_t cut = hl; cut < hl + 7; cut++) {
+        wsrx *st = NULL;
+        rec r2 = {0};
+        code = 0;
+        size_t cuts[1] = {cut};
+        /* only the bytes up to the bad one (payload offset 7) are fed */
+        int rc = feed_cut(b.p, hl + 8, cuts, 1, 1 << 20, &r2, &code, &reason, &st);
+        CHECK(rc == WSRX_ERROR && code == 1007);
+        wsrx_free(&st);
+        free(r2.log.p);
+    }
+
+    /* a character cut across fragments is fine; a message that ends
+     * inside one is not */
+    b.len = 0;
+    frame(&b, 0, 0x1, "\xe2\x82", 2);
+    frame(&b, 1, 0x0, "\xac", 1); /* the euro sign */
+    rec r3 = {0};
+    CHECK(feed_all(&b, 1 << 20, &r3, &code, &reason) == WSRX_OK);
+    CHECK(r3.log.len > 0);
+    free(r3.log.p);
+    b.len = 0;
+    frame(&b, 0, 0x1, "ok", 2);
+    frame(&b, 1, 0x0, "\xe2\x82", 2);
+    rec r4 = {0};
+    CHECK(feed_all(&b, 1 << 20, &r4, &code, &reason) == WSRX_ERROR && code == 1007);
+    free(r4.log.p);
+
+    /* binary messages are not text */
+    b.len = 0;
+    frame(&b, 1, 0x2, "\xff\xfe", 2);
+    rec r5 = {0};
+    CHECK(feed_all(&b, 1 << 20, &r5, &code, &reason) == WSRX_OK);
+    free(r5.log.p);
+    free(b.p);
+}
+
+TEST_MAIN("wsrx", T(test_utf8_fails_fast), T(test_whole_stream), T(test_byte_at_a_time), T(test_random_cuts),
           T(test_protocol_errors), T(test_size_limit), T(test_stop_and_state))
