@@ -260,7 +260,7 @@ static void test_minimal_config(void)
         CHECK(cfg->nlisteners == 1);
         CHECK_STR(cfg->listeners[0].host, "127.0.0.1");
         CHECK(cfg->listeners[0].port == 8080);
-        CHECK_STR(cfg->listeners[0].path, "/");
+        CHECK_STR(cfg->listeners[0].paths[0], "/");
         CHECK(cfg->listeners[0].tls_cert == NULL && cfg->listeners[0].tls_key == NULL);
         CHECK_STR(cfg->script, in_dir(&s, "app.lua", buf, sizeof buf));
         /* everything else stays at its default */
@@ -341,11 +341,11 @@ static void test_full_config(void)
     CHECK(cfg->nlisteners == 2);
     CHECK_STR(cfg->listeners[0].host, "0.0.0.0");
     CHECK(cfg->listeners[0].port == 8080);
-    CHECK_STR(cfg->listeners[0].path, "/ws");
+    CHECK_STR(cfg->listeners[0].paths[0], "/ws");
     CHECK(cfg->listeners[0].tls_cert == NULL);
     CHECK_STR(cfg->listeners[1].host, "::1");
     CHECK(cfg->listeners[1].port == 8443);
-    CHECK_STR(cfg->listeners[1].path, "/secure");
+    CHECK_STR(cfg->listeners[1].paths[0], "/secure");
     CHECK_STR(cfg->listeners[1].tls_cert, in_dir(&s, "tls/cert.pem", buf, sizeof buf));
     CHECK_STR(cfg->listeners[1].tls_key, in_dir(&s, "tls/key.pem", buf, sizeof buf));
     CHECK_STR(cfg->script, in_dir(&s, "app.lua", buf, sizeof buf));
@@ -510,7 +510,7 @@ static void test_shipped_config(void)
         CHECK(cfg->nlisteners == 1);
         CHECK_STR(cfg->listeners[0].host, "127.0.0.1");
         CHECK(cfg->listeners[0].port == 8080);
-        CHECK_STR(cfg->listeners[0].path, "/ws");
+        CHECK_STR(cfg->listeners[0].paths[0], "/ws");
         snprintf(want, sizeof want, "%s/scripts/app.lua", s.real);
         CHECK_STR(cfg->script, want);
         snprintf(want, sizeof want, "%s/conf/../scripts/?.lua", s.real);
@@ -1118,7 +1118,7 @@ static void test_set_listen(void)
     CHECK(cfg->nlisteners == 1);
     CHECK_STR(cfg->listeners[0].host, "0.0.0.0");
     CHECK(cfg->listeners[0].port == 9000);
-    CHECK_STR(cfg->listeners[0].path, "/");
+    CHECK_STR(cfg->listeners[0].paths[0], "/");
 
     CHECK(config_set_listen(cfg, "[::1]:8080", err, sizeof err) == 0);
     CHECK(cfg->nlisteners == 1); /* replaced, not added */
@@ -1181,7 +1181,7 @@ static void test_set_listen(void)
         CHECK(cfg->nlisteners == 2);
         CHECK_STR(cfg->listeners[0].host, "0.0.0.0");
         CHECK(cfg->listeners[0].port == 9443);
-        CHECK_STR(cfg->listeners[0].path, "/ws");
+        CHECK_STR(cfg->listeners[0].paths[0], "/ws");
         CHECK(cfg->listeners[0].tls_cert != NULL && cfg->listeners[0].tls_key != NULL);
         CHECK(cfg->listeners[1].port == 8080);
         CHECK(config_validate(cfg, err, sizeof err) == 0);
