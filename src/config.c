@@ -32,6 +32,8 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "hsmatch.h"
+
 #define CONFIG_MAX_BYTES (4u << 20) /* a bigger config file is refused */
 #define WHERE_MAX 160               /* "listen[0].tls.cert", "app.rooms[3].name" */
 #define DURATION_MAX_MS 86400000u   /* 24h: longest heartbeat/limit/shutdown time */
@@ -557,17 +559,101 @@ static int parse_header_list(load_ctx *lc, const yaml_node_t *val, const char *w
     return 0;
 }
 
-/* A WebSocket path: a string starting with '/'. */
-static int parse_ws_path(load_ctx *lc, const yaml_node_t *val, const char *where,
+static void strv_free(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* Checks one entry of a string list: NULL, or why it is not valid. */
+typedef const char *(*entry_check)(const char *s);
+
+/* A list of strings (or, with one_ok, a single string for a list of one),
+ * each passing check, none twice, at most max: into *out / *n. */
+static int parse_str_list(load_ctx *lc, const yaml_node_t *val, const char *where,
+                          const char *what, int one_ok, size_t max, entry_check check,
+                          char ***out, size_t *n)
+{
+    char sub[WHERE_MAX];
+    const yaml_node_t *only = NULL;
+    size_t count = 1;
+    if (one_ok && val->type == YAML_SCALAR_NODE) {
+        only = val;
+    } else {
+        long len = seq_len(lc, val, where, what);
+        if (len < 0)
+            return -1;
+        if (len == 0)
+            return load_fail(lc, val->start_mark, "%s: the list is empty", where);
+        count = (size_t)len;
+    }
+    if (count > max)
+        return load_fail(lc, val->start_mark, "%s: at most %zu entries", where, max);
+    strv_free(*out, *n);
+    *out = xcalloc(count, sizeof(char *));
+    *n = 0;
+    for (size_t i = 0; i < count; i++) {
+        const yaml_node_t *item = only ? only : node_at(lc, val->data.sequence.items.start[i]);
+        if (only)
+            snprintf(sub, sizeof sub, "%s", where);
+        else
+            snprintf(sub, sizeof sub, "%s[%zu]", where, i);
+        const char *s = want_scalar(lc, item, sub, what);
+        if (!s)
+            return -1;
+        const char *why = check(s);
+        if (why)
+            return load_fail(lc, item->start_mark, "%s: %s, got '%s'", sub, why, s);
+        for (size_t j = 0; j < *n; j++)
+            if (!strcmp((*out)[j], s))
+                return load_fail(lc, item->start_mark, "%s: '%s' is listed twice", sub, s);
+        (*out)[(*n)++] = xstrdup(s);
+    }
+    return 0;
+}
+
+/* Lists are bounded: each entry is looked at in every handshake. */
+#define CONFIG_LIST_MAX 64
+
+/* A listener's path: one, or a list; an entry ending in '*' is a prefix. */
+static int parse_ws_paths(load_ctx *lc, const yaml_node_t *val, const char *where,
+                          const key_spec *ks, void *base)
+{
+    mg_listener *l = base;
+    (void)ks;
+    return parse_str_list(lc, val, where, "a path such as /ws (or a list of them)", 1,
+                          CONFIG_LIST_MAX, hsmatch_path_invalid, &l->paths, &l->npaths);
+}
+
+static const char *protocol_invalid(const char *s)
+{
+    if (!hsmatch_is_token(s, strlen(s)))
+        return "a subprotocol name is a token (letters, digits and !#$%&'*+-.^_`|~)";
+    if (strlen(s) > HSMATCH_PROTOCOL_NAME_MAX)
+        return "longer than libwebsockets takes (62 bytes)";
+    return NULL;
+}
+
+/* The subprotocols a listener chooses from when on_handshake chooses none. */
+static int parse_protocols(load_ctx *lc, const yaml_node_t *val, const char *where,
+                           const key_spec *ks, void *base)
+{
+    mg_listener *l = base;
+    (void)ks;
+    return parse_str_list(lc, val, where, "subprotocol names", 1, CONFIG_LIST_MAX,
+                          protocol_invalid, &l->protocols, &l->nprotocols);
+}
+
+/* handshake.origins: the Origin values browsers may connect from. */
+static int parse_origins(load_ctx *lc, const yaml_node_t *val, const char *where,
                          const key_spec *ks, void *base)
 {
-    const char *s = want_scalar(lc, val, where, "a path such as /ws");
-    if (!s)
-        return -1;
-    if (s[0] != '/')
-        return load_fail(lc, val->start_mark, "%s: must start with '/', got '%s'", where, s);
-    str_set(FIELD(base, ks, char *), s);
-    return 0;
+    mg_config *cfg = base;
+    (void)ks;
+    return parse_str_list(lc, val, where, "origins such as https://app.example.com", 1,
+                          CONFIG_LIST_MAX, hsmatch_origin_invalid, &cfg->origins,
+                          &cfg->norigins);
 }
 
 /* A decimal integer in ks->min..ks->max. */
@@ -952,7 +1038,8 @@ static const key_spec tls_keys[] = {
 static const key_spec listener_keys[] = {
     {.name = "host",   .parse = parse_string,  .offset = LST(host)},
     {.name = "port",   .parse = parse_port,    .offset = LST(port), .required = 1, .min = 1, .max = 65535},
-    {.name = "path",   .parse = parse_ws_path, .offset = LST(path)},
+    {.name = "path",   .parse = parse_ws_paths},
+    {.name = "protocols", .parse = parse_protocols},
     {.name = "tls",    .parse = parse_section, .keys = tls_keys},
     {.name = "reader", .parse = parse_enum,    .offset = LST(reader), .choices = reader_names},
     {0}};
@@ -992,6 +1079,7 @@ static const key_spec limits_keys[] = {
 
 static const key_spec handshake_keys[] = {
     {.name = "headers", .parse = parse_header_list},
+    {.name = "origins", .parse = parse_origins},
     {0}};
 
 static const key_spec names_keys[] = {
@@ -1030,10 +1118,18 @@ static int listener_find_twin(const mg_config *cfg, size_t i)
     return -1;
 }
 
+static void listener_set_path(mg_listener *l, const char *path)
+{
+    strv_free(l->paths, l->npaths);
+    l->paths = xcalloc(1, sizeof(char *));
+    l->paths[0] = xstrdup(path);
+    l->npaths = 1;
+}
+
 static void listener_defaults(mg_listener *l)
 {
     l->host = xstrdup(DEFAULT_HOST);
-    l->path = xstrdup("/");
+    listener_set_path(l, "/");
 }
 
 static int parse_listen(load_ctx *lc, const yaml_node_t *val, const char *where, const key_spec *ks,
@@ -1552,8 +1648,13 @@ static int listener_validate(const mg_config *cfg, size_t i, char *err, size_t e
         return msg_fail(err, errlen, "listen[%zu].host: must not be empty", i);
     if (l->port < 1 || l->port > 65535)
         return msg_fail(err, errlen, "listen[%zu].port: must be 1..65535", i);
-    if (!l->path || l->path[0] != '/')
-        return msg_fail(err, errlen, "listen[%zu].path: must start with '/'", i);
+    if (!l->npaths)
+        return msg_fail(err, errlen, "listen[%zu].path: needs a path", i);
+    for (size_t k = 0; k < l->npaths; k++) {
+        const char *why = hsmatch_path_invalid(l->paths[k]);
+        if (why)
+            return msg_fail(err, errlen, "listen[%zu].path: %s, got '%s'", i, why, l->paths[k]);
+    }
     if (!l->tls_cert != !l->tls_key)
         return msg_fail(err, errlen, "listen[%zu].tls: needs both cert and key", i);
     if (l->tls_cert && file_check(l->tls_cert, 0, why, sizeof why) != 0)
@@ -1658,11 +1759,19 @@ int config_set_listen(mg_config *cfg, const char *hostport, char *err, size_t er
     if (cfg->nlisteners == 0) {
         cfg->listeners = xcalloc(1, sizeof *cfg->listeners);
         cfg->nlisteners = 1;
-        cfg->listeners[0].path = xstrdup("/");
+        listener_set_path(&cfg->listeners[0], "/");
     }
     free(cfg->listeners[0].host);
     cfg->listeners[0].host = host;
     cfg->listeners[0].port = port;
+    return 0;
+}
+
+int config_set_path(mg_config *cfg, const char *path)
+{
+    if (!cfg->nlisteners)
+        return -1;
+    listener_set_path(&cfg->listeners[0], path);
     return 0;
 }
 
@@ -1673,7 +1782,8 @@ void config_free(mg_config *cfg)
     for (size_t i = 0; i < cfg->nlisteners; i++) {
         mg_listener *l = &cfg->listeners[i];
         free(l->host);
-        free(l->path);
+        strv_free(l->paths, l->npaths);
+        strv_free(l->protocols, l->nprotocols);
         free(l->tls_cert);
         free(l->tls_key);
     }
@@ -1691,6 +1801,7 @@ void config_free(mg_config *cfg)
     for (size_t i = 0; i < cfg->nkeep_headers; i++)
         free(cfg->keep_headers[i]);
     free(cfg->keep_headers);
+    strv_free(cfg->origins, cfg->norigins);
     broker_config_free(cfg->broker);
     cluster_config_free(cfg->cluster);
     node_free(cfg->app);

@@ -13,9 +13,12 @@
 #include <stdint.h>
 
 typedef struct mg_listener {
-    char *host;     /* bind address, default "127.0.0.1" */
-    int port;       /* 1..65535, required */
-    char *path;     /* WebSocket path, default "/" */
+    char *host;       /* bind address, default "127.0.0.1" */
+    int port;         /* 1..65535, required */
+    char **paths;     /* WebSocket paths, default "/"; one ending in '*' is a prefix */
+    size_t npaths;    /* at least 1 */
+    char **protocols; /* subprotocols chosen when on_handshake chooses none, or NULL */
+    size_t nprotocols;
     char *tls_cert; /* PEM certificate file, NULL for plain ws */
     char *tls_key;  /* PEM private key file, NULL for plain ws */
     int reader;     /* mg_reader: who parses the listener's frames */
@@ -121,6 +124,8 @@ typedef struct mg_config {
 
     char **keep_headers;  /* handshake.headers: extra (non-standard) request */
     size_t nkeep_headers; /* headers kept for conn:header, lower-case */
+    char **origins;       /* handshake.origins: allowed Origin values (hsmatch.h), */
+    size_t norigins;      /* or none: no check */
 
     mg_dup_policy duplicate_names; /* default replace */
     uint32_t drain_timeout_ms;     /* default 10000 */
@@ -155,7 +160,11 @@ mg_config *config_load(const char *path, char *err, size_t errlen);
 int config_validate(const mg_config *cfg, char *err, size_t errlen);
 
 /* Replace the first listener (or add one) with host:port from "HOST:PORT". */
+
 int config_set_listen(mg_config *cfg, const char *hostport, char *err, size_t errlen);
+
+/* Make path the only WebSocket path of the first listener (--path). */
+int config_set_path(mg_config *cfg, const char *path);
 
 void config_free(mg_config *cfg);
 

@@ -123,7 +123,8 @@ void conn_table_free(mg_gw *gw)
 #define CONN_REASON_MAX 123
 
 mg_conn *conn_create(mg_gw *gw, struct lws *wsi, const char *path, const char *query,
-                     const char *remote, const char *headers, size_t headers_len)
+                     const char *remote, const char *headers, size_t headers_len,
+                     const char *protocol)
 {
     mg_conn *c = calloc(1, sizeof(*c));
     if (!c)
@@ -132,8 +133,8 @@ mg_conn *conn_create(mg_gw *gw, struct lws *wsi, const char *path, const char *q
     c->wsi = wsi;
     /* One block for the request's strings: a malloc header, not four. */
     size_t pl = strlen(path ? path : "") + 1, ql = strlen(query ? query : "") + 1;
-    size_t rl = strlen(remote ? remote : "") + 1;
-    c->headers = malloc(headers_len + pl + ql + rl);
+    size_t rl = strlen(remote ? remote : "") + 1, sl = strlen(protocol ? protocol : "") + 1;
+    c->headers = malloc(headers_len + pl + ql + rl + sl);
     if (!c->headers)
         goto oom;
     memcpy(c->headers, headers, headers_len);
@@ -141,6 +142,7 @@ mg_conn *conn_create(mg_gw *gw, struct lws *wsi, const char *path, const char *q
     c->path = memcpy(c->headers + headers_len, path ? path : "", pl);
     c->query = memcpy(c->path + pl, query ? query : "", ql);
     c->remote = memcpy(c->query + ql, remote ? remote : "", rl);
+    memcpy(c->remote + rl, protocol ? protocol : "", sl);
     sendq_init(&c->q);
     c->lua_ref = -1;
     c->fd = -1;
@@ -164,6 +166,12 @@ oom:
     free(c->headers);
     free(c);
     return NULL;
+}
+
+const char *conn_protocol(const mg_conn *c)
+{
+    const char *p = c->remote + strlen(c->remote) + 1;
+    return *p ? p : NULL;
 }
 
 void conn_destroy(mg_gw *gw, mg_conn *c)

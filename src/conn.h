@@ -55,7 +55,8 @@ struct mg_conn {
     mg_conn_state state;
     int close_code; /* why it closes (server reason, or the peer's code) */
 
-    /* One allocation (conn_create): headers, then path, query, remote. */
+    /* One allocation (conn_create): headers, then path, query, remote and
+     * the subprotocol (conn_protocol). */
     char *path, *query, *remote;
     char *headers; /* "name\0value\0" pairs, names lower-case */
     size_t headers_len;
@@ -109,9 +110,13 @@ enum {
 void conn_table_init(mg_gw *gw);
 void conn_table_free(mg_gw *gw);
 
-/* Takes ownership of none of the strings (they are copied). NULL on OOM. */
+/* Takes ownership of none of the strings (they are copied). protocol: the
+ * subprotocol the handshake chose, or NULL. NULL on OOM. */
 mg_conn *conn_create(mg_gw *gw, struct lws *wsi, const char *path, const char *query,
-                     const char *remote, const char *headers, size_t headers_len);
+                     const char *remote, const char *headers, size_t headers_len,
+                     const char *protocol);
+/* The subprotocol chosen for c, or NULL (kept after c->remote: no field). */
+const char *conn_protocol(const mg_conn *c);
 void conn_destroy(mg_gw *gw, mg_conn *c);
 
 /* Every WebSocket connection by its socket descriptor, for the readers:

@@ -21,6 +21,7 @@
 typedef struct mg_conn mg_conn;
 typedef struct mg_script mg_script;
 typedef struct mg_slot mg_slot;
+typedef struct mg_upgrade mg_upgrade;
 typedef struct mg_broker mg_broker;
 typedef struct mg_shared mg_shared;
 typedef struct mg_worker_slot mg_worker_slot;
@@ -43,7 +44,8 @@ typedef struct mg_gw {
     mg_slot *slots;            /* per-listener data lws points to (server.c) */
     size_t nslots;
     struct lws_vhost *admin_vhost;
-    struct lws *signal_wsi;           /* signalfd adopted into the loop */
+    mg_upgrade *upgrade;    /* the upgrade in flight, and lws's protocol table (handshake.c) */
+    struct lws *signal_wsi; /* signalfd adopted into the loop */
     lws_sorted_usec_list_t hb_sul;    /* heartbeat sweep */
     lws_sorted_usec_list_t drain_sul; /* drain deadline */
     lws_sorted_usec_list_t trim_sul;  /* lwsmem_trim, a second after it is wanted */

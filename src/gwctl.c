@@ -31,11 +31,8 @@ mg_config *gwctl_build_config(const mg_overrides *o, char *err, size_t errlen)
         return NULL;
     if (o->listen && config_set_listen(cfg, o->listen, err, errlen) != 0)
         goto fail;
-    if (o->path && cfg->nlisteners) {
-        free(cfg->listeners[0].path);
-        if (!(cfg->listeners[0].path = strdup(o->path)))
-            goto oom;
-    }
+    if (o->path)
+        config_set_path(cfg, o->path);
     if (o->script) {
         free(cfg->script);
         if (!(cfg->script = strdup(o->script)))
@@ -51,14 +48,27 @@ fail:
     return NULL;
 }
 
-/* Listeners are bound once; say so if a reload asks for different ones. */
+static int gwctl_same_strv(char *const *a, size_t na, char *const *b, size_t nb)
+{
+    if (na != nb)
+        return 0;
+    for (size_t i = 0; i < na; i++)
+        if (strcmp(a[i], b[i]) != 0)
+            return 0;
+    return 1;
+}
+
+/* Listeners are bound once, with their paths and subprotocols (listen.h);
+ * say so if a reload asks for different ones. */
 static void gwctl_check_listeners(const mg_config *a, const mg_config *b)
 {
     int same = a->nlisteners == b->nlisteners;
     for (size_t i = 0; same && i < a->nlisteners; i++) {
         const mg_listener *x = &a->listeners[i], *y = &b->listeners[i];
         same = x->port == y->port && strcmp(x->host, y->host) == 0 &&
-               strcmp(x->path, y->path) == 0 && !x->tls_cert == !y->tls_cert;
+               gwctl_same_strv(x->paths, x->npaths, y->paths, y->npaths) &&
+               gwctl_same_strv(x->protocols, x->nprotocols, y->protocols, y->nprotocols) &&
+               !x->tls_cert == !y->tls_cert;
     }
     if (!same)
         log_warn("reload: listener changes take effect only after a restart");

@@ -12,6 +12,7 @@
 
 #include "evpoll.h"
 #include "fdguard.h"
+#include "hsmatch.h"
 #include "http.h"
 #include "log.h"
 
@@ -25,18 +26,54 @@ int listen_is_fast(const mg_listener *l)
     return l->reader == MG_READER_MOONGATE;
 }
 
+static void listen_strv_free(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+static int listen_strv_copy(char *const *v, size_t n, char ***out, size_t *nout)
+{
+    *nout = 0;
+    if (!n)
+        return 0;
+    if (!(*out = calloc(n, sizeof(char *))))
+        return -1;
+    for (; *nout < n; (*nout)++)
+        if (!((*out)[*nout] = strdup(v[*nout])))
+            return -1;
+    return 0;
+}
+
 static int listen_slot_init(mg_slot *sl, const mg_config *cfg, size_t i)
 {
+    const mg_listener *l = &cfg->listeners[i];
     sl->idx = i;
-    sl->fast = listen_is_fast(&cfg->listeners[i]);
+    sl->fast = listen_is_fast(l);
     snprintf(sl->name, sizeof(sl->name), "listener%zu", i);
-    sl->path = strdup(cfg->listeners[i].path);
-    return sl->path ? 0 : -1;
+    if (listen_strv_copy(l->paths, l->npaths, &sl->paths, &sl->npaths) != 0)
+        return -1;
+    return listen_strv_copy(l->protocols, l->nprotocols, &sl->protocols, &sl->nprotocols);
 }
 
 static void listen_slot_free(mg_slot *sl)
 {
-    free(sl->path);
+    listen_strv_free(sl->paths, sl->npaths);
+    listen_strv_free(sl->protocols, sl->nprotocols);
+}
+
+/* "/ws", or "/ws,/push" for a list, for the log. */
+static void listen_paths_text(const mg_listener *l, char *buf, size_t len)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < l->npaths && n < len; i++) {
+        int w = snprintf(buf + n, len - n, "%s%s", i ? "," : "", l->paths[i]);
+        if (w < 0)
+            break;
+        n += (size_t)w;
+    }
 }
 
 static struct lws_vhost *listen_vhost(mg_gw *gw, size_t i, const struct lws_protocols *protocols,
@@ -76,7 +113,9 @@ static struct lws_vhost *listen_vhost(mg_gw *gw, size_t i, const struct lws_prot
                  l->port);
         return NULL;
     }
-    log_info("listening on %s://%s:%d%s", l->tls_cert ? "wss" : "ws", l->host, l->port, l->path);
+    char paths[512];
+    listen_paths_text(l, paths, sizeof(paths));
+    log_info("listening on %s://%s:%d%s", l->tls_cert ? "wss" : "ws", l->host, l->port, paths);
     return vh;
 }
 
@@ -216,10 +255,16 @@ int listen_start(mg_gw *gw, const struct lws_protocols *ws, struct lws_protocols
     return bad ? -1 : 0;
 }
 
-const char *listen_ws_path(struct lws *wsi)
+const mg_slot *listen_slot(struct lws *wsi)
 {
-    mg_slot *sl = lws_vhost_user(lws_get_vhost(wsi));
-    return sl ? sl->path : "/";
+    return lws_vhost_user(lws_get_vhost(wsi));
+}
+
+const char *listen_match_path(struct lws *wsi, const char *uri)
+{
+    const mg_slot *sl = listen_slot(wsi);
+    int i = sl ? hsmatch_path(sl->paths, sl->npaths, uri) : -1;
+    return i >= 0 ? sl->paths[i] : NULL;
 }
 
 int listen_fast(struct lws *wsi)

@@ -15,7 +15,10 @@ struct mg_slot {
     size_t idx;
     int fast; /* moongate reads and writes its connections (fastrx.c, writer.c) */
     char name[32];
-    char *path;
+    char **paths; /* its WebSocket paths (hsmatch_path) */
+    size_t npaths;
+    char **protocols; /* listen[].protocols, or NULL */
+    size_t nprotocols;
 };
 
 /* Set the open-files limit to what limits.max_connections and
@@ -34,8 +37,10 @@ int listen_start(mg_gw *gw, const struct lws_protocols *ws, struct lws_protocols
 void listen_stop_accepting(mg_gw *gw);
 void listen_free(mg_gw *gw);
 
-/* The WebSocket path of the listener wsi arrived on. */
-const char *listen_ws_path(struct lws *wsi);
+/* The listener wsi arrived on (NULL for the admin port). */
+const mg_slot *listen_slot(struct lws *wsi);
+/* The entry of its paths that uri matches (hsmatch_path), or NULL. */
+const char *listen_match_path(struct lws *wsi, const char *uri);
 /* 1 if moongate reads the connections of the listener wsi arrived on
  * (reader: moongate); listen_is_fast for a listener's
  * config, listen_any_fast for any of cfg's. */

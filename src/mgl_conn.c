@@ -208,6 +208,8 @@ static int lconn_field(lua_State *L)
         lconn_push_str_or_nil(L, c->remote);
     else if (strcmp(key, "name") == 0)
         lconn_push_str_or_nil(L, c->name);
+    else if (strcmp(key, "protocol") == 0)
+        lconn_push_str_or_nil(L, conn_protocol(c));
     else
         lua_pushnil(L);
     return 1;

@@ -444,6 +444,17 @@ static void lgw_setstr(lua_State *L, const char *k, const char *v)
     lua_setfield(L, -2, k);
 }
 
+/* t[k] = a list of the n strings v (an empty one when n is 0). */
+static void lgw_setstrv(lua_State *L, const char *k, char *const *v, size_t n)
+{
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        lua_pushstring(L, v[i]);
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    lua_setfield(L, -2, k);
+}
+
 static void lgw_open_config(lua_State *L, const mg_config *cfg)
 {
     static const char *const levels[] = {"debug", "info", "warn", "error"};
@@ -454,7 +465,9 @@ static void lgw_open_config(lua_State *L, const mg_config *cfg)
         lua_newtable(L);
         lgw_setstr(L, "host", l->host);
         lgw_setnum(L, "port", l->port);
-        lgw_setstr(L, "path", l->path);
+        lgw_setstr(L, "path", l->paths[0]);
+        lgw_setstrv(L, "paths", l->paths, l->npaths);
+        lgw_setstrv(L, "protocols", l->protocols, l->nprotocols);
         lua_pushboolean(L, l->tls_cert != NULL);
         lua_setfield(L, -2, "tls");
         lua_rawseti(L, -2, (int)i + 1);

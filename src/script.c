@@ -454,7 +454,7 @@ static int script_req_header(lua_State *L)
 static void script_push_request(mg_script *s, const mg_request *req)
 {
     lua_State *L = s->L;
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 7);
     lua_pushstring(L, req->path);
     lua_setfield(L, -2, "path");
     lua_pushstring(L, req->query);
@@ -470,6 +470,13 @@ static void script_push_request(mg_script *s, const mg_request *req)
         p = val + strlen(val) + 1;
     }
     lua_setfield(L, -2, "headers");
+    lua_createtable(L, req->nprotocols, 0);
+    const char *name = req->protocols;
+    for (int i = 0; i < req->nprotocols; i++, name += strlen(name) + 1) {
+        lua_pushstring(L, name);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "protocols");
     lua_pushlightuserdata(L, s);
     lua_pushcclosure(L, script_req_header, 1);
     lua_setfield(L, -2, "header");
@@ -481,7 +488,30 @@ static int script_args_request(mg_script *s, const void *ctx)
     return 1;
 }
 
-int script_on_handshake(mg_gw *gw, const mg_request *req, int *status, char *body, size_t bodylen)
+/* The table on_handshake returns with true: {protocol = "name"}.  0, or
+ * -1 after logging why it is wrong. */
+static int script_handshake_choice(lua_State *L, int idx, mg_handshake_answer *ans)
+{
+    if (!lua_istable(L, idx))
+        return 0; /* `return true` alone, or a value scripts used to ignore */
+    lua_getfield(L, idx, "protocol");
+    int type = lua_type(L, -1);
+    size_t len = 0;
+    const char *p = type == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+    int rc = 0;
+    if (type == LUA_TNIL)
+        ;
+    else if (!p || !len || len >= sizeof(ans->protocol) || strlen(p) != len) {
+        log_error("on_handshake: protocol must be the name of an offered subprotocol, got %s",
+                  p ? "a string no client can offer" : lua_typename(L, type));
+        rc = -1;
+    } else
+        memcpy(ans->protocol, p, len + 1);
+    lua_pop(L, 1);
+    return rc;
+}
+
+int script_on_handshake(mg_gw *gw, const mg_request *req, mg_handshake_answer *ans)
 {
     mg_script *s = gw->script;
     lua_State *L = s->L;
@@ -490,26 +520,31 @@ int script_on_handshake(mg_gw *gw, const mg_request *req, int *status, char *bod
                     .args = script_args_request,
                     .ctx = req,
                     .nresults = 3};
+    ans->protocol[0] = '\0';
     s->live_req = req;
     int rc = script_run(s, &j);
     s->live_req = NULL;
     if (rc < 0)
         return 1;
-    if (rc > 0) {
-        /* An authorization hook that fails must not let the client in. */
-        *status = 500;
-        snprintf(body, bodylen, "internal error\n");
-        return 0;
-    }
+    if (rc > 0)
+        goto fail; /* an authorization hook that fails must not let the client in */
     int accept = !(lua_isboolean(L, -3) && !lua_toboolean(L, -3));
+    if (accept && script_handshake_choice(L, -2, ans) != 0) {
+        lua_pop(L, 3);
+        goto fail;
+    }
     if (!accept) {
         int st = (int)lua_tointeger(L, -2);
-        *status = (st >= 400 && st <= 599) ? st : 403;
+        ans->status = (st >= 400 && st <= 599) ? st : 403;
         const char *b = lua_tostring(L, -1);
-        snprintf(body, bodylen, "%s", b ? b : "forbidden\n");
+        snprintf(ans->body, sizeof(ans->body), "%s", b ? b : "forbidden\n");
     }
     lua_pop(L, 3);
     return accept;
+fail:
+    ans->status = 500;
+    snprintf(ans->body, sizeof(ans->body), "internal error\n");
+    return 0;
 }
 
 static int script_args_conn(mg_script *s, const void *ctx)

@@ -61,6 +61,8 @@ typedef struct mg_request {
     const char *path, *query, *remote;
     const char *headers; /* "name\0value\0" pairs, names lower-case */
     size_t headers_len;
+    const char *protocols; /* offered subprotocols, "name\0name\0..." in the client's order */
+    int nprotocols;
     /* Any other header, read live (valid only during the hook). */
     const char *(*lookup)(void *ctx, const char *name, char *buf, size_t len);
     void *lookup_ctx;
@@ -83,9 +85,16 @@ int script_prepare(mg_gw *gw, const mg_config *cfg, mg_script **out, char *err, 
 int script_run_reload(mg_script *ns, char *err, size_t errlen);
 void script_switch(mg_gw *gw, mg_script *ns);
 
-/* Hooks.  on_handshake returns 1 to accept, 0 to refuse (status and body
- * filled in). */
-int script_on_handshake(mg_gw *gw, const mg_request *req, int *status, char *body, size_t bodylen);
+/* Hooks.  on_handshake returns 1 to accept, with the subprotocol it chose
+ * in protocol ("" none: `return true, {protocol = "name"}`), or 0 to
+ * refuse (status and body filled in).  A choice that is not a string, or
+ * too long for protocol, is a script error (500). */
+typedef struct mg_handshake_answer {
+    int status;
+    char body[512];
+    char protocol[64];
+} mg_handshake_answer;
+int script_on_handshake(mg_gw *gw, const mg_request *req, mg_handshake_answer *ans);
 void script_on_connect(mg_gw *gw, mg_conn *c);
 void script_on_message(mg_gw *gw, mg_conn *c, const void *data, size_t len, int binary);
 void script_on_disconnect(mg_gw *gw, mg_conn *c, int code, const char *reason);

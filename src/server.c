@@ -15,8 +15,9 @@
  * on):
  *  - upgrades are checked in HTTP_CONFIRM_UPGRADE (handshake.c), before
  *    lws's own checks that would drop a bad request without an answer;
- *  - no extension is offered, and no HTTP/2 (ALPN http/1.1): raw writes
- *    bypass both;
+ *  - no extension is configured in lws, and no HTTP/2 (ALPN http/1.1):
+ *    raw writes bypass both; handshake.c hides extension offers from lws
+ *    and negotiates subprotocols through lws's protocol table;
  *  - lws's validity pings are off: heartbeat.c owns liveness;
  *  - a close the gateway starts is a close frame queued behind the data
  *    (conn_close); the peer's answer ends the connection, and lws's
@@ -26,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ahdata.h"
 #include "broker.h"
 #include "cluster.h"
 #include "conn.h"
@@ -52,12 +54,10 @@
 static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                            size_t len);
 
-/* No per-session data: a connection's mg_conn is the wsi's opaque user
- * data, which saves lws an allocation per connection. */
-static const struct lws_protocols server_protocols[] = {
-    {"moongate", server_callback, 0, 0, 0, NULL, 0},
-    {NULL, NULL, 0, 0, 0, NULL, 0},
-};
+/* The WebSocket listeners' protocols come from handshake.c (subprotocol
+ * negotiation names the first one).  No per-session data: a connection's
+ * mg_conn is the wsi's opaque user data, which saves lws an allocation per
+ * connection. */
 
 static struct lws_protocols server_admin_protocols[] = {
     {"moongate-admin", http_admin_callback, 0, 0, 0, NULL, 0},
@@ -109,12 +109,12 @@ static void server_closed(mg_gw *gw, struct lws *wsi)
 
 /* ---- plain HTTP on a WebSocket listener ---- */
 
-/* The WebSocket path answers 400; anything else is a static file, if
+/* A WebSocket path answers 400; anything else is a static file, if
  * static.root is set (read at each request: a reload may change it). */
 static int server_http(mg_gw *gw, struct lws *wsi, const char *uri)
 {
     const mg_config *cfg = gw->cfg;
-    if (strcmp(uri, listen_ws_path(wsi)) == 0)
+    if (listen_match_path(wsi, uri))
         http_respond(wsi, 400, "text/plain", "this is a WebSocket endpoint\n", 29, NULL, NULL);
     else if (cfg->static_root)
         return static_serve(wsi, cfg->static_root,
@@ -137,7 +137,13 @@ static int server_dispatch(mg_gw *gw, struct lws *wsi, enum lws_callback_reasons
                         (int)((gw->cfg->handshake_timeout_ms + 999) / 1000));
         return 0;
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
-        return handshake_check(gw, wsi, listen_ws_path(wsi), in);
+        return handshake_check(gw, wsi, in);
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        return handshake_filter(gw, wsi);
+    case LWS_CALLBACK_ADD_HEADERS: {
+        int rc = handshake_add_headers(gw, wsi, in);
+        return rc <= 0 ? rc : lws_callback_http_dummy(wsi, reason, user, in, len);
+    }
     case LWS_CALLBACK_HTTP:
         return server_http(gw, wsi, in);
     case LWS_CALLBACK_HTTP_FILE_COMPLETION:
@@ -220,6 +226,7 @@ int server_start(mg_gw *gw, int signal_fd, char *err, size_t errlen)
     info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.user = gw;
     info.pt_serv_buf_size = SERVER_BUF;
+    info.max_http_header_data = AHDATA_SIZE;
     info.timeout_secs = (unsigned int)((gw->cfg->handshake_timeout_ms + 999) / 1000);
     listen_fd_limit(gw);
     if (conn_fd_table_init(gw) != 0) {
@@ -238,6 +245,10 @@ int server_start(mg_gw *gw, int signal_fd, char *err, size_t errlen)
         snprintf(err, errlen, "cannot create the libwebsockets context");
         return -1;
     }
+    if (handshake_start(gw, server_callback) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     if (fastrx_start(gw) != 0)
         log_warn("out of memory for moongate's frame reader: libwebsockets parses frames");
     if (writer_start(gw) != 0) {
@@ -245,7 +256,7 @@ int server_start(mg_gw *gw, int signal_fd, char *err, size_t errlen)
         return -1;
     }
     evpoll_on_ready(server_on_ready, gw);
-    if (listen_start(gw, server_protocols, server_admin_protocols, err, errlen) != 0)
+    if (listen_start(gw, handshake_protocols(gw), server_admin_protocols, err, errlen) != 0)
         return -1;
 
     gw->signal_wsi = server_watch(gw, signal_fd);
@@ -317,6 +328,7 @@ void server_stop(mg_gw *gw)
     }
     gw->lws = NULL;
     listen_free(gw);
+    handshake_stop(gw);
     evpoll_on_ready(NULL, NULL);
     fastrx_stop(gw);
     writer_stop(gw);

@@ -260,7 +260,7 @@ static void test_minimal_config(void)
         CHECK(cfg->nlisteners == 1);
         CHECK_STR(cfg->listeners[0].host, "127.0.0.1");
         CHECK(cfg->listeners[0].port == 8080);
-        CHECK_STR(cfg->listeners[0].path, "/");
+        CHECK_STR(cfg->listeners[0].paths[0], "/");
         CHECK(cfg->listeners[0].tls_cert == NULL && cfg->listeners[0].tls_key == NULL);
         CHECK_STR(cfg->script, in_dir(&s, "app.lua", buf, sizeof buf));
         /* everything else stays at its default */
@@ -341,11 +341,11 @@ static void test_full_config(void)
     CHECK(cfg->nlisteners == 2);
     CHECK_STR(cfg->listeners[0].host, "0.0.0.0");
     CHECK(cfg->listeners[0].port == 8080);
-    CHECK_STR(cfg->listeners[0].path, "/ws");
+    CHECK_STR(cfg->listeners[0].paths[0], "/ws");
     CHECK(cfg->listeners[0].tls_cert == NULL);
     CHECK_STR(cfg->listeners[1].host, "::1");
     CHECK(cfg->listeners[1].port == 8443);
-    CHECK_STR(cfg->listeners[1].path, "/secure");
+    CHECK_STR(cfg->listeners[1].paths[0], "/secure");
     CHECK_STR(cfg->listeners[1].tls_cert, in_dir(&s, "tls/cert.pem", buf, sizeof buf));
     CHECK_STR(cfg->listeners[1].tls_key, in_dir(&s, "tls/key.pem", buf, sizeof buf));
     CHECK_STR(cfg->script, in_dir(&s, "app.lua", buf, sizeof buf));
@@ -510,7 +510,7 @@ static void test_shipped_config(void)
         CHECK(cfg->nlisteners == 1);
         CHECK_STR(cfg->listeners[0].host, "127.0.0.1");
         CHECK(cfg->listeners[0].port == 8080);
-        CHECK_STR(cfg->listeners[0].path, "/ws");
+        CHECK_STR(cfg->listeners[0].paths[0], "/ws");
         snprintf(want, sizeof want, "%s/scripts/app.lua", s.real);
         CHECK_STR(cfg->script, want);
         snprintf(want, sizeof want, "%s/conf/../scripts/?.lua", s.real);
@@ -783,10 +783,11 @@ static void test_err_unknown_keys(void)
                  "text_ping, text_pong)");
     expect_error(BASE "heartbeats:\n  interval: 5s\n",
                  "4:1: unknown key 'heartbeats' (expected one of: listen, script, lua, static, "
-                 "heartbeat, limits, handshake, names, shutdown, io, log, admin, broker, cluster, workers, app)");
-    expect_error(
-        "listen:\n  - port: 8080\n    prot: 1\nscript: app.lua\n",
-        "3:5: unknown key 'prot' in listen[0] (expected one of: host, port, path, tls, reader)");
+                 "heartbeat, limits, handshake, names, shutdown, io, log, admin, broker, cluster, "
+                 "workers, app)");
+    expect_error("listen:\n  - port: 8080\n    prot: 1\nscript: app.lua\n",
+                 "3:5: unknown key 'prot' in listen[0] (expected one of: host, port, path, "
+                 "protocols, tls, reader)");
     expect_error("listen:\n  - port: 8443\n    tls:\n      cert: tls/cert.pem\n      key: "
                  "tls/key.pem\n      ca: x\nscript: app.lua\n",
                  "6:7: unknown key 'ca' in listen[0].tls (expected one of: cert, key)");
@@ -884,6 +885,55 @@ static void test_err_listen_shape(void)
                  "3:11: listen[0].path: must start with '/', got 'ws'");
     expect_error("listen:\n  - port: 8080\n    host: ''\nscript: app.lua\n",
                  "3:11: listen[0].host: must not be empty");
+}
+
+/* listen[].path as a list with prefixes, listen[].protocols and
+ * handshake.origins, and their errors at the offending entry. */
+static void test_handshake_lists(void)
+{
+    scratch s;
+    char err[1024];
+    scratch_open(&s);
+    mg_config *cfg = scratch_load(&s,
+                                  "listen:\n  - port: 8080\n    path: [/ws, /push, \"/api/*\"]\n"
+                                  "    protocols: [mqtt, v12.stomp]\nscript: app.lua\n"
+                                  "handshake:\n  origins: [https://a.example.com, "
+                                  "\"https://*.example.org\"]\n",
+                                  err, sizeof err);
+    CHECK(cfg != NULL);
+    if (cfg) {
+        CHECK(cfg->listeners[0].npaths == 3);
+        CHECK_STR(cfg->listeners[0].paths[2], "/api/*");
+        CHECK(cfg->listeners[0].nprotocols == 2);
+        CHECK_STR(cfg->listeners[0].protocols[1], "v12.stomp");
+        CHECK(cfg->norigins == 2);
+        CHECK_STR(cfg->origins[1], "https://*.example.org");
+    }
+    config_free(cfg);
+    cfg = scratch_load(&s, BASE, err, sizeof err);
+    CHECK(cfg && cfg->listeners[0].npaths == 1 && cfg->listeners[0].nprotocols == 0 &&
+          cfg->norigins == 0);
+    config_free(cfg);
+    scratch_close(&s);
+
+    expect_error("listen:\n  - port: 8080\n    path: [/ws, ws]\nscript: app.lua\n",
+                 "3:17: listen[0].path[1]: must start with '/', got 'ws'");
+    expect_error("listen:\n  - port: 8080\n    path: [/ws, \"/a*/b\"]\nscript: app.lua\n",
+                 "3:17: listen[0].path[1]: '*' may only end a path (a prefix such as /api/*), "
+                 "got '/a*/b'");
+    expect_error("listen:\n  - port: 8080\n    path: [/ws, /ws]\nscript: app.lua\n",
+                 "3:17: listen[0].path[1]: '/ws' is listed twice");
+    expect_error("listen:\n  - port: 8080\n    path: []\nscript: app.lua\n",
+                 "3:11: listen[0].path: the list is empty");
+    expect_error("listen:\n  - port: 8080\n    protocols: [chat, \"a b\"]\nscript: app.lua\n",
+                 "3:23: listen[0].protocols[1]: a subprotocol name is a token (letters, digits "
+                 "and !#$%&'*+-.^_`|~), got 'a b'");
+    expect_error(BASE "handshake:\n  origins: [https://a.example.com/]\n",
+                 "5:13: handshake.origins[0]: nothing may follow the host and port (no path, "
+                 "no trailing '/'), got 'https://a.example.com/'");
+    expect_error(BASE "handshake:\n  origins: [a.example.com]\n",
+                 "5:13: handshake.origins[0]: expected scheme://host[:port], e.g. "
+                 "https://app.example.com, got 'a.example.com'");
 }
 
 static void test_err_files(void)
@@ -1118,7 +1168,7 @@ static void test_set_listen(void)
     CHECK(cfg->nlisteners == 1);
     CHECK_STR(cfg->listeners[0].host, "0.0.0.0");
     CHECK(cfg->listeners[0].port == 9000);
-    CHECK_STR(cfg->listeners[0].path, "/");
+    CHECK_STR(cfg->listeners[0].paths[0], "/");
 
     CHECK(config_set_listen(cfg, "[::1]:8080", err, sizeof err) == 0);
     CHECK(cfg->nlisteners == 1); /* replaced, not added */
@@ -1181,7 +1231,7 @@ static void test_set_listen(void)
         CHECK(cfg->nlisteners == 2);
         CHECK_STR(cfg->listeners[0].host, "0.0.0.0");
         CHECK(cfg->listeners[0].port == 9443);
-        CHECK_STR(cfg->listeners[0].path, "/ws");
+        CHECK_STR(cfg->listeners[0].paths[0], "/ws");
         CHECK(cfg->listeners[0].tls_cert != NULL && cfg->listeners[0].tls_key != NULL);
         CHECK(cfg->listeners[1].port == 8080);
         CHECK(config_validate(cfg, err, sizeof err) == 0);
@@ -1219,6 +1269,6 @@ TEST_MAIN("config", T(test_defaults), T(test_err_nesting), T(test_duration_units
           T(test_app_scalar_and_null), T(test_app_errors), T(test_err_unknown_keys),
           T(test_err_durations), T(test_err_sizes), T(test_err_integers), T(test_err_ports),
           T(test_err_missing_required), T(test_err_listen_shape), T(test_err_files),
-          T(test_err_tls_pair), T(test_err_text_ping_pair), T(test_err_enums), T(test_err_types),
-          T(test_err_duplicate_keys), T(test_err_syntax), T(test_err_documents),
-          T(test_err_config_file), T(test_validate), T(test_set_listen))
+          T(test_err_tls_pair), T(test_handshake_lists), T(test_err_text_ping_pair),
+          T(test_err_enums), T(test_err_types), T(test_err_duplicate_keys), T(test_err_syntax),
+          T(test_err_documents), T(test_err_config_file), T(test_validate), T(test_set_listen))

@@ -50,7 +50,7 @@ static void gw_close(mg_gw *gw)
 
 static mg_conn *open_conn(mg_gw *gw)
 {
-    mg_conn *c = conn_create(gw, NULL, "/ws", "a=1", "127.0.0.1", HEADERS, HEADERS_LEN);
+    mg_conn *c = conn_create(gw, NULL, "/ws", "a=1", "127.0.0.1", HEADERS, HEADERS_LEN, NULL);
     CHECK(c != NULL);
     if (!c) {
         fprintf(stderr, "conn_create failed\n");
@@ -93,7 +93,7 @@ static void test_create(void)
     char headers[sizeof(HEADERS)];
     memcpy(headers, HEADERS, sizeof(HEADERS));
 
-    mg_conn *c = conn_create(&gw, NULL, path, query, remote, headers, HEADERS_LEN);
+    mg_conn *c = conn_create(&gw, NULL, path, query, remote, headers, HEADERS_LEN, NULL);
     CHECK(c != NULL);
     if (!c)
         return;
@@ -120,7 +120,7 @@ static void test_create(void)
     CHECK(gw.conn_list == c);
 
     /* A NULL query is stored as "". */
-    mg_conn *d = conn_create(&gw, NULL, "/ws", NULL, "::1", HEADERS, HEADERS_LEN);
+    mg_conn *d = conn_create(&gw, NULL, "/ws", NULL, "::1", HEADERS, HEADERS_LEN, NULL);
     CHECK(d != NULL);
     if (d)
         CHECK_STR(d->query, "");
@@ -202,7 +202,7 @@ static void test_headers(void)
     CHECK(conn_header(c, "") == NULL);
 
     /* No headers at all. */
-    mg_conn *d = conn_create(&gw, NULL, "/ws", "", "127.0.0.1", "", 0);
+    mg_conn *d = conn_create(&gw, NULL, "/ws", "", "127.0.0.1", "", 0, NULL);
     CHECK(d != NULL);
     if (d) {
         CHECK(d->headers_len == 0);
