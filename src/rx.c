@@ -258,7 +258,9 @@ int rx_lws_peer_close(mg_gw *gw, mg_conn *c, unsigned char *in, size_t len)
     rx_close_kind k = rx_close_received(gw, c, in, len);
     if (k == RX_CLOSE_ANSWER)
         return -1;
-    if (writer_drain_now(gw, c) != 0)
+    /* After our 1002 the sending side is shut before lws closes the
+     * socket, so the client reads the close frame, then a clean EOF. */
+    if (writer_drain_now(gw, c, k == RX_CLOSE_INVALID) != 0)
         return -1;
     return k == RX_CLOSE_INVALID ? -1 : 0;
 }
@@ -305,7 +307,7 @@ static void rx_lws_failed(mg_gw *gw, mg_conn *c)
     conn_set_close(c, code, reason, rlen);
     conn_arm_close_timeout(gw, c);
     c->rx_dead = 1;
-    if (writer_drain_now(gw, c) != 0)
+    if (writer_drain_now(gw, c, 0) != 0)
         writer_end(gw, c, MG_WR_HANGUP);
     else
         writer_end(gw, c, MG_WR_FINISH);

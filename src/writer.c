@@ -222,18 +222,23 @@ void writer_end(mg_gw *gw, mg_conn *c, int end)
  * the connection: closing at once with its data unread would reset the
  * connection and could destroy the close frame before the client reads
  * it. */
+/* Shut the sending side: the client reads what was written, then EOF. */
+static void writer_shut(mg_conn *c)
+{
+#if defined(LWS_WITH_TLS) && !defined(LWS_WITH_MBEDTLS)
+    if (lws_is_ssl(c->wsi)) /* the TLS session ends first (close_notify) */
+        SSL_shutdown(lws_get_ssl(c->wsi));
+#endif
+    shutdown(lws_get_socket_fd(c->wsi), SHUT_WR);
+    c->wr.end = MG_WR_SHUT;
+}
+
 static int writer_finished(mg_conn *c)
 {
     if (c->wr.end == MG_WR_HANGUP)
         return 1;
-    if (c->wr.end == MG_WR_FINISH) {
-#if defined(LWS_WITH_TLS) && !defined(LWS_WITH_MBEDTLS)
-        if (lws_is_ssl(c->wsi)) /* the TLS session ends first (close_notify) */
-            SSL_shutdown(lws_get_ssl(c->wsi));
-#endif
-        shutdown(lws_get_socket_fd(c->wsi), SHUT_WR);
-        c->wr.end = MG_WR_SHUT;
-    }
+    if (c->wr.end == MG_WR_FINISH)
+        writer_shut(c);
     return 0;
 }
 
@@ -254,11 +259,13 @@ int writer_writable(mg_gw *gw, mg_conn *c)
     return 0;
 }
 
-int writer_drain_now(mg_gw *gw, mg_conn *c)
+int writer_drain_now(mg_gw *gw, mg_conn *c, int shut)
 {
     while (c->q.count)
         if (writer_write_once(gw, c) != 0)
             return -1;
+    if (shut && !writer_blocked(c))
+        writer_shut(c);
     return 0;
 }
 

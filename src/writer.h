@@ -60,10 +60,11 @@ void writer_end(mg_gw *gw, mg_conn *c, int end);
  * the connection. */
 int writer_writable(mg_gw *gw, mg_conn *c);
 
-/* lws's reader saw the peer's close frame: everything queued goes out now,
- * before lws writes its close reply (lws_write keeps what the kernel does
- * not take).  0, or -1 if the socket failed. */
-int writer_drain_now(mg_gw *gw, mg_conn *c);
+/* lws's reader saw the peer's close frame, or failed the connection:
+ * everything queued goes out now, before lws writes its close frame
+ * (lws_write keeps what the kernel does not take); with shut, the sending
+ * side is then shut, if all of it went.  0, or -1 if the socket failed. */
+int writer_drain_now(mg_gw *gw, mg_conn *c, int shut);
 
 /* The io_uring ring failed: it is freed, and from here on reads and
  * writes are a system call each. */
