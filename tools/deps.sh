@@ -6,7 +6,7 @@
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config libwebsockets-dev libluajit-5.1-dev luajit lua-cjson
-      libyaml-dev libssl-dev librabbitmq-dev liburing-dev)
+      libyaml-dev libssl-dev librabbitmq-dev liburing-dev zlib1g-dev)
 if [[ "${1:-}" == "--test" ]]; then
     pkgs+=(python3 python3-websockets python3-pytest python3-yaml openssl curl)
     # the broker tests start a real RabbitMQ (never a mock) and publish with pika
