@@ -52,8 +52,8 @@ unsigned jwt_alg_parse(const char *name, size_t len);
 typedef struct jwt_pubkey jwt_pubkey;
 
 /* Parse a PEM public key ("PUBLIC KEY" or "RSA PUBLIC KEY").  NULL with
- * *err set to what is wrong.  The cost is a PEM and DER decode (tens of
- * microseconds): parse once per key, not per token. */
+ * *err set to what is wrong.  OpenSSL 3's decoders make this cost many
+ * times a verification: parse once per key, not per token. */
 jwt_pubkey *jwt_pubkey_parse(const char *pem, size_t len, const char **err);
 void jwt_pubkey_free(jwt_pubkey *k);
 /* The algorithms the key can verify: JWT_RS256 or JWT_ES256. */

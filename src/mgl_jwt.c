@@ -20,7 +20,7 @@
 #include "mgl_api.h"
 
 #define MGL_JWT_LIST 16 /* entries of alg/algs, aud and iss lists, at most */
-#define MGL_JWT_KEYS 16 /* parsed PEM keys kept per state */
+#define MGL_JWT_KEYS 64 /* parsed PEM keys kept per state */
 #define MGL_JWT_KEY_MT "moongate.jwt_key"
 
 static const char mgl_jwt_key_tag[] = "jwt key";
