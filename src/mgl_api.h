@@ -7,6 +7,7 @@
  *                config, json, store; the helpers below
  *   mgl_timer.c  gw.after / gw.every and timer handles
  *   mgl_broker.c gw.broker and the msg handle of on_task
+ *   mgl_jwt.c    gw.jwt.verify (over jwt.c)
  * Their names take the prefix mgl_ (moongate's Lua binding), leaving lua_
  * and luaL_ to Lua's own API, so a call says whose function it is.  Of the
  * core only script.c includes this header: the rest of the gateway reaches
@@ -49,6 +50,10 @@ void mgl_msg_push(lua_State *L, mg_script *s, struct mg_delivery *d);
 void mgl_msg_settled(mg_script *s, uint64_t id, const char *final);
 /* Whether the state still holds a handle for delivery id. */
 int mgl_msg_alive(mg_script *s, uint64_t id);
+
+/* Adds gw.jwt to the gw table at the top of the stack; gw.json must be
+ * set already (its decode returns the claims). */
+void mgl_jwt_open(mg_script *s);
 
 /* Adds after/every to the gw table at the top of the stack. */
 void mgl_timer_open(mg_script *s);

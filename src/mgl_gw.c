@@ -569,6 +569,7 @@ void mgl_gw_open(mg_script *s, const mg_config *cfg)
     lua_setfield(L, -2, "config");
     lgw_open_json(L);
     lua_setfield(L, -2, "json");
+    mgl_jwt_open(s);
     lgw_open_store(s);
     lua_setfield(L, -2, "store");
     lua_pushnumber(L, (lua_Number)s->gen);

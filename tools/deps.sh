@@ -9,6 +9,8 @@ pkgs=(build-essential cmake pkg-config libwebsockets-dev libluajit-5.1-dev luaji
       libyaml-dev libssl-dev librabbitmq-dev liburing-dev zlib1g-dev)
 if [[ "${1:-}" == "--test" ]]; then
     pkgs+=(python3 python3-websockets python3-pytest python3-yaml openssl curl)
+    # gw.jwt's tests make their tokens with an independent implementation
+    pkgs+=(python3-jwt python3-cryptography)
     # the broker tests start a real RabbitMQ (never a mock) and publish with pika
     pkgs+=(rabbitmq-server python3-pika)
     # the browser test (tests/browser): Debian's Chromium, driven by playwright-core
