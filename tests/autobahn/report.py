@@ -7,7 +7,8 @@ INFORMATIONAL, UNIMPLEMENTED and FAILED (Autobahn's "behavior"), then every
 case that is not OK with its behavior, its closing behavior and the close
 code the server sent.  A closing behavior other than OK or INFORMATIONAL
 (FAILED BY CLIENT: the client had to drop TCP; WRONG CODE; UNCLEAN;
-FAILED) is listed even when the behavior is OK.  Exit status 1 when any case
+FAILED) is listed even when the behavior is OK.  Consecutive cases with the
+same outcome are one line ("12.1.1-13.6.18 (198)").  Exit status 1 when any case
 is FAILED, or its closing behavior is FAILED or UNCLEAN (the HTML report's
 "Fail" and "Unclean"), 0 otherwise.
 """
@@ -27,11 +28,25 @@ def case_key(case_id):
     return [int(p) if p.isdigit() else p for p in re.split(r"[.]", case_id)]
 
 
+def runs(odd):
+    """Consecutive cases (no other case between them) with the same outcome
+    as one entry -> (first, last, count, outcome): 12.* and 13.* are 216
+    cases that mostly end the same way."""
+    out = []
+    for pos, cid, outcome in odd:
+        if out and out[-1][4] == pos - 1 and out[-1][3] == outcome:
+            first, _, n, _, _ = out[-1]
+            out[-1] = (first, cid, n + 1, outcome, pos)
+        else:
+            out.append((cid, cid, 1, outcome, pos))
+    return [r[:4] for r in out]
+
+
 def summarise(agent, cases):
     counts = dict.fromkeys(KINDS, 0)
     close_failed = 0
     odd = []
-    for cid in sorted(cases, key=case_key):
+    for pos, cid in enumerate(sorted(cases, key=case_key)):
         c = cases[cid]
         beh = c.get("behavior", "?")
         # NO CLOSE / WRONG CODE as a behavior count as FAILED, as in the
@@ -40,14 +55,15 @@ def summarise(agent, cases):
         close = c.get("behaviorClose", "?")
         close_failed += close in CLOSE_FAILED
         if beh != "OK" or close not in CLOSE_FINE:
-            odd.append((cid, beh, close, c.get("remoteCloseCode")))
+            odd.append((pos, cid, (beh, close, c.get("remoteCloseCode"))))
     lines = ["== %s: %d cases" % (agent, len(cases)),
              "   " + "  ".join("%s %d" % (k, counts[k]) for k in KINDS)
              + "  (closing FAILED/UNCLEAN %d)" % close_failed]
     if odd:
-        lines.append("   %-10s %-14s %-17s %s" % ("case", "behavior", "close behavior", "close code"))
-        for cid, beh, close, code in odd:
-            lines.append("   %-10s %-14s %-17s %s" % (cid, beh, close, code))
+        lines.append("   %-22s %-14s %-17s %s" % ("case", "behavior", "close behavior", "close code"))
+        for first, last, n, (beh, close, code) in runs(odd):
+            name = first if n == 1 else "%s-%s (%d)" % (first, last, n)
+            lines.append("   %-22s %-14s %-17s %s" % (name, beh, close, code))
     return counts["FAILED"] + close_failed, lines
 
 
