@@ -52,6 +52,11 @@ bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 $PY -c 'import autobahn, twisted, jinja2' 2>/dev/null \
     || die "install python3-autobahn python3-twisted python3-jinja2 (apt-get install -y --no-install-recommends ...)"
 command -v openssl >/dev/null || die "openssl is needed for the wss certificate"
+IFS=, read -r -a kind_list <<<"$kinds"
+[[ ${#kind_list[@]} -gt 0 ]] || die "--kinds names none of moongate, libwebsockets, wss"
+for k in "${kind_list[@]}"; do
+    [[ $k == moongate || $k == libwebsockets || $k == wss ]] || die "--kinds: $k is not moongate, libwebsockets or wss"
+done
 
 # cases and exclusions as JSON lists
 json_list() { local IFS=,; local out="" p; for p in $1; do out+="${out:+, }\"$p\""; done; echo "[$out]"; }
@@ -108,12 +113,10 @@ grep -q "moongate ready" "$out/moongate.log" || { cat "$out/moongate.log" >&2; d
 sed -e "s|@PORT_MG@|$p_mg|; s|@PORT_LWS@|$p_lws|; s|@PORT_WSS@|$p_wss|" \
     -e "s|@OUTDIR@|$out|; s|@CASES@|$want|; s|@EXCLUDE@|$exclude|" \
     "$HERE/fuzzingclient.json.in" >"$work/spec.json"
-$PY - "$work/spec.json" "$kinds" <<'EOF' || die "--kinds takes moongate, libwebsockets and wss"
+$PY - "$work/spec.json" "$kinds" <<'EOF' || die "could not write the spec"
 import json, sys
 path, kinds = sys.argv[1], sys.argv[2].split(",")
 agents = {"moongate": "moongate-reader", "libwebsockets": "lws-reader", "wss": "wss"}
-if not kinds or any(k not in agents for k in kinds):
-    sys.exit(1)
 spec = json.load(open(path))
 spec["servers"] = [s for s in spec["servers"] if s["agent"] in {agents[k] for k in kinds}]
 json.dump(spec, open(path, "w"), indent=3)
@@ -123,7 +126,8 @@ echo "autobahn: moongate $bin (pid $pid) on ws:$p_mg (moongate reader), ws:$p_lw
 echo "autobahn: cases $want, excluded $exclude, kinds $kinds; reports in $out (wstest log: $out/wstest.log)"
 t0=$(date +%s)
 rc=0
-(cd "$work" && PYTHONPATH="$pkg" timeout "$limit" $PY "$HERE/run_wstest.py" -m fuzzingclient \
+# PYTHONDONTWRITEBYTECODE: no __pycache__ written into the working copy
+(cd "$work" && PYTHONPATH="$pkg" PYTHONDONTWRITEBYTECODE=1 timeout "$limit" $PY "$HERE/run_wstest.py" -m fuzzingclient \
     -s "$work/spec.json") >"$out/wstest.log" 2>&1 || rc=$?
 echo "autobahn: wstest ran $(( $(date +%s) - t0 )) s (exit $rc)"
 finish
