@@ -2,6 +2,8 @@
 # tools/deps.sh — install the Debian packages moongate needs, if missing.
 #   tools/deps.sh          build and run dependencies
 #   tools/deps.sh --test   also what the test suite uses
+#   tools/deps.sh --autobahn  also what tools/autobahn.sh needs (not the suite
+#                             itself: docs/testing.md says how to get it)
 # Idempotent: when everything is installed it only asks dpkg and exits.
 set -euo pipefail
 
@@ -19,6 +21,9 @@ if [[ "${1:-}" == "--test" ]]; then
     pkgs+=(chromium)
     command -v node >/dev/null || pkgs+=(nodejs)
     command -v npm >/dev/null || pkgs+=(npm)
+fi
+if [[ "${1:-}" == "--autobahn" ]]; then
+    pkgs+=(python3 openssl python3-autobahn python3-twisted python3-jinja2)
 fi
 
 missing=()
