@@ -686,6 +686,20 @@ static int parse_uint32(load_ctx *lc, const yaml_node_t *val, const char *where,
     return 0;
 }
 
+/* An integer in ks->min..ks->max into an int. */
+static int parse_int(load_ctx *lc, const yaml_node_t *val, const char *where, const key_spec *ks,
+                     void *base)
+{
+    uint64_t v;
+    if (parse_integer(lc, val, where, ks, &v) != 0)
+        return -1;
+    *FIELD(base, ks, int) = (int)v;
+    return 0;
+}
+
+_Static_assert(sizeof(((pmd_config *)0)->min_size) == sizeof(uint64_t),
+               "parse_size stores a uint64_t");
+
 static int parse_port(load_ctx *lc, const yaml_node_t *val, const char *where, const key_spec *ks,
                       void *base)
 {
@@ -1035,6 +1049,17 @@ static const key_spec tls_keys[] = {
     {.name = "key",  .parse = parse_file, .offset = LST(tls_key),  .required = 1},
     {0}};
 
+static const key_spec compression_keys[] = {
+    {.name = "enabled",                    .parse = parse_bool, .offset = LST(compression.enabled)},
+    {.name = "server_max_window_bits",     .parse = parse_int,  .offset = LST(compression.server_max_window_bits), .min = 8, .max = 15},
+    {.name = "client_max_window_bits",     .parse = parse_int,  .offset = LST(compression.client_max_window_bits), .min = 8, .max = 15},
+    {.name = "mem_level",                  .parse = parse_int,  .offset = LST(compression.mem_level), .min = 1, .max = 9},
+    {.name = "level",                      .parse = parse_int,  .offset = LST(compression.level), .min = 0, .max = 9},
+    {.name = "server_no_context_takeover", .parse = parse_bool, .offset = LST(compression.server_no_context_takeover)},
+    {.name = "client_no_context_takeover", .parse = parse_bool, .offset = LST(compression.client_no_context_takeover)},
+    {.name = "min_size",                   .parse = parse_size, .offset = LST(compression.min_size), .max = UINT32_MAX},
+    {0}};
+
 static const key_spec listener_keys[] = {
     {.name = "host",   .parse = parse_string,  .offset = LST(host)},
     {.name = "port",   .parse = parse_port,    .offset = LST(port), .required = 1, .min = 1, .max = 65535},
@@ -1042,6 +1067,7 @@ static const key_spec listener_keys[] = {
     {.name = "protocols", .parse = parse_protocols},
     {.name = "tls",    .parse = parse_section, .keys = tls_keys},
     {.name = "reader", .parse = parse_enum,    .offset = LST(reader), .choices = reader_names},
+    {.name = "compression", .parse = parse_section, .keys = compression_keys},
     {0}};
 
 static const key_spec lua_keys[] = {
@@ -1130,6 +1156,24 @@ static void listener_defaults(mg_listener *l)
 {
     l->host = xstrdup(DEFAULT_HOST);
     listener_set_path(l, "/");
+    pmd_config_default(&l->compression);
+}
+
+/* A listener's compression section, once read: in range, and on a
+ * listener moongate reads (libwebsockets' reader takes a compressed
+ * frame's RSV1 bit for a protocol error). */
+static int listener_check_compression(load_ctx *lc, const yaml_node_t *item, const char *where,
+                                      const mg_listener *l)
+{
+    const char *why = NULL;
+    if (pmd_config_check(&l->compression, &why) != 0)
+        return load_fail(lc, item->start_mark, "%s.compression: %s", where, why);
+    if (l->compression.enabled && l->reader != MG_READER_MOONGATE)
+        return load_fail(lc, item->start_mark,
+                         "%s.compression: needs reader: moongate (libwebsockets' reader cannot "
+                         "read compressed frames)",
+                         where);
+    return 0;
 }
 
 static int parse_listen(load_ctx *lc, const yaml_node_t *val, const char *where, const key_spec *ks,
@@ -1154,7 +1198,8 @@ static int parse_listen(load_ctx *lc, const yaml_node_t *val, const char *where,
     for (size_t i = 0; i < n; i++) {
         yaml_node_t *item = node_at(lc, items[i]);
         snprintf(sub, sizeof sub, "%s[%zu]", where, i);
-        if (parse_map(lc, item, sub, listener_keys, &cfg->listeners[i]) != 0)
+        if (parse_map(lc, item, sub, listener_keys, &cfg->listeners[i]) != 0 ||
+            listener_check_compression(lc, item, sub, &cfg->listeners[i]) != 0)
             return -1;
         int twin = listener_find_twin(cfg, i);
         if (twin >= 0)

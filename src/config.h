@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pmd.h"
+
 typedef struct mg_listener {
     char *host;       /* bind address, default "127.0.0.1" */
     int port;         /* 1..65535, required */
@@ -22,6 +24,7 @@ typedef struct mg_listener {
     char *tls_cert; /* PEM certificate file, NULL for plain ws */
     char *tls_key;  /* PEM private key file, NULL for plain ws */
     int reader;     /* mg_reader: who parses the listener's frames */
+    pmd_config compression; /* permessage-deflate (compress.h), off by default */
 } mg_listener;
 
 /* moongate's own frame reader (fastrx.c), or libwebsockets'. */

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "cluster.h"
+#include "compress.h"
 #include "log.h"
 #include "peer.h"
 #include "pubsub.h"
@@ -198,6 +199,7 @@ void conn_destroy(mg_gw *gw, mg_conn *c)
     sendq_clear(&c->q);
     free(c->rx);
     wsrx_free(&c->wsrx);
+    compress_detach(c);
     free(c->headers); /* and path, query, remote */
     free(c->close_reason);
     free(c);
@@ -405,7 +407,11 @@ int conn_send(mg_gw *gw, mg_conn *c, int opcode, const void *data, size_t len)
     int rc = conn_over_limit(gw, c, len);
     if (rc != MG_SEND_OK)
         return rc;
-    rc = writer_frame(gw, c, opcode, data, len);
+    size_t wlen = len; /* what goes in the frame: compressed, if c compresses it */
+    const void *wire = compress_send_frame(gw, c, &opcode, data, &wlen);
+    if (!wire)
+        return MG_SEND_NOMEM;
+    rc = writer_frame(gw, c, opcode, wire, wlen);
     if (rc == MG_SEND_OK)
         conn_count_out(gw, len);
     return rc;

@@ -83,6 +83,7 @@ struct mg_conn {
     unsigned rx_u8 : UTF8_STATE_BITS; /* its text's UTF-8 so far (lws's reader) */
     mg_wr wr;                  /* how q leaves (writer.c) */
     struct wsrx *wsrx;         /* ... and fastrx's partial frames (wsrx.c) */
+    mg_pmd *pmd;               /* permessage-deflate, or NULL (compress.c) */
     int fd;                    /* its socket (conn_fd_bind), or -1 */
     int pre;                   /* fastrx: its bytes wait in read slot pre - 1; 0 none */
     int lua_ref;               /* cached Lua handle in the registry ... */

@@ -59,7 +59,13 @@ static int fastrx_control(void *arg, int opcode, const unsigned char *data, size
     return rx_control(x->gw, x->c, opcode, data, len);
 }
 
-static const wsrx_sink fastrx_sink = {fastrx_message, fastrx_control};
+static int fastrx_zpiece(void *arg, const unsigned char *data, size_t len, int final, int binary)
+{
+    fastrx_ctx *x = arg;
+    return rx_zpiece(x->gw, x->c, data, len, final, binary);
+}
+
+static const wsrx_sink fastrx_sink = {fastrx_message, fastrx_control, fastrx_zpiece};
 
 /* ---- reading, inside the loop's poll() ----
  *
@@ -206,8 +212,9 @@ static void fastrx_process(mg_gw *gw, mg_conn *c, unsigned char *data, size_t n)
     fastrx_ctx x = {gw, c};
     int code = 0;
     const char *reason = NULL;
-    if (wsrx_feed(&c->wsrx, data - kept, kept + n, gw->cfg->max_message_size, &fastrx_sink, &x,
-                  &code, &reason) == WSRX_ERROR)
+    unsigned flags = c->pmd ? WSRX_DEFLATE : 0;
+    if (wsrx_feed(&c->wsrx, data - kept, kept + n, gw->cfg->max_message_size, flags, &fastrx_sink,
+                  &x, &code, &reason) == WSRX_ERROR)
         rx_error(gw, c, code, reason);
     /* With io_uring the replies wait for the end of the loop turn, to
      * leave with every other socket's in one system call; without, they

@@ -15,6 +15,7 @@
 #include <libwebsockets.h>
 
 #include "config.h"
+#include "pmd.h"
 #include "dict.h"
 #include "metrics.h"
 
@@ -22,6 +23,7 @@ typedef struct mg_conn mg_conn;
 typedef struct mg_script mg_script;
 typedef struct mg_slot mg_slot;
 typedef struct mg_upgrade mg_upgrade;
+typedef struct mg_pmd mg_pmd;
 typedef struct mg_broker mg_broker;
 typedef struct mg_shared mg_shared;
 typedef struct mg_worker_slot mg_worker_slot;
@@ -90,6 +92,12 @@ typedef struct mg_gw {
 
     unsigned char *scratch; /* gathering buffer for coalesced writes */
     size_t scratch_cap;
+
+    /* permessage-deflate (compress.c): the gateway-wide zlib streams, when
+     * a listener has compression enabled, and the buffer a message sent
+     * compressed is made in. */
+    struct pmd_shared *pmd_shared;
+    struct pmd_buf pmd_out;
 
     mg_conn **fd_conns; /* socket fd -> its WebSocket connection (conn.c) */
     int fd_cap;         /* entries in fd_conns */

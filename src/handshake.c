@@ -40,11 +40,13 @@
 #include <string.h>
 
 #include "ahdata.h"
+#include "compress.h"
 #include "conn.h"
 #include "hsmatch.h"
 #include "http.h"
 #include "listen.h"
 #include "log.h"
+#include "lwsc.h"
 #include "script.h"
 
 /* Room for the headers kept from one request. */
@@ -61,6 +63,8 @@ struct mg_upgrade {
     struct lws *wsi;                              /* whose state this is, or NULL */
     char protocol[HSMATCH_PROTOCOL_NAME_MAX + 1]; /* chosen, "" none */
     char ext_answer[256];                         /* Sec-WebSocket-Extensions of the 101 */
+    int deflate;                                  /* permessage-deflate negotiated ... */
+    pmd_params pmd;                               /* ... with these */
     const char *ext_offer;                        /* into headers, "" none */
     char path[512], query[1024], remote[64];
     size_t headers_len;
@@ -292,6 +296,24 @@ static const char *handshake_extensions(mg_upgrade *u, struct lws *wsi)
     return NULL;
 }
 
+/* permessage-deflate, where the listener enables it and moongate's reader
+ * will read the connection (lws's would take RSV1 for an error). */
+static void handshake_deflate(mg_gw *gw, mg_upgrade *u, struct lws *wsi)
+{
+    const mg_slot *sl = listen_slot(wsi);
+    char resp[PMD_RESPONSE_MAX];
+    u->deflate = 0;
+    if (!sl || !sl->fast || !sl->compression.enabled || !lwsc_reader_on(gw) || !gw->pmd_shared)
+        return;
+    if (!compress_negotiate(&sl->compression, u->ext_offer, &u->pmd, resp, sizeof(resp))) {
+        if (u->ext_offer[0])
+            log_debug("upgrade from %s: no extension offer accepted: %s", u->remote, u->ext_offer);
+        return;
+    }
+    snprintf(u->ext_answer, sizeof(u->ext_answer), "%s", resp);
+    u->deflate = 1;
+}
+
 /* Keep what the connection is built from: the headers before
  * handshake_extensions changes lws's copy. */
 static void handshake_keep(mg_gw *gw, mg_upgrade *u, struct lws *wsi, const char *path)
@@ -366,6 +388,7 @@ int handshake_check(mg_gw *gw, struct lws *wsi, const char *upgrade)
     if (!ans.protocol[0])
         handshake_static_choice(wsi, names, nnames, ans.protocol);
 
+    handshake_deflate(gw, u, wsi);
     u->wsi = wsi;
     memcpy(u->protocol, ans.protocol, sizeof(u->protocol));
     memcpy(u->bind_name, bind, sizeof(u->bind_name)); /* what lws looks up, found */
@@ -430,6 +453,10 @@ mg_conn *handshake_accept(mg_gw *gw, struct lws *wsi)
     u->wsi = NULL;
     mg_conn *c = conn_create(gw, wsi, u->path, u->query, u->remote, u->headers, u->headers_len,
                              u->protocol[0] ? u->protocol : NULL);
+    if (c && u->deflate && compress_attach(c, &u->pmd) != 0) {
+        conn_destroy(gw, c); /* out of memory: the 101 promised compression */
+        return NULL;
+    }
     if (c)
         log_conn(MG_LOG_DEBUG, c->id, "connected from %s to %s%s%s", u->remote, u->path,
                  u->protocol[0] ? " with subprotocol " : "", u->protocol);

@@ -51,6 +51,7 @@ static int listen_slot_init(mg_slot *sl, const mg_config *cfg, size_t i)
     const mg_listener *l = &cfg->listeners[i];
     sl->idx = i;
     sl->fast = listen_is_fast(l);
+    sl->compression = l->compression;
     snprintf(sl->name, sizeof(sl->name), "listener%zu", i);
     if (listen_strv_copy(l->paths, l->npaths, &sl->paths, &sl->npaths) != 0)
         return -1;

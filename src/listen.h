@@ -19,6 +19,7 @@ struct mg_slot {
     size_t npaths;
     char **protocols; /* listen[].protocols, or NULL */
     size_t nprotocols;
+    pmd_config compression; /* listen[].compression (compress.h) */
 };
 
 /* Set the open-files limit to what limits.max_connections and

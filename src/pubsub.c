@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cluster.h"
+#include "compress.h"
 #include "conn.h"
 #include "peer.h"
 
@@ -114,33 +115,45 @@ void pubsub_unsubscribe_all(mg_gw *gw, mg_conn *c)
     c->ntopics = 0;
 }
 
+/* One message of a fan-out to c: the frame every connection like it
+ * shares (plain, or compressed once for its parameters), or its own
+ * compressed copy. */
+static int pubsub_send(mg_gw *gw, mg_conn *c, mg_fanout *f)
+{
+    int own = 0;
+    mg_buf *b = compress_fanout_frame(gw, f, c, &own);
+    if (own)
+        return conn_send(gw, c, f->opcode, f->data, f->len);
+    return b ? conn_send_shared(gw, c, b) : MG_SEND_NOMEM;
+}
+
 long pubsub_publish(mg_gw *gw, const char *name, int opcode, const void *data, size_t len)
 {
     mg_topic *t = dict_get(&gw->topics, name, strlen(name));
     if (!t)
         return 0;
-    mg_buf *b = sendq_frame_new(opcode, data, len);
-    if (!b)
+    mg_fanout f;
+    if (compress_fanout_init(&f, opcode, data, len) != 0)
         return -1;
     long sent = 0;
     /* A send may evict a slow consumer, which only marks it closing: the
      * subscriber array is not modified during the loop. */
     for (size_t i = 0; i < t->nsubs; i++)
-        if (conn_send_shared(gw, t->subs[i], b) == MG_SEND_OK)
+        if (pubsub_send(gw, t->subs[i], &f) == MG_SEND_OK)
             sent++;
-    sendq_buf_release(b);
+    compress_fanout_free(&f);
     return sent;
 }
 
 long pubsub_broadcast(mg_gw *gw, int opcode, const void *data, size_t len, uint64_t except_id)
 {
-    mg_buf *b = sendq_frame_new(opcode, data, len);
-    if (!b)
+    mg_fanout f;
+    if (compress_fanout_init(&f, opcode, data, len) != 0)
         return -1;
     long sent = 0;
     for (mg_conn *c = gw->conn_list; c; c = c->next)
-        if (c->id != except_id && conn_send_shared(gw, c, b) == MG_SEND_OK)
+        if (c->id != except_id && pubsub_send(gw, c, &f) == MG_SEND_OK)
             sent++;
-    sendq_buf_release(b);
+    compress_fanout_free(&f);
     return sent;
 }

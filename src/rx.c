@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "compress.h"
 #include "conn.h"
 #include "log.h"
 #include "lwsmem.h"
@@ -136,6 +137,26 @@ int rx_message(mg_gw *gw, mg_conn *c, const unsigned char *data, size_t len, int
 {
     if (c->state == MG_CONN_OPEN) /* after our close frame, only the answer counts */
         rx_deliver(gw, c, data, len, binary);
+    return 0;
+}
+
+int rx_zpiece(mg_gw *gw, mg_conn *c, const unsigned char *data, size_t len, int final,
+              int binary)
+{
+    const unsigned char *msg;
+    size_t mlen;
+    const char *reason = NULL;
+    if (c->state != MG_CONN_OPEN) /* after our close frame, only the answer counts */
+        return 0;
+    int rc = compress_rx(gw, c, data, len, final, binary, &msg, &mlen, &reason);
+    if (rc == COMPRESS_MORE)
+        return 0;
+    if (rc != COMPRESS_DONE) {
+        rx_abort(gw, c, rc, reason);
+        return 1;
+    }
+    rx_deliver(gw, c, msg, mlen, binary);
+    compress_rx_done(c);
     return 0;
 }
 

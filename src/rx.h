@@ -20,6 +20,10 @@
  * frame goes out after what is queued, then the sending side is shut. */
 int rx_message(mg_gw *gw, mg_conn *c, const unsigned char *data, size_t len, int binary);
 int rx_control(mg_gw *gw, mg_conn *c, int opcode, const unsigned char *data, size_t len);
+/* ... a piece of a compressed message (wsrx_sink.zpiece): inflated, and
+ * delivered at its end; non-zero when it failed the connection. */
+int rx_zpiece(mg_gw *gw, mg_conn *c, const unsigned char *data, size_t len, int final,
+              int binary);
 void rx_error(mg_gw *gw, mg_conn *c, int code, const char *reason);
 
 /* libwebsockets' reader: LWS_CALLBACK_RECEIVE (a piece of a data

@@ -14,7 +14,7 @@
 
 size_t sendq_frame_header(unsigned char *h, int opcode, size_t len)
 {
-    h[0] = (unsigned char)(0x80 | (opcode & 0x0f));
+    h[0] = (unsigned char)(0x80 | (opcode & (0x0f | MG_OP_RSV1)));
     if (len < 126) {
         h[1] = (unsigned char)len;
         return 2;

@@ -19,7 +19,10 @@ enum {
     MG_OP_BINARY = 0x2,
     MG_OP_CLOSE = 0x8,
     MG_OP_PING = 0x9,
-    MG_OP_PONG = 0xA
+    MG_OP_PONG = 0xA,
+    /* Or'ed into a data opcode: the frame's RSV1 bit, which marks a
+     * compressed message under permessage-deflate (RFC 7692 6). */
+    MG_OP_RSV1 = 0x40
 };
 
 /* Bytes of header for a server frame with a payload of len bytes. */

@@ -30,6 +30,7 @@
 #include "ahdata.h"
 #include "broker.h"
 #include "cluster.h"
+#include "compress.h"
 #include "conn.h"
 #include "evpoll.h"
 #include "fastrx.h"
@@ -78,6 +79,13 @@ static int server_established(mg_gw *gw, struct lws *wsi)
     fdguard_upgraded(c->fd);
     if (listen_fast(wsi) && lwsc_reader_on(gw))
         fastrx_attach(gw, c);
+    if (c->pmd && !c->fast) {
+        /* lws kept bytes of it (to write, or decrypted): lws's reader
+         * would take a compressed frame for a protocol error */
+        log_conn(MG_LOG_WARN, c->id, "closing: permessage-deflate was negotiated, but moongate "
+                                     "cannot read this connection");
+        conn_close(gw, c, 1011, "cannot read compressed frames", 0);
+    }
     heartbeat_track(gw, c);
     script_on_connect(gw, c);
     return 0;
@@ -251,7 +259,7 @@ int server_start(mg_gw *gw, int signal_fd, char *err, size_t errlen)
     }
     if (fastrx_start(gw) != 0)
         log_warn("out of memory for moongate's frame reader: libwebsockets parses frames");
-    if (writer_start(gw) != 0) {
+    if (writer_start(gw) != 0 || compress_start(gw) != 0) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -332,6 +340,7 @@ void server_stop(mg_gw *gw)
     evpoll_on_ready(NULL, NULL);
     fastrx_stop(gw);
     writer_stop(gw);
+    compress_stop(gw);
     conn_fd_table_free(gw);
     free(gw->rx_check);
     gw->rx_check = NULL;

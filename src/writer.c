@@ -177,7 +177,14 @@ void writer_flush(mg_gw *gw, mg_conn *c)
     if (!c->fast) {
         /* lws reads it, and may owe it a pong: lws writes that first when
          * the socket is writable, then calls back, and the queue goes out
-         * there (writer_writable), after it. */
+         * there (writer_writable), after it.  Until then lws reads nothing
+         * more of it: what the client sends next (a bad frame lws would
+         * drop the connection for, another ping) is parsed only once the
+         * replies to what came before are out, so they keep their order. */
+        if (!c->wr.paused) {
+            lws_rx_flow_control(c->wsi, 0);
+            c->wr.paused = 1;
+        }
         lws_callback_on_writable(c->wsi);
         return;
     }

@@ -26,6 +26,8 @@ struct wsrx {
     uint8_t msg_binary; /* its kind */
     uint8_t carry_len;  /* bytes in carry */
     uint8_t u8;         /* a text message's UTF-8 so far (utf8_step) */
+    uint8_t msg_z;      /* it is compressed (RSV1 on its first frame) */
+    uint64_t zlen;      /* compressed bytes of it so far */
     unsigned char *msg; /* the message so far, unmasked */
     size_t msg_len, msg_cap;
     unsigned char carry[WSRX_CARRY_MAX]; /* an incomplete header or control frame */
@@ -133,10 +135,13 @@ static int wsrx_deliver(wsrx *s, const wsrx_sink *sink, void *arg)
 }
 
 /* Checks that need only the first two bytes of a header; NULL if fine. */
-static const char *wsrx_check(unsigned b0, unsigned b1, int msg_active)
+static const char *wsrx_check(unsigned b0, unsigned b1, int msg_active, unsigned flags)
 {
     unsigned op = b0 & 0x0f;
-    if (b0 & 0x70)
+    /* RSV1 is permessage-deflate's, on the first frame of a data message
+     * only (RFC 7692 6.1). */
+    if ((b0 & 0x70) && ((b0 & 0x70) != 0x40 || !(flags & WSRX_DEFLATE) || op == OP_CONT ||
+                        (op & 0x8)))
         return "reserved bits set";
     if (!(b1 & 0x80))
         return "unmasked frame";
@@ -187,6 +192,19 @@ static long wsrx_resume(wsrx *s, unsigned char *p, size_t avail, const wsrx_sink
 {
     size_t n = avail < s->left ? avail : (size_t)s->left;
     wsrx_unmask(p, n, s->mask, s->moff);
+    if (s->msg_z) { /* compressed: each piece goes on as it comes */
+        s->moff = (uint8_t)((s->moff + n) & 3);
+        s->left -= n;
+        s->zlen += n;
+        int final = s->left == 0 && s->fin;
+        if (s->left == 0)
+            s->in_frame = 0;
+        if (final)
+            s->msg_active = 0;
+        if ((n || final) && sink->zpiece(arg, p, n, final, s->msg_binary))
+            return -2;
+        return (long)n;
+    }
     if (!s->msg_binary && !utf8_step(&s->u8, p, n))
         return -3;
     if (wsrx_append(s, p, n) != 0)
@@ -228,7 +246,14 @@ static void wsrx_settle(wsrx **st)
         wsrx_free(st);
 }
 
-int wsrx_feed(wsrx **st, unsigned char *buf, size_t len, uint64_t max_message,
+/* The most compressed bytes a message of max_message bytes takes:
+ * deflate's stored blocks add 5 bytes per 64 KiB, and a little more. */
+static uint64_t wsrx_zmax(uint64_t max_message)
+{
+    return max_message > UINT64_MAX / 2 ? UINT64_MAX : max_message + (max_message >> 10) + 64;
+}
+
+int wsrx_feed(wsrx **st, unsigned char *buf, size_t len, uint64_t max_message, unsigned flags,
               const wsrx_sink *sink, void *arg, int *code, const char **reason)
 {
     unsigned char *p = buf, *end = buf + len;
@@ -249,7 +274,7 @@ int wsrx_feed(wsrx **st, unsigned char *buf, size_t len, uint64_t max_message,
         int active = *st ? (*st)->msg_active : 0;
         if (avail < 2)
             goto carry;
-        const char *bad = wsrx_check(p[0], p[1], active);
+        const char *bad = wsrx_check(p[0], p[1], active, flags);
         if (bad)
             return wsrx_fail(code, reason, 1002, bad);
         size_t hl = wsrx_header_len(p[1]);
@@ -273,9 +298,20 @@ int wsrx_feed(wsrx **st, unsigned char *buf, size_t len, uint64_t max_message,
             }
             continue;
         }
-        uint64_t before = active ? (*st)->msg_len : 0;
-        if (plen > max_message || before + plen > max_message)
+        int z = active ? (*st)->msg_z : (p[0] & 0x40) != 0;
+        uint64_t before = !active ? 0 : z ? (*st)->zlen : (*st)->msg_len;
+        uint64_t limit = z ? wsrx_zmax(max_message) : max_message;
+        if (plen > limit || before + plen > limit)
             return wsrx_fail(code, reason, 1009, "message too big");
+        if (have >= plen && fin && !active && z) { /* a whole compressed message */
+            wsrx_unmask(pay, (size_t)plen, mask, 0);
+            p = pay + plen;
+            if (sink->zpiece(arg, pay, (size_t)plen, 1, op == OP_BINARY)) {
+                rc = WSRX_STOPPED;
+                break;
+            }
+            continue;
+        }
         if (have >= plen && fin && !active) { /* the common case: no copy */
             wsrx_unmask(pay, (size_t)plen, mask, 0);
             if (op == OP_TEXT && !utf8_valid(pay, (size_t)plen))
@@ -295,6 +331,8 @@ int wsrx_feed(wsrx **st, unsigned char *buf, size_t len, uint64_t max_message,
             s->msg_binary = op == OP_BINARY;
             s->msg_len = 0;
             s->u8 = 0;
+            s->msg_z = (uint8_t)z;
+            s->zlen = 0;
         }
         memcpy(s->mask, mask, 4);
         s->moff = 0;

@@ -11,8 +11,11 @@
  * ends inside a frame or message and freed once a read ends on a message
  * boundary, so an idle connection costs no memory here.
  *
- * Framing is checked as the RFC asks of a server with no extension
- * negotiated: reserved bits, unknown opcodes, unmasked frames, fragmented
+ * Framing is checked as RFC 6455 asks of a server with no extension
+ * negotiated, or with permessage-deflate (RFC 7692: RSV1 on a data
+ * message's first frame; its payload goes to the sink's zpiece as it
+ * comes, and the limit on its compressed size is max_message plus what
+ * deflate may add): reserved bits, unknown opcodes, unmasked frames, fragmented
  * or long control frames, stray continuations, a data frame inside a
  * fragmented message and a 64-bit length with its top bit set are
  * protocol errors (1002); a message longer than max_message is 1009,
@@ -38,7 +41,15 @@ typedef struct wsrx_sink {
     int (*message)(void *arg, const unsigned char *data, size_t len, int binary);
     /* A ping, pong or close frame (opcode 0x9, 0xA, 0x8), payload <= 125. */
     int (*control)(void *arg, int opcode, const unsigned char *data, size_t len);
+    /* With WSRX_DEFLATE: the next piece of a compressed message's payload
+     * (unmasked), as it arrives; final on the piece that ends it.  The
+     * sink inflates, and checks the limit and UTF-8 on what comes out. */
+    int (*zpiece)(void *arg, const unsigned char *data, size_t len, int final, int binary);
 } wsrx_sink;
+
+/* wsrx_feed's flags: permessage-deflate was negotiated, so RSV1 may mark
+ * the first frame of a data message as compressed. */
+#define WSRX_DEFLATE 1u
 
 enum {
     WSRX_OK = 0,      /* everything consumed; feed more later */
@@ -50,7 +61,7 @@ enum {
  * connection's state (NULL to start); it is allocated and freed here.  On
  * WSRX_ERROR, *code is 1002, 1007, 1009 or 1011 (out of memory) and *reason a
  * static string; the stream cannot be resumed after an error. */
-int wsrx_feed(wsrx **st, unsigned char *buf, size_t len, uint64_t max_message,
+int wsrx_feed(wsrx **st, unsigned char *buf, size_t len, uint64_t max_message, unsigned flags,
               const wsrx_sink *sink, void *arg, int *code, const char **reason);
 
 /* Copy the bytes kept from the previous read (an incomplete header or

@@ -63,7 +63,7 @@ static int on_control(void *arg, int opcode, const unsigned char *data, size_t l
     return 0;
 }
 
-static const wsrx_sink sink = {on_message, on_control};
+static const wsrx_sink sink = {on_message, on_control, NULL}; /* flags 0: no deflate */
 
 /* Read stream in reads of the sizes cuts gives (0: all at once). */
 static void run(const uint8_t *stream, size_t n, uint8_t cut_seed, trace *t)
@@ -85,7 +85,7 @@ static void run(const uint8_t *stream, size_t n, uint8_t cut_seed, trace *t)
         pos += chunk;
         int code = 0;
         const char *reason = NULL;
-        int rc = wsrx_feed(&st, buf, kept + chunk, t->max, &sink, t, &code, &reason);
+        int rc = wsrx_feed(&st, buf, kept + chunk, t->max, 0, &sink, t, &code, &reason);
         free(buf);
         if (rc == WSRX_ERROR) {
             if ((code != 1002 && code != 1007 && code != 1009 && code != 1011) || !reason)

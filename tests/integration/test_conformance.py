@@ -124,6 +124,13 @@ class TlsRawWS(RawWS):
         self.buf = bytearray(resp.leftover)
 
 
+def lws_deviates(listener, why):
+    """libwebsockets' own parser (reader: libwebsockets) departs from the RFC
+    here; docs/operations.md, "Reading frames", names each case."""
+    if listener.kind == "libwebsockets":
+        pytest.skip("libwebsockets 4.1.6 " + why)
+
+
 @pytest.fixture
 def client(listener):
     """Factory: client() -> a connected RawWS (TlsRawWS on wss), TCP_NODELAY,
@@ -263,9 +270,10 @@ def close_cleanly(c, code=1000):
 # --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("writes", ["one", "frame", "byte"])
-def test_2_10_ten_pings_get_ten_pongs_in_order(client, writes):
+def test_2_10_ten_pings_get_ten_pongs_in_order(client, listener, writes):
     """2.10 (pings in one go) and 2.11 (a byte per write): every ping gets its
     pong, with its payload, in the order sent."""
+    lws_deviates(listener, "answers only the first of several pings it reads at once")
     c = client()
     want = [("pong", b"payload-%d" % i) for i in range(10)]
     send(c, [encode_frame(OP_PING, p) for _, p in want], writes)
@@ -349,19 +357,23 @@ BAD_FRAMES = {
 
 
 @pytest.mark.parametrize("case", list(BAD_FRAMES))
-def test_3_4_reserved_bits_and_opcodes_close_1002_and_server_hangs_up(client, case):
+def test_3_4_reserved_bits_and_opcodes_close_1002_and_server_hangs_up(client, listener, case):
     """3.1-3.7 (RSV bits with no extension) and 4.1.x/4.2.x (reserved
     opcodes): the messages before the bad frame are echoed, then close 1002,
     no pong for the ping after it; the server closes TCP once the client has
     answered the close."""
     frames, writes, before = BAD_FRAMES[case]
+    if writes == "byte" and case.startswith("4."):
+        lws_deviates(listener, "sometimes drops the connection without a close frame on a reserved "
+                     "opcode read a byte at a time")
     c = client()
     send(c, frames, writes)
     expect_failed(c, 1002, before)
 
 
-def test_unmasked_frame_closes_1002(client):
+def test_unmasked_frame_closes_1002(client, listener):
     """RFC 6455 5.1: a client frame without a mask fails the connection."""
+    lws_deviates(listener, "accepts unmasked client frames")
     c = client()
     send(c, [encode_frame(OP_TEXT, HELLO, mask=False)], "one")
     expect_failed(c, 1002)

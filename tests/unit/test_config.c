@@ -787,7 +787,7 @@ static void test_err_unknown_keys(void)
                  "workers, app)");
     expect_error("listen:\n  - port: 8080\n    prot: 1\nscript: app.lua\n",
                  "3:5: unknown key 'prot' in listen[0] (expected one of: host, port, path, "
-                 "protocols, tls, reader)");
+                 "protocols, tls, reader, compression)");
     expect_error("listen:\n  - port: 8443\n    tls:\n      cert: tls/cert.pem\n      key: "
                  "tls/key.pem\n      ca: x\nscript: app.lua\n",
                  "6:7: unknown key 'ca' in listen[0].tls (expected one of: cert, key)");

@@ -161,10 +161,13 @@ static void test_header_opcodes(void)
         CHECK(h[0] == (0x80 | ops[i]));
         CHECK(h[1] == 3);
     }
-    /* Only the low nibble of the opcode reaches the header: RSV stays 0. */
+    /* Only the low nibble of the opcode and MG_OP_RSV1 (a compressed
+     * message) reach the header: RSV2 and RSV3 stay 0. */
     unsigned char h[MG_FRAME_HDR_MAX];
-    sendq_frame_header(h, 0x7A, 0);
+    sendq_frame_header(h, 0x3A, 0);
     CHECK(h[0] == 0x8A);
+    sendq_frame_header(h, MG_OP_TEXT | MG_OP_RSV1, 0);
+    CHECK(h[0] == 0xC1);
 }
 
 /* --------------------------------------------------------- frame_new */

@@ -101,7 +101,16 @@ static int rec_control(void *arg, int op, const unsigned char *d, size_t n)
     return 0;
 }
 
-static const wsrx_sink sink = {rec_message, rec_control};
+static int rec_zpiece(void *arg, const unsigned char *d, size_t n, int final, int binary)
+{
+    rec_add(arg, 'Z', final * 2 + binary, d, n);
+    return 0;
+}
+
+static const wsrx_sink sink = {rec_message, rec_control, rec_zpiece};
+
+/* wsrx_feed's flags for feed_cut. */
+static unsigned feed_flags;
 
 /* Feed src[0..len) cut at the given offsets (sorted, ascending), the way
  * fastrx does: what wsrx kept goes in front of the next piece. */
@@ -118,7 +127,7 @@ static int feed_cut(const unsigned char *src, size_t len, const size_t *cuts, si
         memcpy(buf, kept, k);
         memcpy(buf + k, src + from, to - from);
         if (k + (to - from) > 0)
-            rc = wsrx_feed(st, buf, k + (to - from), max, &sink, r, code, reason);
+            rc = wsrx_feed(st, buf, k + (to - from), max, feed_flags, &sink, r, code, reason);
         free(buf);
         from = to;
     }
@@ -327,7 +336,7 @@ static void test_size_limit(void)
     frame(&b, 1, 0x2, d, 200);
     rec r2 = {0};
     wsrx *st = NULL;
-    CHECK(wsrx_feed(&st, b.p, 8, 100, &sink, &r2, &code, &reason) == WSRX_ERROR);
+    CHECK(wsrx_feed(&st, b.p, 8, 100, 0, &sink, &r2, &code, &reason) == WSRX_ERROR);
     CHECK(code == 1009);
     wsrx_free(&st);
     free(b.p);
@@ -343,7 +352,7 @@ static void test_stop_and_state(void)
     int code = 0;
     const char *reason = NULL;
     wsrx *st = NULL;
-    CHECK(wsrx_feed(&st, b.p, b.len, 100, &sink, &r, &code, &reason) == WSRX_STOPPED);
+    CHECK(wsrx_feed(&st, b.p, b.len, 100, 0, &sink, &r, &code, &reason) == WSRX_STOPPED);
     CHECK(r.messages == 2);
     CHECK(st == NULL);
     free(r.log.p);
@@ -352,7 +361,7 @@ static void test_stop_and_state(void)
     b.len = 0;
     frame(&b, 1, 0x2, "0123456789", 10);
     rec r2 = {0};
-    CHECK(wsrx_feed(&st, b.p, 3, 100, &sink, &r2, &code, &reason) == WSRX_OK);
+    CHECK(wsrx_feed(&st, b.p, 3, 100, 0, &sink, &r2, &code, &reason) == WSRX_OK);
     CHECK(wsrx_busy(st));
     unsigned char kept[WSRX_CARRY_MAX];
     CHECK(wsrx_unread(st, kept) == 3);
@@ -360,7 +369,7 @@ static void test_stop_and_state(void)
     unsigned char rest[64];
     memcpy(rest, kept, 3);
     memcpy(rest + 3, b.p + 3, b.len - 3);
-    CHECK(wsrx_feed(&st, rest, b.len, 100, &sink, &r2, &code, &reason) == WSRX_OK);
+    CHECK(wsrx_feed(&st, rest, b.len, 100, 0, &sink, &r2, &code, &reason) == WSRX_OK);
     CHECK(r2.messages == 1);
     CHECK(st == NULL && !wsrx_busy(st));
     free(r2.log.p);
@@ -426,5 +435,86 @@ static void test_utf8_fails_fast(void)
     free(b.p);
 }
 
-TEST_MAIN("wsrx", T(test_utf8_fails_fast), T(test_whole_stream), T(test_byte_at_a_time), T(test_random_cuts),
+/* permessage-deflate: RSV1 on a data message's first frame passes its
+ * payload on piece by piece (the sink inflates); RSV1 anywhere else, or
+ * without the flag, and RSV2/RSV3 always, are 1002. */
+static void test_deflate_frames(void)
+{
+    bytes b = {0};
+    /* a compressed text message in two fragments with a ping between */
+    frame_raw(&b, 0x40 | 0x1, "AB", 2, 1); /* RSV1, not FIN */
+    frame(&b, 1, 0x9, "p", 1);
+    frame(&b, 1, 0x0, "CD", 2);
+    /* an uncompressed message after it */
+    frame(&b, 1, 0x1, "plain", 5);
+    /* a whole compressed binary message */
+    frame_raw(&b, 0x80 | 0x40 | 0x2, "EF", 2, 1);
+    rec want = {0};
+    rec_zpiece(&want, (const unsigned char *)"AB", 2, 0, 0);
+    rec_control(&want, 0x9, (const unsigned char *)"p", 1);
+    rec_zpiece(&want, (const unsigned char *)"CD", 2, 1, 0);
+    rec_message(&want, (const unsigned char *)"plain", 5, 0);
+    rec_zpiece(&want, (const unsigned char *)"EF", 2, 1, 1);
+    feed_flags = WSRX_DEFLATE;
+    for (size_t cut = 0; cut <= b.len; cut++) {
+        wsrx *st = NULL;
+        rec r = {0};
+        int code = 0;
+        const char *reason = NULL;
+        size_t cuts[1] = {cut};
+        /* pieces may split differently: compare the bytes of each kind */
+        CHECK(feed_cut(b.p, b.len, cuts, 1, 1 << 20, &r, &code, &reason, &st) == WSRX_OK ||
+              !"feed");
+        if (cut == 0 || cut == b.len)
+            CHECK(same(&r.log, &want.log));
+        wsrx_free(&st);
+        free(r.log.p);
+    }
+    feed_flags = 0;
+    free(want.log.p);
+
+    struct {
+        const char *what;
+        unsigned b0;
+        unsigned flags;
+    } bad[] = {
+        {"RSV1 without deflate", 0x80 | 0x40 | 0x1, 0},
+        {"RSV1 on a ping", 0x80 | 0x40 | 0x9, WSRX_DEFLATE},
+        {"RSV2", 0x80 | 0x20 | 0x1, WSRX_DEFLATE},
+        {"RSV3", 0x80 | 0x10 | 0x2, WSRX_DEFLATE},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        b.len = 0;
+        frame_raw(&b, bad[i].b0, "xy", 2, 1);
+        wsrx *st = NULL;
+        rec r = {0};
+        int code = 0;
+        const char *reason = NULL;
+        CHECK(wsrx_feed(&st, b.p, b.len, 100, bad[i].flags, &sink, &r, &code, &reason) ==
+              WSRX_ERROR);
+        CHECK(code == 1002);
+        if (code != 1002)
+            fprintf(stderr, "  case: %s\n", bad[i].what);
+        wsrx_free(&st);
+        free(r.log.p);
+    }
+    /* RSV1 on a continuation */
+    b.len = 0;
+    frame(&b, 0, 0x1, "a", 1);
+    frame_raw(&b, 0x80 | 0x40 | 0x0, "b", 1, 1);
+    {
+        wsrx *st = NULL;
+        rec r = {0};
+        int code = 0;
+        const char *reason = NULL;
+        CHECK(wsrx_feed(&st, b.p, b.len, 100, WSRX_DEFLATE, &sink, &r, &code, &reason) ==
+              WSRX_ERROR);
+        CHECK(code == 1002);
+        wsrx_free(&st);
+        free(r.log.p);
+    }
+    free(b.p);
+}
+
+TEST_MAIN("wsrx", T(test_deflate_frames), T(test_utf8_fails_fast), T(test_whole_stream), T(test_byte_at_a_time), T(test_random_cuts),
           T(test_protocol_errors), T(test_size_limit), T(test_stop_and_state))
