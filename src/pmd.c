@@ -537,7 +537,7 @@ static int pmd_inflate_run(z_stream *z, int *ended, const unsigned char *in, siz
             out->len += before - z->avail_out;
         if (rc == Z_STREAM_END) {
             /* A block with BFINAL set ended the sender's deflate stream
-             * (RFC 7692 7.2.3.3); what follows starts a new one. */
+             * (RFC 7692 7.2.3.4); what follows starts a new one. */
             inflateReset(z);
             *ended = z->avail_in == 0;
             if (z->avail_in == 0)
@@ -659,9 +659,9 @@ static long pmd_deflate_run(z_stream *z, const unsigned char *data, size_t len, 
         n -= 4;
     }
     if (n == 0) {
-        /* An empty message: the single 0x00 (RFC 7692 7.2.3.6), an empty
-         * stored block once the receiver appends the tail.  The room is
-         * there: the loop asked for more than one byte. */
+        /* An empty message: the single byte 0x00, an empty stored block
+         * once the receiver appends the tail.  There is room for it: the
+         * loop asked for more than one byte, or four were just dropped. */
         out->data[out->len++] = 0x00;
         n = 1;
     }

@@ -119,10 +119,10 @@ struct pmd_stream; /* a zlib stream and the bytes it holds (pmd.c) */
  * not referred to from elsewhere, so it may move) or allocate it. */
 typedef struct pmd_conn {
     pmd_params p;
+    uint8_t ended;          /* inf ended a deflate stream (BFINAL) at its last input */
     struct pmd_stream *inf; /* the client's messages; NULL when none is held */
     struct pmd_stream *def; /* ours, with context takeover only; NULL until used */
-    uint8_t ended;          /* inf ended a deflate stream (BFINAL) at its last input */
-} pmd_conn;
+} pmd_conn;                 /* 32 bytes on 64-bit */
 
 /* The gateway-wide streams (one set per process/thread: not locked). */
 typedef struct pmd_shared pmd_shared;

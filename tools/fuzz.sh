@@ -8,7 +8,8 @@
 # Targets (tests/fuzz/fuzz_*.c): wsrx (the frame reader), handshake (the
 # upgrade header checks), config (config_load), utf8 (the validator against
 # a reference decoder), admin (the admin API's decisions), jwt (gw.jwt's
-# token verification).  Each starts from
+# token verification), pmd (permessage-deflate: offer negotiation, and
+# inflate checked by a round trip through zlib).  Each starts from
 # its seed corpus in tests/fuzz/corpus/TARGET and writes what it finds new
 # to build-fuzz/corpus/TARGET (copy inputs worth keeping into the seed
 # corpus: ctest replays it on every build).  A crash leaves
@@ -32,7 +33,7 @@ fi
 seconds=${FUZZ_SECONDS:-600}
 jobs=${FUZZ_JOBS:-2}
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(wsrx handshake config utf8 admin jwt)
+[[ ${#targets[@]} -gt 0 ]] || targets=(wsrx handshake config utf8 admin jwt pmd)
 
 CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMOONGATE_FUZZ=ON \
     -DMOONGATE_SANITIZE=ON >/dev/null
