@@ -185,12 +185,3 @@ struct mg_buf *compress_fanout_frame(mg_gw *gw, mg_fanout *f, const mg_conn *c, 
         *own = 1; /* its own deflater, or past the shared ones: compress its copy */
     return b;
 }
-
-size_t compress_memory(const mg_gw *gw)
-{
-    size_t n = gw->pmd_shared ? pmd_shared_memory(gw->pmd_shared) : 0;
-    for (const mg_conn *c = gw->conn_list; c; c = c->next)
-        if (c->pmd)
-            n += pmd_conn_memory(&c->pmd->z) + c->pmd->msg.cap;
-    return n;
-}

@@ -82,8 +82,4 @@ void compress_fanout_free(mg_fanout *f);
  * parameter sets than kept) and conn_send does it, or out of memory. */
 struct mg_buf *compress_fanout_frame(mg_gw *gw, mg_fanout *f, const mg_conn *c, int *own);
 
-/* Bytes of zlib memory held now: the shared streams and every
- * connection's (for /metrics). */
-size_t compress_memory(const mg_gw *gw);
-
 #endif

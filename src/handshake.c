@@ -283,15 +283,14 @@ static const char *handshake_extensions(mg_upgrade *u, struct lws *wsi)
     if (len <= 0)
         return NULL;
     if (len <= HANDSHAKE_LWS_EXTENSIONS_MAX) {
-        log_debug("upgrade from %s: extension offer ignored (no extension is negotiated): %s",
-                  u->remote, u->ext_offer);
+        log_debug("upgrade from %s: extension offer: %s", u->remote, u->ext_offer);
         return NULL;
     }
     if (ahdata_blank(wsi, WSI_TOKEN_EXTENSIONS) != 0)
         return "Sec-WebSocket-Extensions: the offer is longer than libwebsockets takes (254 "
                "bytes)\n";
-    log_info("upgrade from %s: extension offer of %d bytes ignored (no extension is "
-             "negotiated; libwebsockets alone would have dropped the upgrade)",
+    log_info("upgrade from %s: extension offer of %d bytes ignored by libwebsockets (it would "
+             "have dropped the upgrade); moongate negotiates from its own copy",
              u->remote, len);
     return NULL;
 }
