@@ -1098,6 +1098,7 @@ static const key_spec limits_keys[] = {
     {.name = "slow_consumer",     .parse = parse_enum,     .offset = CFG(slow_consumer),        .choices = slow_names},
     {.name = "handshake_timeout", .parse = parse_duration, .offset = CFG(handshake_timeout_ms), .min = 1, .max = DURATION_MAX_MS},
     {.name = "max_handshakes",    .parse = parse_uint32,   .offset = CFG(max_handshakes),       .min = 1, .max = 1000000},
+    {.name = "max_header_size",   .parse = parse_size,     .offset = CFG(max_header_size),      .min = CONFIG_HEADER_SIZE_MIN, .max = CONFIG_HEADER_SIZE_MAX},
     {.name = "message_rate",      .parse = parse_uint32,   .offset = CFG(message_rate),         .max = UINT32_MAX},
     {.name = "message_burst",     .parse = parse_uint32,   .offset = CFG(message_burst),        .max = UINT32_MAX},
     {.name = "close_timeout",     .parse = parse_duration, .offset = CFG(close_timeout_ms),     .max = DURATION_MAX_MS},
@@ -1671,6 +1672,7 @@ mg_config *config_new_defaults(void)
     cfg->max_connections = 10000;
     cfg->workers = 1;
     cfg->max_handshakes = 1024;
+    cfg->max_header_size = 16 << 10;
     cfg->max_message_size = 1ull << 20;
     cfg->send_queue_max = 4ull << 20;
     cfg->slow_consumer = MG_SLOW_CLOSE;

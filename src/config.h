@@ -93,6 +93,11 @@ typedef struct mg_cluster_config {
  * and a peer set is a 64-bit mask). */
 #define CONFIG_MAX_WORKERS 64
 
+/* Bounds of limits.max_header_size: libwebsockets keeps a request's header
+ * data in one buffer whose size it stores in 16 bits. */
+#define CONFIG_HEADER_SIZE_MIN 1024
+#define CONFIG_HEADER_SIZE_MAX 32768
+
 typedef struct mg_config {
     char *file; /* the YAML file it came from, NULL when built from flags */
 
@@ -117,6 +122,7 @@ typedef struct mg_config {
 
     uint32_t max_connections;      /* default 10000 */
     uint32_t max_handshakes;       /* sockets accepted, not yet upgraded; default 1024 */
+    uint64_t max_header_size;      /* request line + headers of one upgrade; default 16 KiB */
     uint64_t max_message_size;     /* default 1 MiB */
     uint64_t send_queue_max;       /* default 4 MiB */
     mg_slow_action slow_consumer;  /* default close */

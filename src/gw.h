@@ -53,6 +53,7 @@ typedef struct mg_gw {
     lws_sorted_usec_list_t trim_sul;  /* lwsmem_trim, a second after it is wanted */
     uint32_t conn_capacity;           /* connections the open-files limit set at start allows */
     uint32_t hs_capacity;             /* ... and sockets in their handshake (fdguard.c) */
+    size_t max_header_size;           /* lws's header data, fixed at start (server.c) */
     struct mg_buf *ping_frame;        /* the heartbeat ping, one block every queue shares */
 
     /* Client table (conn.c). */

@@ -79,6 +79,8 @@ static void gwctl_check_listeners(const mg_config *a, const mg_config *b)
         log_warn("reload: admin listener changes take effect only after a restart");
     if (a->workers != b->workers)
         log_warn("reload: workers changes take effect only after a restart");
+    if (a->max_header_size != b->max_header_size)
+        log_warn("reload: limits.max_header_size takes effect only after a restart");
     const mg_cluster_config *p = a->cluster, *q = b->cluster;
     if (!p != !q ||
         (p && (strcmp(p->node, q->node) || p->id != q->id || strcmp(p->prefix, q->prefix))))

@@ -49,8 +49,9 @@
 #include "lwsc.h"
 #include "script.h"
 
-/* Room for the headers kept from one request. */
-#define HANDSHAKE_HEADERS_MAX 8192
+/* Room for the headers kept from one request: they are a part of what lws
+ * holds of it (limits.max_header_size). */
+#define HANDSHAKE_HEADERS_MAX CONFIG_HEADER_SIZE_MAX
 /* lws's extension walker fails once it reaches this byte of the offer. */
 #define HANDSHAKE_LWS_EXTENSIONS_MAX 254
 
@@ -271,7 +272,7 @@ static void handshake_static_choice(struct lws *wsi, const char *names, int n, c
  * is off.  Extension negotiation (permessage-deflate) goes here: it reads
  * u->ext_offer and sets its answer with handshake_extensions_answer.
  * NULL, or why the 400. */
-static const char *handshake_extensions(mg_upgrade *u, struct lws *wsi)
+static const char *handshake_extensions(mg_gw *gw, mg_upgrade *u, struct lws *wsi)
 {
     const char *p = u->headers, *end = u->headers + u->headers_len;
     u->ext_offer = "";
@@ -286,7 +287,7 @@ static const char *handshake_extensions(mg_upgrade *u, struct lws *wsi)
         log_debug("upgrade from %s: extension offer: %s", u->remote, u->ext_offer);
         return NULL;
     }
-    if (ahdata_blank(wsi, WSI_TOKEN_EXTENSIONS) != 0)
+    if (ahdata_blank(wsi, WSI_TOKEN_EXTENSIONS, gw->max_header_size) != 0)
         return "Sec-WebSocket-Extensions: the offer is longer than libwebsockets takes (254 "
                "bytes)\n";
     log_info("upgrade from %s: extension offer of %d bytes ignored by libwebsockets (it would "
@@ -364,7 +365,7 @@ int handshake_check(mg_gw *gw, struct lws *wsi, const char *upgrade)
         return handshake_refuse(gw, wsi, 503, "too many connections\n", NULL, NULL);
 
     handshake_keep(gw, u, wsi, path);
-    if ((why = handshake_extensions(u, wsi)) != NULL)
+    if ((why = handshake_extensions(gw, u, wsi)) != NULL)
         return handshake_refuse(gw, wsi, 400, why, NULL, NULL);
     mg_request req = {u->path,
                       u->query,

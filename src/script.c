@@ -443,7 +443,7 @@ static int script_req_header(lua_State *L)
     lua_getfield(L, -1, lower);
     const mg_request *req = ((mg_script *)lua_touserdata(L, lua_upvalueindex(1)))->live_req;
     if (lua_isnil(L, -1) && req && req->lookup) {
-        char buf[4096];
+        char buf[CONFIG_HEADER_SIZE_MAX]; /* any value lws can hold */
         const char *v = req->lookup(req->lookup_ctx, lower, buf, sizeof(buf));
         if (v)
             lua_pushstring(L, v);

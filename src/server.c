@@ -234,7 +234,8 @@ int server_start(mg_gw *gw, int signal_fd, char *err, size_t errlen)
     info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.user = gw;
     info.pt_serv_buf_size = SERVER_BUF;
-    info.max_http_header_data = AHDATA_SIZE;
+    gw->max_header_size = (size_t)gw->cfg->max_header_size;
+    info.max_http_header_data = (unsigned short)gw->max_header_size;
     info.timeout_secs = (unsigned int)((gw->cfg->handshake_timeout_ms + 999) / 1000);
     listen_fd_limit(gw);
     if (conn_fd_table_init(gw) != 0) {

@@ -15,25 +15,33 @@
 
 #include "lwsc.h"
 
-int ahdata_blank(struct lws *wsi, enum lws_token_indexes t)
+int ahdata_blank(struct lws *wsi, enum lws_token_indexes t, size_t size)
 {
-    char *uri, want[AHDATA_SIZE], check[AHDATA_SIZE + 1];
-    int uri_len = 0;
+    char *uri;
+    int uri_len = 0, rc = -1;
     if (!lwsc_checked() || lws_http_get_uri_and_method(wsi, &uri, &uri_len) < 0 || !uri)
         return -1;
     int len = lws_hdr_fragment_length(wsi, t, 0);
-    if (len <= 0 || len >= AHDATA_SIZE ||
-        lws_hdr_copy_fragment(wsi, want, (int)sizeof(want), t, 0) != len)
+    if (len <= 0 || (size_t)len >= size)
         return -1;
+    char *want = malloc((size_t)len + 1), *check = malloc((size_t)len + 1);
+    if (!want || !check || lws_hdr_copy_fragment(wsi, want, len + 1, t, 0) != len)
+        goto out;
     /* from the URI's NUL on, within the buffer (the URI starts it) */
-    for (int at = uri_len; at + 1 + len < AHDATA_SIZE; at++) {
-        if (uri[at] != '\0' || uri[at + 1 + len] != '\0' || memcmp(uri + at + 1, want, (size_t)len))
+    for (size_t at = (size_t)uri_len; at + 1 + (size_t)len < size; at++) {
+        if (uri[at] != '\0' || uri[at + 1 + (size_t)len] != '\0' ||
+            memcmp(uri + at + 1, want, (size_t)len))
             continue;
         char was = uri[at + 1];
         uri[at + 1] = '\0';
-        if (lws_hdr_copy(wsi, check, (int)sizeof(check), t) >= 0 && check[0] == '\0')
-            return 0;
+        if (lws_hdr_copy(wsi, check, len + 1, t) >= 0 && check[0] == '\0') {
+            rc = 0;
+            break;
+        }
         uri[at + 1] = was;
     }
-    return -1;
+out:
+    free(want);
+    free(check);
+    return rc;
 }

@@ -9,13 +9,11 @@
 
 #include <libwebsockets.h>
 
-/* The header table's data size moongate gives lws (the context's
- * max_http_header_data: lws's default, made explicit as the scan bound). */
-#define AHDATA_SIZE 4096
-
 /* Make lws read header t of wsi as empty from now on (its value gets a NUL
- * at its start in lws's header data).  0 when lws_hdr_copy() confirms it;
- * -1 when the coupling is off (lwsc_checked) or the value was not found. */
-int ahdata_blank(struct lws *wsi, enum lws_token_indexes t);
+ * at its start in lws's header data, of size bytes: the context's
+ * max_http_header_data, the scan bound).  0 when lws_hdr_copy() confirms
+ * it; -1 when the coupling is off (lwsc_checked) or the value was not
+ * found. */
+int ahdata_blank(struct lws *wsi, enum lws_token_indexes t, size_t size);
 
 #endif

@@ -19,6 +19,10 @@ function on_handshake(req)
     return false, 403, req.path .. "|" .. req.query .. "|" .. req.remote .. "|" ..
       tostring(req:header("x-probe")) .. "|" .. tostring(req:header("X-Missing"))
   end
+  if q == "len" then
+    local v = req:header("x-probe") or ""
+    return false, 403, #v .. " " .. tostring(v == string.rep("t", #v))
+  end
   if req:header("X-Token") == "bad" then return false, 401, "bad token" end
   return true
 end
@@ -126,6 +130,33 @@ def test_on_handshake_request_fields(gw):
     r = http_raw(gw.port, handshake_request("/?echo", gw.port, extra={"X-Probe": "probe-value"}))
     assert r.status == 403, r
     assert r.body.decode() == "/|echo|127.0.0.1|probe-value|nil", r
+
+
+def test_long_header_reaches_on_handshake(gw):
+    """A 12 KiB header (a long Bearer token) fits the default
+    limits.max_header_size and reaches the script whole."""
+    probe = "t" * 12000
+    r = http_raw(gw.port, handshake_request("/?len", gw.port, extra={"X-Probe": probe}))
+    assert r.status == 403, r
+    assert r.body == b"12000 true", r
+
+
+def test_headers_over_max_header_size_are_refused(gateway, raw):
+    """Headers past limits.max_header_size: the connection ends without an
+    upgrade (libwebsockets' parser stops), the log says why, and the next
+    client is served."""
+    g = gateway(SCRIPT, {"limits": {"max_header_size": "2KiB"}})
+    since = g.mark()
+    s = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+    try:
+        s.sendall(handshake_request("/", g.port, extra={"X-Probe": "t" * 3000}))
+        assert s.recv(100) == b""
+    finally:
+        s.close()
+    g.wait_log(r"Ran out of header data space", 5, since)
+    c = raw(g.port, "/", headers={"X-Probe": "t" * 1000})
+    c.send_text("in")
+    assert c.recv_text() == "in"
 
 
 def test_on_handshake_header_refusal_and_accept(gw, raw):

@@ -808,6 +808,10 @@ static void test_err_durations(void)
                  "5:13: heartbeat.interval: must be 0..24h, got '99999999999999999999999ms'");
     expect_error(BASE "heartbeat:\n  interval: 5124095576030433h\n",
                  "5:13: heartbeat.interval: must be 0..24h, got '5124095576030433h'");
+    expect_error(BASE "limits:\n  max_header_size: 64KiB\n",
+                 "5:20: limits.max_header_size: must be 1KiB..32KiB, got '64KiB'");
+    expect_error(BASE "limits:\n  max_header_size: 512\n",
+                 "5:20: limits.max_header_size: must be 1KiB..32KiB, got '512'");
     expect_error(BASE "lua:\n  hook_budget: 0\n",
                  "5:16: lua.hook_budget: must be 1ms..60s, got '0'");
     expect_error(BASE "lua:\n  hook_budget: 61s\n",
