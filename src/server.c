@@ -82,8 +82,9 @@ static int server_established(mg_gw *gw, struct lws *wsi)
     if (c->pmd && !c->fast) {
         /* lws kept bytes of it (to write, or decrypted): lws's reader
          * would take a compressed frame for a protocol error */
-        log_conn(MG_LOG_WARN, c->id, "closing: permessage-deflate was negotiated, but moongate "
-                                     "cannot read this connection");
+        log_conn(MG_LOG_WARN, c->id,
+                 "closing: permessage-deflate was negotiated, but moongate "
+                 "cannot read this connection");
         conn_close(gw, c, 1011, "cannot read compressed frames", 0);
     }
     heartbeat_track(gw, c);
