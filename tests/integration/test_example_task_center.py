@@ -451,6 +451,39 @@ def test_a_worker_id_matching_no_task_type_is_warned_about(tc, rabbit):
     assert not t.g.find_logs(r"worker worker-1 online .*matches no task type", since)
 
 
+def test_a_gateway_restart_redelivers_unconfirmed_tasks_marked(tc, gateway, rabbit):
+    """SIGTERM with a task at a worker: the worker is closed with 1001, the
+    task goes back to RabbitMQ untouched, and the next gateway on the same
+    queues hands it out again with redelivered true (attempt not charged)."""
+    t = tc()
+
+    async def before():
+        w1 = await worker(t, "worker-1")
+        t.publish("restart-me", 1)
+        first = await w1.task()
+        assert (first["attempt"], first["redelivered"]) == (1, False)
+        assert await asyncio.to_thread(t.g.stop) == 0
+        assert (await w1.closed(5))[0] == 1001
+        return first
+    first = run_tc(before(), 30)
+    assert rabbit.wait_counts(t.q["tasks"], 1, 0) == (1, 0)   # back in the queue
+
+    g2 = gateway(SCRIPT, start=False, path=PATH, admin=True)
+    g2.write_config(example_config(g2, rabbit, t.q))
+    g2.start()
+    g2.wait_log(r"broker: up amqp://127\.0\.0\.1:%d/" % rabbit.port, 15)
+    t2 = TaskCenter(g2, rabbit, t.q)
+
+    async def after():
+        w1 = await worker(t2, "worker-1")
+        again = await w1.task()
+        assert (again["TaskName"], again["message_id"]) == ("restart-me", first["message_id"])
+        assert (again["attempt"], again["redelivered"]) == (1, True)
+        assert await w1.done(again["id"]) == "ok %d" % again["id"]
+    run_tc(after(), 30)
+    t2.idle()
+
+
 def test_no_worker_online_parks_without_spinning_then_delivers(tc, rabbit):
     t = tc()
     since = t.g.mark()
