@@ -5,8 +5,9 @@
 -- app.types in moongate.yaml says which worker ids handle which task type.
 -- Each task goes to an online worker of its type (the least loaded; ties in
 -- round-robin order) as JSON {"id":<task id>, "TaskName":..., "TaskType":...,
--- "attempt":n, "redelivered":bool}; the broker message stays unacked until
--- the worker answers
+-- "attempt":n, "redelivered":bool}; "redelivered" is true whenever a worker
+-- may have had the task before (see seen_before); the broker message stays
+-- unacked until the worker answers
 --
 --   done <id>            -> acked                         (reply "ok <id>")
 --   done <id> <result>   -> result published to `results`, then acked
@@ -78,7 +79,22 @@ local cursor = {}     -- type -> index in WORKERS[type] where the next tie-break
 -- (e.g. owned by a worker that has gone meanwhile).
 local forwarding = {}   -- id -> msg
 
+-- A worker may have had this delivery before: RabbitMQ says so
+-- (msg.redelivered: it was requeued, e.g. after a 4001 replacement, a
+-- shutdown or a broker outage), or an attempt was counted (the previous
+-- worker failed it, disconnected, was killed or timed out), or an earlier
+-- forward of ours marked the copy (x-redelivered).  A forwarded copy is a new
+-- message to RabbitMQ, with redelivered false: the header carries the flag.
+local function seen_before(msg)
+  return msg.redelivered or (tonumber(msg.headers["x-attempts"]) or 0) > 0
+         or msg.headers["x-redelivered"] == true
+end
+
 local function forward(msg, queue, headers)
+  if seen_before(msg) then
+    headers = headers or {}
+    headers["x-redelivered"] = true
+  end
   local ok, err = msg:forward("", queue, headers)
   if ok then forwarding[msg.id] = msg end
   return ok, err
@@ -197,8 +213,11 @@ local function dispatch(msg, task, tt)
   local out = {}
   for k, v in pairs(task) do out[k] = v end
   out.id = msg.id
+  -- The task's own identity, the same in every delivery of it (id is this
+  -- delivery's number, new each time): what a worker keys idempotency on.
+  out.message_id = msg.message_id
   out.attempt = attempts(msg) + 1
-  out.redelivered = msg.redelivered
+  out.redelivered = seen_before(msg) and true or false
   msg:assign(w)
   local ok, err = w:send(gw.json.encode(out))
   if not ok then                       -- closing under us: try again elsewhere
@@ -267,8 +286,15 @@ local function register(conn, id)
   if not ok then return conn:close(4009, err) end
   conn:set("worker", id)
   local types = TYPES_OF[id] or {}
-  gw.log.info(("worker %s online as conn %d (types %s)")
-              :format(id, conn.id, table.concat(types, ",")))
+  if #types == 0 then
+    -- Registered all the same (app.types may gain it on a reload), but
+    -- nothing will reach it: say so where the operator looks.
+    gw.log.warn(("worker %s online as conn %d matches no task type in app.types: "
+                 .. "it will get no tasks"):format(id, conn.id))
+  else
+    gw.log.info(("worker %s online as conn %d (types %s)")
+                :format(id, conn.id, table.concat(types, ",")))
+  end
   conn:send("registered " .. id)
   unpark(types)
 end

@@ -55,7 +55,7 @@ class TaskCenter:
         return self.rabbit.wait_counts(self.q["tasks"], 0, 0, timeout)
 
 
-def example_config(g, rabbit, names, app=None, broker=None):
+def example_config(g, rabbit, names, app=None, broker=None, extra=None):
     conf = json.loads(json.dumps(SHIPPED))            # deep copy
     conf["listen"] = [dict(SHIPPED["listen"][0], port=g.port)]
     conf["script"] = "app.lua"
@@ -75,21 +75,21 @@ def example_config(g, rabbit, names, app=None, broker=None):
     conf["app"]["queues"] = {k: names[v] for k, v in conf["app"]["queues"].items()}
     conf["app"] = deep_merge(conf["app"], app or {})
     b.update(broker or {})
-    return conf
+    return deep_merge(conf, extra or {})
 
 
 @pytest.fixture
 def tc(gateway, rabbit):
-    """Factory: tc(app=None, broker=None) -> a started TaskCenter (waits for
-    the broker link to be up)."""
+    """Factory: tc(app=None, broker=None, extra=None) -> a started TaskCenter
+    (waits for the broker link to be up); extra is merged into the config."""
     made = []
     rabbit.ensure_running()
 
-    def make(app=None, broker=None):
+    def make(app=None, broker=None, extra=None):
         sfx = uuid.uuid4().hex[:8]
         names = {q: "%s.%s" % (q, sfx) for q in QUEUES}
         g = gateway(SCRIPT, start=False, path=PATH, admin=True)
-        g.write_config(example_config(g, rabbit, names, app, broker))
+        g.write_config(example_config(g, rabbit, names, app, broker, extra))
         g.start()
         g.wait_log(r"broker: up amqp://127\.0\.0\.1:%d/ \(consuming %s\)"
                    % (rabbit.port, names["tasks"].replace(".", r"\.")), 15)
@@ -366,13 +366,122 @@ def test_worker_killed_mid_task_is_redelivered_to_another_worker(tc, rabbit):
         assert len(done) == 1
         task = done.pop().result()
         victim, other = (w1, w2) if task in w1.received else (w2, w1)
+        assert (task["attempt"], task["redelivered"], task["message_id"]) == (1, False, "m-crashy")
         victim.kill()
         again = await other.task()
-        assert again["TaskName"] == "crashy" and again["attempt"] == 2
+        # the same task (its message_id), marked: the victim may have run it
+        assert (again["TaskName"], again["message_id"]) == ("crashy", "m-crashy")
+        assert again["attempt"] == 2 and again["redelivered"] is True
+        assert again["id"] != task["id"]         # id numbers the delivery
         t.g.wait_log(r"lua: worker %s gone: 1006 .*\(1 unconfirmed\)" % victim.id, 5, since)
         assert await other.done(again["id"]) == "ok %d" % again["id"]
     run_tc(go(), 30)
     t.idle()
+
+
+def test_worker_that_disconnects_before_done_is_redelivered_marked(tc, rabbit):
+    """A clean close (1000) with a task unconfirmed: the next worker gets
+    the same task with redelivered true and attempt 2."""
+    t = tc()
+
+    async def go():
+        w1 = await worker(t, "worker-1")
+        t.publish("quitter", 1)
+        first = await w1.task()
+        assert (first["attempt"], first["redelivered"]) == (1, False)
+        since = t.g.mark()
+        await w1.close()
+        t.g.wait_log(r"lua: worker worker-1 gone: 1000 .*\(1 unconfirmed\)", 5, since)
+        w2 = await worker(t, "worker-2")
+        again = await w2.task()
+        assert (again["TaskName"], again["message_id"]) == ("quitter", "m-quitter")
+        assert (again["attempt"], again["redelivered"]) == (2, True)
+        assert await w2.done(again["id"]) == "ok %d" % again["id"]
+    run_tc(go(), 30)
+    t.idle()
+
+
+def test_heartbeat_timeout_retries_within_timeout_plus_close_timeout(tc, rabbit):
+    """A worker that stops reading (its machine froze: no pongs) is closed
+    with 4000 after heartbeat.timeout; its task reaches the next worker,
+    marked, at most heartbeat.timeout + limits.close_timeout + one sweep
+    (a twentieth of the shorter of interval and timeout, 50..250 ms) after
+    the last thing it sent: the bound README.md states."""
+    timeout, close_timeout, sweep = 1.0, 1.0, 0.05
+    t = tc(extra={"heartbeat": {"interval": "500ms", "timeout": "1s"},
+                  "limits": {"close_timeout": "1s"}})
+
+    async def go():
+        w1 = await worker(t, "worker-1")
+        w2 = await worker(t, "worker-2")
+        t.publish("frozen", 1)
+        done, pending = await asyncio.wait([asyncio.ensure_future(w.task()) for w in (w1, w2)],
+                                           timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        for f in pending:
+            f.cancel()
+        task = done.pop().result()
+        victim, other = (w1, w2) if task in w1.received else (w2, w1)
+        since = t.g.mark()
+        victim.ws.transport.pause_reading()     # from now on it answers no ping
+        t0 = time.monotonic()
+        again = await other.task(10)
+        waited = time.monotonic() - t0
+        assert (again["TaskName"], again["attempt"], again["redelivered"]) == \
+            ("frozen", 2, True)
+        t.g.wait_log(r"heartbeat timeout: silent for \d+ ms", 5, since)
+        t.g.wait_log(r"lua: worker %s gone: 4000 heartbeat timeout \(1 unconfirmed\)"
+                     % victim.id, 5, since)
+        # the bound, plus 0.5 s for a busy 2-core test machine
+        assert waited <= timeout + close_timeout + sweep + 0.5, waited
+        assert await other.done(again["id"]) == "ok %d" % again["id"]
+        victim.ws.transport.abort()
+    run_tc(go(), 30)
+    t.idle()
+
+
+def test_a_worker_id_matching_no_task_type_is_warned_about(tc, rabbit):
+    t = tc()
+    since = t.g.mark()
+
+    async def go():
+        await worker(t, "worker-9")             # registered all the same
+    run_tc(go(), 15)
+    t.g.wait_log(r"WARN .*lua: worker worker-9 online as conn \d+ matches no task type in "
+                 r"app\.types: it will get no tasks", 5, since)
+    assert not t.g.find_logs(r"worker worker-1 online .*matches no task type", since)
+
+
+def test_a_gateway_restart_redelivers_unconfirmed_tasks_marked(tc, gateway, rabbit):
+    """SIGTERM with a task at a worker: the worker is closed with 1001, the
+    task goes back to RabbitMQ untouched, and the next gateway on the same
+    queues hands it out again with redelivered true (attempt not charged)."""
+    t = tc()
+
+    async def before():
+        w1 = await worker(t, "worker-1")
+        t.publish("restart-me", 1)
+        first = await w1.task()
+        assert (first["attempt"], first["redelivered"]) == (1, False)
+        assert await asyncio.to_thread(t.g.stop) == 0
+        assert (await w1.closed(5))[0] == 1001
+        return first
+    first = run_tc(before(), 30)
+    assert rabbit.wait_counts(t.q["tasks"], 1, 0) == (1, 0)   # back in the queue
+
+    g2 = gateway(SCRIPT, start=False, path=PATH, admin=True)
+    g2.write_config(example_config(g2, rabbit, t.q))
+    g2.start()
+    g2.wait_log(r"broker: up amqp://127\.0\.0\.1:%d/" % rabbit.port, 15)
+    t2 = TaskCenter(g2, rabbit, t.q)
+
+    async def after():
+        w1 = await worker(t2, "worker-1")
+        again = await w1.task()
+        assert (again["TaskName"], again["message_id"]) == ("restart-me", first["message_id"])
+        assert (again["attempt"], again["redelivered"]) == (1, True)
+        assert await w1.done(again["id"]) == "ok %d" % again["id"]
+    run_tc(after(), 30)
+    t2.idle()
 
 
 def test_no_worker_online_parks_without_spinning_then_delivers(tc, rabbit):
