@@ -3,7 +3,7 @@ that matter, rebuilt on raw sockets so that ctest needs no Autobahn.
 
 Each test runs against three listeners, one gateway each (module-scoped):
 ws:// with moongate's reader, ws:// with `reader: libwebsockets`, and wss://
-(libwebsockets' reader under TLS; the client wraps its socket with ssl).
+(moongate's reader under TLS, the default; the client wraps its socket with ssl).
 The expectations are Autobahn's (the case ids are in the test names and
 docstrings; tools/autobahn.sh runs the real suite), made strict where
 Autobahn only warns:
