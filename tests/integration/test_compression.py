@@ -372,7 +372,8 @@ def test_context_takeover_many_messages(gw):
     """takeover listener, no parameters: both sides keep their LZ77 window
     across messages.  The client compresses against its earlier messages,
     the server's replies refer back to earlier replies (they shrink to a few
-    bytes), and 300 messages inflate right on both ends."""
+    bytes), and 300 messages inflate right on both ends, some of them sent
+    in two frames that arrive in two reads."""
     c, answer = raw_pmd(gw.port["takeover"])
     assert answer == "permessage-deflate", answer
     co, dec = zlib.compressobj(1, zlib.DEFLATED, -15), zlib.decompressobj(-15)
@@ -382,7 +383,14 @@ def test_context_takeover_many_messages(gw):
         for i in range(300):
             # slide: each message repeats most of an earlier one
             msg = base[i % 1000:] + b" #%d" % i
-            c.send_frame(OP_TEXT, deflate(msg, co), rsv=RSV1)
+            wire = deflate(msg, co)
+            if i % 50 == 7:  # now and then in two frames, two reads
+                c.send_frame(OP_TEXT, wire[:len(wire) // 2], fin=False, rsv=RSV1)
+                c.send_frame(OP_PING, b"read")
+                assert c.recv_frame(5).opcode == OP_PONG
+                c.send_frame(OP_CONT, wire[len(wire) // 2:])
+            else:
+                c.send_frame(OP_TEXT, wire, rsv=RSV1)
             f = c.recv_frame(5)
             assert f.opcode == OP_TEXT and f.rsv == RSV1, f
             sizes.append(len(f.payload))
@@ -425,13 +433,64 @@ def test_fragmented_compressed_message(gw, listener):
             c.send_frame(OP_TEXT if k == 0 else OP_CONT, chunk, fin=(k == 4),
                          rsv=RSV1 if k == 0 else 0)
             if k == 2:
+                # the pong proves the first part was read: the rest comes
+                # in another read
                 c.send_frame(OP_PING, b"mid")
-        f = c.recv_frame(5)
-        assert (f.opcode, f.payload) == (OP_PONG, b"mid"), f
+                f = c.recv_frame(5)
+                assert (f.opcode, f.payload) == (OP_PONG, b"mid"), f
         assert recv_pmd(c) == ("text", msg, True)
         # and the connection goes on
         c.send_frame(OP_BINARY, deflate(b"after" * 100), rsv=RSV1)
         assert recv_pmd(c) == ("binary", b"after" * 100, True)
+    finally:
+        c.close()
+
+
+def test_partial_messages_of_two_connections_interleave(gw):
+    """default listener (no context takeover): A's message stops halfway
+    (its inflater is its own until the end) while B sends a whole message
+    (inflated by the shared one) and then half of its own; both finish
+    later and come back exact."""
+    a, _ = raw_pmd(gw.port["default"])
+    b, _ = raw_pmd(gw.port["default"])
+    try:
+        ma, mb, mw = (payload("text", 30000, seed=s).encode() for s in (5, 6, 7))
+        wa, wb = deflate(ma), deflate(mb)
+
+        def half(c, wire, opcode):
+            c.send_frame(opcode, wire[:len(wire) // 2], fin=False, rsv=RSV1)
+            c.send_frame(OP_PING, b"read")
+            f = c.recv_frame(5)
+            assert (f.opcode, f.payload) == (OP_PONG, b"read"), f
+
+        half(a, wa, OP_TEXT)
+        b.send_frame(OP_BINARY, deflate(mw), rsv=RSV1)
+        assert recv_pmd(b) == ("binary", mw, True)
+        half(b, wb, OP_TEXT)
+        a.send_frame(OP_CONT, wa[len(wa) // 2:], fin=True)
+        assert recv_pmd(a) == ("text", ma, True)
+        b.send_frame(OP_CONT, wb[len(wb) // 2:], fin=True)
+        assert recv_pmd(b) == ("text", mb, True)
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("listener", ["default", "takeover"])
+def test_empty_compressed_payloads(gw, listener):
+    """RSV1 with no payload bytes at all, and with the deflate of nothing
+    (02 00): both are the empty message; also as the first frame of a
+    fragmented one."""
+    c, _ = raw_pmd(gw.port[listener])
+    try:
+        c.send_frame(OP_TEXT, b"", rsv=RSV1)
+        assert recv_pmd(c) == ("text", b"", False)
+        c.send_frame(OP_BINARY, deflate(b""), rsv=RSV1)
+        assert recv_pmd(c) == ("binary", b"", False)
+        wire = deflate(b"tail" * 40)
+        c.send_frame(OP_TEXT, b"", fin=False, rsv=RSV1)
+        c.send_frame(OP_CONT, wire, fin=True)
+        assert recv_pmd(c) == ("text", b"tail" * 40, True)
     finally:
         c.close()
 
