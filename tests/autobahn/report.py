@@ -78,7 +78,8 @@ def summarise(agent, cases):
              + ("  (%d UNIMPLEMENTED expected: permessage-deflate needs moongate's reader)"
                 % known if known else "")]
     if odd:
-        lines.append("   %-22s %-25s %-17s %s" % ("case", "behavior", "close behavior", "close code"))
+        lines.append("   %-22s %-25s %-17s %s"
+                     % ("case", "behavior", "close behavior", "close code"))
         for first, last, n, (beh, close, code) in runs(odd):
             name = first if n == 1 else "%s-%s (%d)" % (first, last, n)
             lines.append("   %-22s %-25s %-17s %s" % (name, beh, close, code))

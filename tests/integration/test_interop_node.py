@@ -19,7 +19,6 @@ import json
 import os
 import resource
 import shutil
-import ssl
 import subprocess
 
 import pytest
@@ -58,10 +57,11 @@ CLIENTS = 1000
 
 
 def ws_installed():
-    want = json.load(open(os.path.join(INTEROP, "package-lock.json")))[
-        "packages"]["node_modules/ws"]["version"]
+    with open(os.path.join(INTEROP, "package-lock.json")) as f:
+        want = json.load(f)["packages"]["node_modules/ws"]["version"]
     try:
-        have = json.load(open(os.path.join(INTEROP, "node_modules", "ws", "package.json")))["version"]
+        with open(os.path.join(INTEROP, "node_modules", "ws", "package.json")) as f:
+            have = json.load(f)["version"]
     except OSError:
         return False
     return have == want
