@@ -13,7 +13,10 @@ listeners that differ only in their `compression` section:
 - takeover: server_ and client_no_context_takeover false;
 - small: windows of 10 bits both ways, mem_level 4;
 - off: compression not enabled;
-- wss: TLS, enabled with the defaults.
+- wss: TLS, enabled with the defaults;
+
+and one more gateway with `workers: 2` for a publish and a broadcast that
+cross workers.
 
 Every test opens its own connections; every wait is bounded.
 """
@@ -693,3 +696,61 @@ def test_python_websockets_sees_the_close_codes(gw):
                 await asyncio.wait_for(ws.recv(), 5)
             assert err.value.rcvd.code == 1007
     run(go())
+
+
+# --------------------------------------------------------------------------
+# workers
+# --------------------------------------------------------------------------
+
+WORKERS_SCRIPT = """
+function on_connect(conn)
+  conn:subscribe("t")
+  conn:send("worker " .. gw.worker)
+end
+
+function on_message(conn, data, kind)
+  local cmd = data:sub(1, 2)
+  if cmd == "!B" then
+    gw.broadcast(data:sub(3), nil, kind)
+  elseif cmd == "!P" then
+    gw.publish("t", data:sub(3), kind)
+  end
+end
+"""
+
+
+def test_publish_and_broadcast_across_workers(gateway):
+    """workers: 2, compression on: a publish and a broadcast from one
+    worker reach compressed clients (two parameter sets) and an
+    uncompressed one on both workers, exact."""
+    g = gateway(WORKERS_SCRIPT, {"workers": 2, "heartbeat": {"interval": 0, "timeout": 0}},
+                start=False, reader="moongate")
+    g.update_config({"listen": [dict(g.config["listen"][0], compression={"enabled": True})]})
+    g.start()
+    kinds = [{}, {"compression": None,
+                  "extensions": [ClientPerMessageDeflateFactory(server_max_window_bits=10)]},
+             {"compression": None}]
+    text, blob = payload("text", 50000, 8), payload("binary", 30000, 9)
+
+    async def go():
+        clients, on = [], {}
+        try:
+            for i in range(60):  # until each worker has one client of each kind
+                kw = kinds[i % len(kinds)]
+                ws = await ws_connect(g.url, **kw)
+                clients.append(ws)
+                worker = (await ws_recv(ws)).split()[1]
+                on.setdefault(worker, set()).add(i % len(kinds))
+                if len(on) == 2 and all(len(v) == len(kinds) for v in on.values()):
+                    break
+            else:
+                raise AssertionError("clients not spread over both workers: %r" % on)
+            await clients[0].send("!P" + text)
+            await clients[0].send(b"!B" + blob)
+            for i, ws in enumerate(clients):
+                assert await ws_recv(ws, 10) == text, i
+                assert await ws_recv(ws, 10) == blob, i
+        finally:
+            for ws in clients:
+                await ws.close()
+    run(go(), timeout=60)
