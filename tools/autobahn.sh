@@ -15,7 +15,7 @@
 #     --kinds LIST    which of moongate,libwebsockets,wss to test (default all)
 #     --out DIR       where the reports go (default: a new folder under /tmp);
 #                     index.json and index.html there
-#     --timeout S     bound on the whole wstest run (default 900; 7200 with
+#     --timeout S     bound on the whole wstest run (default 900; 10800 with
 #                     --all or when 12/13 are asked for)
 # Prints one table per listener kind (tests/autobahn/report.py) and exits 1
 # if any case FAILED (2 on a usage or set-up error, 124 if wstest timed out).
@@ -69,7 +69,7 @@ else
 fi
 if [[ -z $limit ]]; then
     limit=900
-    [[ $all == 1 || $cases == *12.* || $cases == *13.* ]] && limit=7200
+    [[ $all == 1 || $cases == *12.* || $cases == *13.* ]] && limit=10800
 fi
 
 work=$(mktemp -d /tmp/moongate-autobahn.XXXXXX)

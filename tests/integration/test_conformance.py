@@ -3,7 +3,7 @@ that matter, rebuilt on raw sockets so that ctest needs no Autobahn.
 
 Each test runs against three listeners, one gateway each (module-scoped):
 ws:// with moongate's reader, ws:// with `reader: libwebsockets`, and wss://
-(libwebsockets' reader under TLS; the client wraps its socket with ssl).
+(moongate's reader under TLS, the default; the client wraps its socket with ssl).
 The expectations are Autobahn's (the case ids are in the test names and
 docstrings; tools/autobahn.sh runs the real suite), made strict where
 Autobahn only warns:
@@ -22,7 +22,14 @@ Autobahn only warns:
 - 7.x: the close handshake (echoed, then the server closes TCP), a 1-byte
   close body and codes that may not be sent get 1002, an invalid UTF-8 close
   reason 1002 or 1007;
-- RFC 6455 5.1: an unmasked client frame gets 1002.
+- RFC 6455 5.1: an unmasked client frame gets 1002;
+- 12.1/12.2 and 13.1-13.7 (permessage-deflate, enabled with the defaults
+  where moongate reads the frames): each Autobahn offer gets the answer
+  RFC 7692 calls for, and compressed messages of 16 B to 32 KiB (in one
+  frame or 256-byte frames; fewer than Autobahn's 1,000) come back exact,
+  compressed within the window agreed; the libwebsockets reader, where
+  compression cannot be enabled, declines the offer (Autobahn's
+  UNIMPLEMENTED) and echoes uncompressed.
 
 The gateways run with limits.close_timeout 10s, so a server that waits for
 the client to hang up is told apart from one that closes itself.  Every wait
@@ -37,6 +44,7 @@ import ssl
 import struct
 import subprocess
 import time
+import zlib
 
 import pytest
 
@@ -58,6 +66,10 @@ CONFIG = {
 }
 
 KINDS = ["moongate", "libwebsockets", "wss"]
+
+# permessage-deflate with the defaults where moongate reads the frames (ws://
+# and wss://); libwebsockets' reader cannot take it (a config error there).
+COMPRESSION = {"enabled": True}
 
 # How long the server has for each answer; Autobahn allows about 1 s.
 WAIT = 3.0
@@ -92,10 +104,13 @@ def listener(request, tmp_path_factory):
     reader = "libwebsockets" if kind == "libwebsockets" else "moongate"
     g = Gateway(folder / "gw", ECHO, CONFIG, reader=reader)
     ctx = None
+    if kind == "moongate":
+        g.update_config({"listen": [dict(g.config["listen"][0], compression=COMPRESSION)]})
     if kind == "wss":
         crt = make_cert(g.dir)
         g.update_config({"listen": [{"host": "127.0.0.1", "port": g.port, "path": "/",
-                                     "tls": {"cert": "server.crt", "key": "server.key"}}]})
+                                     "tls": {"cert": "server.crt", "key": "server.key"},
+                                     "compression": COMPRESSION}]})
         ctx = ssl.create_default_context(cafile=crt)
     try:
         g.start()
@@ -111,12 +126,12 @@ def listener(request, tmp_path_factory):
 class TlsRawWS(RawWS):
     """RawWS over TLS: the same frame-level client on an ssl-wrapped socket."""
 
-    def __init__(self, port, ctx, path="/", timeout=5):
+    def __init__(self, port, ctx, path="/", timeout=5, headers=None):
         super().__init__(port, path, timeout=timeout, handshake=False)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = ctx.wrap_socket(self.sock, server_hostname="127.0.0.1")
         self.key = make_key()
-        self.sock.sendall(handshake_request(path, port, key=self.key))
+        self.sock.sendall(handshake_request(path, port, key=self.key, extra=headers))
         resp = _read_http_response(self.sock, self.buf, timeout)
         self.response = resp
         assert resp.status == 101, "handshake refused: %r" % resp
@@ -133,15 +148,15 @@ def lws_deviates(listener, why):
 
 @pytest.fixture
 def client(listener):
-    """Factory: client() -> a connected RawWS (TlsRawWS on wss), TCP_NODELAY,
-    closed at teardown."""
+    """Factory: client(headers=None) -> a connected RawWS (TlsRawWS on wss),
+    TCP_NODELAY, closed at teardown; headers are added to the upgrade."""
     made = []
 
-    def factory():
+    def factory(headers=None):
         if listener.kind == "wss":
-            c = TlsRawWS(listener.gw.port, listener.ctx)
+            c = TlsRawWS(listener.gw.port, listener.ctx, headers=headers)
         else:
-            c = RawWS(listener.gw.port, "/")
+            c = RawWS(listener.gw.port, "/", headers=headers)
             c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         made.append(c)
         return c
@@ -479,3 +494,110 @@ def test_7_5_1_invalid_utf8_close_reason_fails(client):
     assert events in ([("close", 1007)], [("close", 1002)]), events
     answer_close(c)
     assert server_eof_within(c) is not None, "close answered, TCP left open"
+
+
+# --------------------------------------------------------------------------
+# 12.x / 13.x: permessage-deflate (RFC 7692)
+# --------------------------------------------------------------------------
+
+# Autobahn's offers (its PerMessageDeflateOffer strings): 12.x and 13.1 the
+# default, 13.2-13.6 asking for no context takeover and/or a 9- or 15-bit
+# server window, 13.7 three offers in a row.
+PMD_DEFAULT = "permessage-deflate; client_no_context_takeover; client_max_window_bits"
+PMD_OFFERS = {
+    "12.1": PMD_DEFAULT,
+    "12.2": PMD_DEFAULT,
+    "13.1": PMD_DEFAULT,
+    "13.2": PMD_DEFAULT + "; server_no_context_takeover",
+    "13.3": PMD_DEFAULT + "; server_max_window_bits=9",
+    "13.4": PMD_DEFAULT + "; server_max_window_bits=15",
+    "13.5": PMD_DEFAULT + "; server_no_context_takeover; server_max_window_bits=9",
+    "13.6": PMD_DEFAULT + "; server_no_context_takeover; server_max_window_bits=15",
+    "13.7": ", ".join([PMD_DEFAULT + "; server_no_context_takeover; server_max_window_bits=9",
+                       PMD_DEFAULT + "; server_no_context_takeover", PMD_DEFAULT]),
+}
+# the listener's answer (the defaults: no context takeover either way)
+PMD_BOTH = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+PMD_ANSWERS = {case: PMD_BOTH + ("; server_max_window_bits=%d" % b if b else "")
+               for case, b in [("12.1", 0), ("12.2", 0), ("13.1", 0), ("13.2", 0), ("13.3", 9),
+                               ("13.4", 15), ("13.5", 9), ("13.6", 15), ("13.7", 9)]}
+# (size, count, frame size or 0 for one frame): Autobahn's smaller sizes,
+# fewer messages
+PMD_MESSAGES = [(16, 20, 0), (64, 20, 0), (256, 10, 0), (1024, 10, 0), (4096, 5, 0),
+                (32768, 3, 0), (8192, 5, 256), (32768, 2, 256)]
+RSV1 = 4  # encode_frame's reserved bits: RSV1=4
+
+
+def pmd_data(case):
+    """Autobahn sends consecutive pieces of a file: JSON text (12.1, 13.x)
+    or binary (12.2, like its bitmap)."""
+    rows = ['{"id": %d, "name": "item-%d", "tags": ["a%d", "b%d"], "price": %d.%02d}'
+            % (i, i * 7 % 1000, i % 13, i % 7, i * 31 % 997, i % 100) for i in range(6000)]
+    text = ("[" + ", ".join(rows) + "]").encode()
+    return bytes(b ^ (i & 0x0F) for i, b in enumerate(text)) if case == "12.2" else text
+
+
+def pmd_frames(data, opcode, frag):
+    """The message deflated on its own (the client offered
+    client_no_context_takeover), in frames of frag bytes (0: one frame);
+    RSV1 on the first only."""
+    co = zlib.compressobj(6, zlib.DEFLATED, -15)
+    wire = (co.compress(data) + co.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    pieces = [wire[i:i + frag] for i in range(0, len(wire), frag)] if frag else [wire]
+    pieces = pieces or [b""]
+    return [encode_frame(opcode if k == 0 else OP_CONT, p, fin=k == len(pieces) - 1,
+                         rsv=RSV1 if k == 0 else 0) for k, p in enumerate(pieces)]
+
+
+def pmd_receive(c, bits):
+    """The next echoed message -> (opcode, data, compressed?), inflated with a bits-wide
+    window (zlib refuses a reference further back); a fresh inflater, the
+    server having agreed to server_no_context_takeover."""
+    parts, first = [], None
+    for _ in range(10000):
+        f = c.recv_frame(WAIT)
+        assert f.opcode not in (OP_CLOSE, OP_PING, OP_PONG), f
+        if first is None:
+            first = f
+        else:
+            assert f.opcode == OP_CONT and f.rsv == 0, f
+        parts.append(f.payload)
+        if f.fin:
+            break
+    data = b"".join(parts)
+    if first.rsv & RSV1:
+        return first.opcode, zlib.decompressobj(-bits).decompress(data + b"\x00\x00\xff\xff"), True
+    assert first.rsv == 0, first
+    return first.opcode, data, False
+
+
+@pytest.mark.parametrize("case", list(PMD_OFFERS))
+def test_12_13_permessage_deflate_echo(client, listener, case):
+    """12.1/12.2 (JSON text, binary) and 13.1-13.7 (the offers): the 101
+    accepts the first offer it can honour, granting what it asks for; then
+    compressed messages of 16 B to 32 KiB, in one frame or in 256-byte
+    frames, come back exact, compressed within the window agreed (those of
+    min_size, 64 bytes, and more; shorter ones uncompressed).  The
+    libwebsockets reader declines every offer (compression cannot be
+    enabled there, Autobahn reports UNIMPLEMENTED): the 101 carries no
+    extension and the messages go uncompressed."""
+    c = client({"Sec-WebSocket-Extensions": PMD_OFFERS[case]})
+    answer = c.response.headers.get("sec-websocket-extensions")
+    compressed = listener.kind != "libwebsockets"
+    assert answer == (PMD_ANSWERS[case] if compressed else None), answer
+    bits = 9 if "server_max_window_bits=9" in (answer or "") else 15
+    opcode = OP_BINARY if case == "12.2" else OP_TEXT
+    source, pos = pmd_data(case), 0
+    for size, count, frag in PMD_MESSAGES:
+        for _ in range(count):
+            if pos + size > len(source):
+                pos = 0
+            data, pos = source[pos:pos + size], pos + size
+            if compressed:
+                send(c, pmd_frames(data, opcode, frag), "one")
+            else:
+                send(c, [encode_frame(opcode, data)], "one")
+            got = pmd_receive(c, bits)
+            assert got == (opcode, data, compressed and size >= 64), \
+                (size, frag, got[0], len(got[1]), got[2])
+    close_cleanly(c)
