@@ -51,6 +51,13 @@ def problems(rec):
     return out
 
 
+def bottleneck(w):
+    """As bench/run.sh decides it: which side used its whole cpu (≥ 0.9)."""
+    srv = w["server_cpu_s"] / w["secs"] >= 0.9
+    gen = (w["cpu_user_s"] + w["cpu_sys_s"]) / w["secs"] >= 0.9
+    return "both" if srv and gen else "generator" if gen else "server" if srv else "neither"
+
+
 def cell(values, fmt):
     if not values:
         return "✗"
@@ -76,6 +83,13 @@ def table(recs, rows, servers, title):
                         pass
             cells.append(cell(vals, fmt))
         print("| %s | %s |" % (name, " | ".join(cells)))
+    if rows is CHAT_ROWS:
+        cells = []
+        for s in servers:
+            got = [bottleneck(r["wsload"]) for r in recs if r["server"] == s and not problems(r)]
+            cells.append(max(("generator", "both", "server", "neither"), key=got.count)
+                         if got else "—")
+        print("| bottleneck (most rounds) | %s |" % " | ".join(cells))
     print()
 
 
