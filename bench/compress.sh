@@ -27,8 +27,8 @@
 # cpu 1; rounds interleave the servers (order rotated each round).  Prints markdown
 # tables (medians over rounds, min–max) and keeps bench/results/compress-RUN.jsonl and
 # the logs in bench/results/compress-RUN/.  --quick: 1 round, 50 clients, 10 msg/s,
-# 3 s windows, 500 idle (200 with takeover): checks that everything works, figures
-# are rough.  Run it on a quiet machine with at least 2 cpus; the full default run
+# 3 s windows, 500 idle (200 with takeover), options after --quick override these:
+# checks that everything works, figures are rough.  Run it on a quiet machine with at least 2 cpus; the full default run
 # (3 rounds) takes about 6 minutes.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -47,7 +47,9 @@ usage() {
 while [[ $# -gt 0 ]]; do
     case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
-    --quick) QUICK=1; shift ;;
+    --quick) # presets; options after it override them
+        QUICK=1 ROUNDS=1 CONNS=50 RATE=10 SECONDS_T=3 WARMUP=1 IDLE_CONNS=500 TAKEOVER_CONNS=200
+        shift ;;
     --scenarios) SCENARIOS=$2; shift 2 ;;
     --servers) SERVERS=$2; shift 2 ;;
     --conns) CONNS=$2; shift 2 ;;
@@ -59,9 +61,6 @@ while [[ $# -gt 0 ]]; do
     *) echo "compress.sh: unknown option $1" >&2; usage 2 ;;
     esac
 done
-if [[ $QUICK == 1 ]]; then
-    ROUNDS=1 CONNS=50 RATE=10 SECONDS_T=3 WARMUP=1 IDLE_CONNS=500 TAKEOVER_CONNS=200
-fi
 for v in ROUNDS CONNS IDLE_CONNS TAKEOVER_CONNS; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "compress.sh: bad ${v,,}" >&2; exit 2; }
 done

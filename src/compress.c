@@ -8,8 +8,8 @@
 #include "sendq.h"
 #include "utf8.h"
 
-/* An inflated message buffer bigger than this is not kept between
- * messages: an idle connection holds no memory for one big message. */
+/* The gateway's scratch buffer for compressing is not kept above this
+ * size after a rare huge message. */
 #define COMPRESS_KEEP_MAX (64 * 1024)
 
 struct mg_pmd {
@@ -78,17 +78,22 @@ void compress_detach(mg_gw *gw, mg_conn *c)
     c->pmd = NULL;
 }
 
+size_t compress_conn_memory(const mg_conn *c)
+{
+    return c->pmd ? sizeof(*c->pmd) + pmd_conn_memory(&c->pmd->z) + c->pmd->msg.cap : 0;
+}
+
 /* ---- what the client sends ---- */
 
-/* Start the next message afresh; a big buffer is not kept for it. */
+/* Start the next message afresh.  The inflated message's buffer (4 KiB
+ * at least) is freed too: kept, it would cost every connection that ever
+ * sent a compressed message more than the rest of an idle connection,
+ * while a malloc per message is little next to inflating it. */
 static void compress_rx_reset(mg_pmd *z)
 {
-    z->msg.len = 0;
+    free(z->msg.data);
+    memset(&z->msg, 0, sizeof(z->msg));
     z->u8 = 0;
-    if (z->msg.cap > COMPRESS_KEEP_MAX) {
-        free(z->msg.data);
-        memset(&z->msg, 0, sizeof(z->msg));
-    }
 }
 
 void compress_rx_done(mg_conn *c)

@@ -44,6 +44,9 @@ int compress_negotiate(const pmd_config *cfg, const char *offer, pmd_params *out
 /* c negotiated p: its state.  0, or -1 (out of memory). */
 int compress_attach(mg_gw *gw, mg_conn *c, const pmd_params *p);
 void compress_detach(mg_gw *gw, mg_conn *c);
+/* Bytes c holds for compression now (its state, zlib streams, the buffer of
+ * a message being inflated); 0 without compression. */
+size_t compress_conn_memory(const mg_conn *c);
 
 /* The next piece of a compressed message from c (its payload, unmasked);
  * final on the one that ends it.  COMPRESS_MORE, COMPRESS_DONE (the
