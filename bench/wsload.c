@@ -1115,8 +1115,12 @@ static int parse_extensions(struct ctx *x, struct conn *c, const char *head)
         return -1;
     memcpy(v, a, n);
     v[n] = '\0';
-    if (!x->z_answer[0])
+    if (!x->z_answer[0]) { /* printed inside JSON quotes: no quote or backslash */
         snprintf(x->z_answer, sizeof(x->z_answer), "%s", v + strspn(v, " \t"));
+        for (char *q = x->z_answer; *q; q++)
+            if (*q == '"' || *q == '\\' || (unsigned char)*q < 0x20)
+                *q = '\'';
+    }
     /* our roles in pmd's terms: its "server" side is the one that compresses */
     pmd_params p = {.server_window_bits = 15, .client_window_bits = 15, .mem_level = 8,
                     .level = (uint8_t)x->o.deflate_level};
