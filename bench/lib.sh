@@ -48,7 +48,9 @@ take_src() {
     SRC="127.0.$((1 + SRC_N / 250)).$((2 + SRC_N % 250))"
 }
 
-# The command line that starts server $1 (moongate | bun | lws | node) on port $2 for
+# The command line that starts server $1 (moongate | bun | lws | node, or for
+# compress.sh moongate-plain | moongate-deflate | moongate-takeover | bun-deflate |
+# bun-plain) on port $2 for
 # workload $3: moongate runs bench/scripts/broadcast.lua for broadcast, echo.lua else;
 # the lws peer turns its (costly) validity pings on for the idle workload only.
 server_cmd() {
@@ -61,6 +63,21 @@ server_cmd() {
             "--script $ROOT/bench/scripts/$script.lua"
         ;;
     bun) echo "$ROOT/bench/peers/node_modules/.bin/bun $ROOT/bench/peers/bun-server.js $2" ;;
+    # bench/compress.sh: chat (a room, chat.lua / Bun's chat modes) or idle (echo)
+    moongate-plain | moongate-deflate | moongate-takeover)
+        local conf=bench chat=echo
+        [[ $1 == moongate-deflate ]] && conf=deflate
+        [[ $1 == moongate-takeover ]] && conf=deflate-takeover
+        [[ $3 == chat ]] && chat=chat
+        echo "$ROOT/build/moongate -c $ROOT/bench/conf/$conf.yaml --listen 127.0.0.1:$2" \
+            "--script $ROOT/bench/scripts/$chat.lua"
+        ;;
+    bun-deflate | bun-plain)
+        local m=deflate
+        [[ $1 == bun-plain ]] && m=""
+        [[ $3 == chat ]] && m=${m:+chat} && m=${m:-chat-plain}
+        echo "$ROOT/bench/peers/node_modules/.bin/bun $ROOT/bench/peers/bun-server.js $2 $m"
+        ;;
     node) echo "node $ROOT/bench/peers/node-ws-server.js $2" ;;
     lws) echo "$ROOT/bench/peers/lws-echo $2 $ping" ;;
     *) return 1 ;;

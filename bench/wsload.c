@@ -20,7 +20,16 @@
  *                    --pub-port / --sub-ports put the publisher and the
  *                    subscribers on other ports (nodes of a cluster);
  *   --idle           open CONNS connections and hold them, answering pings; report
- *                    the connect rate and how many connections were pinged.
+ *                    the connect rate and how many connections were pinged (--hello:
+ *                    each first sends one chat message and waits for its echo);
+ *   --chat RATE      a chat room: every connection is a member, RATE JSON chat
+ *                    messages/s in all, sent by the connections in turn, each
+ *                    stamped with its CLOCK_MONOTONIC send time; the server sends
+ *                    every message to every member (sender included): fan-out
+ *                    latency, deliveries, lost deliveries, bytes on the wire.
+ * --deflate offers permessage-deflate (RFC 7692) with client_max_window_bits and,
+ * where the server accepts, compresses what it sends and inflates what it gets with
+ * the gateway's own codec (src/pmd.c, roles swapped: its "server" side is ours).
  * Every phase has a deadline, so a run always ends: connect ≤ --connect-timeout, then
  * warm-up, the measured window(s) with their drains, then ≤ 5 s to close; SIGINT or
  * SIGTERM ends the window early.  See bench/README.md. */
@@ -42,6 +51,8 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "pmd.h"
 
 enum {
     MAX_SRC = 64,  /* --src addresses */
@@ -69,7 +80,7 @@ enum {
 static const char WS_GUID[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 static const char HEX[] = "0123456789abcdef";
 
-enum mode { MODE_ECHO, MODE_IDLE, MODE_BROADCAST };
+enum mode { MODE_ECHO, MODE_IDLE, MODE_BROADCAST, MODE_CHAT };
 enum phase { PH_CONNECT, PH_WARMUP, PH_MEASURE, PH_DRAIN, PH_HOLD, PH_CLOSING, PH_DONE };
 enum conn_state { CS_NEW, CS_CONNECTING, CS_HANDSHAKE, CS_OPEN, CS_CLOSING, CS_DONE };
 
@@ -104,6 +115,9 @@ struct conn {
     uint64_t sent_seq; /* next sequence number to send */
     uint64_t recv_seq; /* sequence number of the next echo (or broadcast) expected */
     uint64_t *sent_ns; /* ring of DEPTH send times, indexed by seq % depth */
+    pmd_conn *z;       /* permessage-deflate, as negotiated; NULL: none */
+    int in_z;          /* the message in msg is compressed (RSV1 on its first frame) */
+    int hello;         /* --hello: 1 sent, 2 echoed */
 };
 
 struct opts {
@@ -130,6 +144,12 @@ struct opts {
     uint16_t pub_port;
     uint16_t sub_ports[MAX_SRC];
     int nsub_ports;
+    int deflate;            /* --deflate: offer permessage-deflate */
+    const char *offer;      /* the offer (--deflate-offer) */
+    int deflate_level;      /* --deflate-level: zlib level of what we compress */
+    double chat_rate;       /* --chat: messages/s, all connections together */
+    int hello;              /* --hello (with --idle) */
+    pid_t cpu_pid;          /* --cpu-pid: its CPU time over the window is reported */
 };
 
 /* One broadcast rate step; steps[0] is the warm-up. */
@@ -173,6 +193,19 @@ struct ctx {
     int subs; /* subscribers open when publishing began */
     uint64_t bc_seq;
     struct rusage ru_step;
+    /* permessage-deflate and the wire (data frames, headers included; payload =
+     * the messages as the application sees them, uncompressed) */
+    pmd_shared *zsh;
+    pmd_buf zin, zout;
+    unsigned char *scratch; /* a message before it is compressed */
+    int z_conns;            /* connections that negotiated permessage-deflate */
+    char z_answer[256];     /* the first connection's Sec-WebSocket-Extensions answer */
+    uint64_t tx_msgs, tx_wire, tx_payload, rx_msgs, rx_wire, rx_payload, rx_compressed;
+    int hellos; /* --hello: echoes received */
+    /* --cpu-pid: its utime + stime at the window's ends, in clock ticks */
+    long long cpu0, cpu1;
+    /* --chat */
+    uint64_t chat_seq, chat_sent_w, chat_delivered_w, chat_expected;
 };
 
 /* ---------- time, randomness ---------- */
@@ -392,6 +425,74 @@ static int bc_parse(const struct ctx *x, const unsigned char *p, size_t len, uin
     return memcmp(p + BC_HEAD, x->pattern + *seq % 26, len - BC_HEAD) == 0 ? 0 : -1;
 }
 
+/* A chat message: {"type":"msg","room":"lobby","user":"userNNNN","text":"...","ts":T,
+ * "seq":S} with 16 to 36 words from a fixed list, chosen from (user, seq): about
+ * 180 to 300 bytes of JSON that compresses as chat text does.  ts is the send time
+ * (CLOCK_MONOTONIC ns).  Returns its length; p has room for CHAT_MAX bytes. */
+enum { CHAT_MAX = 512 };
+static const char *const WORDS[64] = {
+    "the",    "a",      "and",   "to",    "of",      "is",     "it",     "you",
+    "that",   "in",     "we",    "for",   "on",      "this",   "with",   "are",
+    "be",     "have",   "not",   "at",    "just",    "so",     "can",    "what",
+    "about",  "there",  "will",  "if",    "but",     "all",    "my",     "they",
+    "meeting", "today", "later", "tomorrow", "deploy", "release", "build", "test",
+    "server", "client", "lunch", "coffee", "thanks", "great",  "sounds", "good",
+    "please", "check",  "issue", "ticket", "review", "merge",  "branch", "ready",
+    "morning", "evening", "weekend", "team", "update", "status", "done", "soon"};
+
+static uint64_t mix64(uint64_t v)
+{
+    v ^= v >> 30;
+    v *= 0xbf58476d1ce4e5b9ull;
+    v ^= v >> 27;
+    v *= 0x94d049bb133111ebull;
+    return v ^ (v >> 31);
+}
+
+static size_t chat_build(unsigned char *p, uint32_t user, uint64_t seq, uint64_t ts)
+{
+    uint64_t h = mix64(seq * 0x9e3779b97f4a7c15ull + user);
+    int words = 16 + (int)(h % 21);
+    char *o = (char *)p, *end = o + CHAT_MAX;
+    o += snprintf(o, (size_t)(end - o),
+                  "{\"type\":\"msg\",\"room\":\"lobby\",\"user\":\"user%04u\",\"text\":\"", user);
+    for (int i = 0; i < words; i++) {
+        h = mix64(h + (uint64_t)i);
+        o += snprintf(o, (size_t)(end - o), "%s%s", i ? " " : "", WORDS[h % 64]);
+    }
+    o += snprintf(o, (size_t)(end - o), "\",\"ts\":%llu,\"seq\":%llu}", (unsigned long long)ts,
+                  (unsigned long long)seq);
+    return (size_t)(o - (char *)p);
+}
+
+/* The decimal after key in p[0..len), or -1. */
+static int chat_field(const unsigned char *p, size_t len, const char *key, uint64_t *v)
+{
+    const unsigned char *k = memmem(p, len, key, strlen(key));
+    if (!k)
+        return -1;
+    k += strlen(key);
+    uint64_t r = 0;
+    int n = 0;
+    for (; k < p + len && *k >= '0' && *k <= '9' && n < 20; k++, n++)
+        r = r * 10 + (uint64_t)(*k - '0');
+    *v = r;
+    return n > 0 ? 0 : -1;
+}
+
+/* Parses a chat message and checks it is exactly what chat_build writes for its
+ * user, seq and ts; -1 if not. */
+static int chat_parse(const unsigned char *p, size_t len, uint64_t *ts, uint64_t *seq)
+{
+    uint64_t user;
+    unsigned char want[CHAT_MAX];
+    if (chat_field(p, len, "\"user\":\"user", &user) < 0 || chat_field(p, len, "\"ts\":", ts) < 0 ||
+        chat_field(p, len, "\"seq\":", seq) < 0 || user > UINT32_MAX)
+        return -1;
+    size_t n = chat_build(want, (uint32_t)user, *seq, *ts);
+    return n == len && memcmp(want, p, len) == 0 ? 0 : -1;
+}
+
 static void mask_bytes(unsigned char *p, size_t len, uint32_t key)
 {
     unsigned char k[4];
@@ -443,6 +544,26 @@ static void frame_append(struct ctx *x, struct buf *b, int opcode, const void *d
     mask_bytes(p, len, key);
 }
 
+/* A data message to c: compressed when c negotiated permessage-deflate, counted. */
+static void send_data(struct ctx *x, struct conn *c, int opcode, const unsigned char *data,
+                      size_t len)
+{
+    x->tx_msgs++;
+    x->tx_payload += len;
+    if (c->z) {
+        x->zout.len = 0;
+        if (pmd_deflate(c->z, x->zsh, data, len, &x->zout) < 0) {
+            fprintf(stderr, "wsload: out of memory (deflate)\n");
+            exit(2);
+        }
+        data = x->zout.data;
+        len = x->zout.len;
+        opcode |= 0x40; /* RSV1: compressed */
+    }
+    x->tx_wire += len + 6 + (len < 126 ? 0 : len <= 0xFFFF ? 2 : 8);
+    frame_append(x, &c->out, opcode, data, len);
+}
+
 /* ---------- connection lifecycle ---------- */
 
 static void set_events(struct ctx *x, struct conn *c, int want_out)
@@ -467,6 +588,11 @@ static void conn_release(struct ctx *x, struct conn *c)
     buf_free(&c->msg);
     free(c->sent_ns);
     c->sent_ns = NULL;
+    if (c->z) {
+        pmd_conn_release(c->z);
+        free(c->z);
+        c->z = NULL;
+    }
 }
 
 /* A connection ended badly: a failed connect before it opened, a close after. */
@@ -559,11 +685,12 @@ static void conn_connected(struct ctx *x, struct conn *c)
     sha1(cat, (size_t)n, digest);
     base64(digest, 20, c->accept);
     const char *path = x->o.mode == MODE_BROADCAST && !c->publisher ? x->o.sub_path : x->o.path;
-    char req[768];
+    char req[1024];
     n = snprintf(req, sizeof(req),
                  "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                 path, x->o.host, key);
+                 "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s%s%s\r\n",
+                 path, x->o.host, key, x->o.deflate ? "Sec-WebSocket-Extensions: " : "",
+                 x->o.deflate ? x->o.offer : "", x->o.deflate ? "\r\n" : "");
     buf_reserve(&c->out, (size_t)n);
     memcpy(c->out.p + c->out.len, req, (size_t)n);
     c->out.len += (size_t)n;
@@ -576,10 +703,18 @@ static void conn_connected(struct ctx *x, struct conn *c)
 /* Queues the next echo message of c, remembering when it was sent. */
 static void echo_send(struct ctx *x, struct conn *c, uint64_t now)
 {
-    uint32_t key;
-    unsigned char *p = frame_begin(x, &c->out, 1, x->o.size, &key);
-    payload_fill(x, p, c->id, c->sent_seq);
-    mask_bytes(p, x->o.size, key);
+    if (c->z) {
+        payload_fill(x, x->scratch, c->id, c->sent_seq);
+        send_data(x, c, 1, x->scratch, x->o.size);
+    } else { /* built in place */
+        uint32_t key;
+        unsigned char *p = frame_begin(x, &c->out, 1, x->o.size, &key);
+        payload_fill(x, p, c->id, c->sent_seq);
+        mask_bytes(p, x->o.size, key);
+        x->tx_msgs++;
+        x->tx_payload += x->o.size;
+        x->tx_wire += x->o.size + 6 + (x->o.size < 126 ? 0 : x->o.size <= 0xFFFF ? 2 : 8);
+    }
     c->sent_ns[c->sent_seq % (uint64_t)x->o.depth] = now;
     c->sent_seq++;
 }
@@ -636,13 +771,46 @@ static void bc_pump(struct ctx *x, uint64_t now)
     for (int n = 0; n < MAX_BURST && p->state == CS_OPEN && bc_due_ns(x) <= now &&
                     bc_due_ns(x) < x->t_deadline;
          n++) {
-        uint32_t key;
-        unsigned char *d = frame_begin(x, &p->out, 1, x->o.size, &key);
-        bc_fill(x, d, now_ns(), x->step, x->bc_seq++);
-        mask_bytes(d, x->o.size, key);
+        bc_fill(x, x->scratch, now_ns(), x->step, x->bc_seq++);
+        send_data(x, p, 1, x->scratch, x->o.size);
         s->sent++;
         conn_flush(x, p);
     }
+}
+
+/* --chat: send number i is due at t_sched0 + i / RATE, from connection i % CONNS. */
+static uint64_t chat_due_ns(const struct ctx *x, uint64_t i)
+{
+    return x->t_sched0 + (uint64_t)((double)i * 1e9 / x->o.chat_rate);
+}
+
+/* --chat: sends whatever the schedule says is due by now (not past the window). */
+static void chat_pump(struct ctx *x, uint64_t now)
+{
+    unsigned char msg[CHAT_MAX];
+    uint64_t end = x->phase == PH_MEASURE ? x->t_deadline : UINT64_MAX;
+    for (int n = 0; n < MAX_BURST && chat_due_ns(x, x->next_send) <= now &&
+                    chat_due_ns(x, x->next_send) < end;
+         n++) {
+        struct conn *c = &x->conns[x->next_send % (uint64_t)x->o.conns];
+        x->next_send++;
+        if (c->state != CS_OPEN)
+            continue;
+        size_t len = chat_build(msg, c->id, x->chat_seq++, now_ns());
+        send_data(x, c, 1, msg, len);
+        if (x->phase == PH_MEASURE)
+            x->chat_sent_w++;
+        conn_flush(x, c);
+    }
+}
+
+/* --hello: one chat message, echoed by the server. */
+static void hello_send(struct ctx *x, struct conn *c)
+{
+    unsigned char msg[CHAT_MAX];
+    size_t len = chat_build(msg, c->id, 0, 0);
+    send_data(x, c, 1, msg, len);
+    c->hello = 1;
 }
 
 /* ---------- latency histograms ---------- */
@@ -762,22 +930,86 @@ static void on_broadcast(struct ctx *x, struct conn *c, const unsigned char *p, 
         hist_add(&s->lat, now > stamp ? now - stamp : 0);
 }
 
-/* A complete data message. */
+/* A chat delivery: verify it, time it against its stamp when sent in the window. */
+static void on_chat(struct ctx *x, struct conn *c, const unsigned char *p, size_t len,
+                    uint64_t now)
+{
+    uint64_t ts, seq;
+    if (chat_parse(p, len, &ts, &seq) < 0) {
+        if (x->mismatches < 5)
+            fprintf(stderr, "wsload: conn %u: not a chat message (%zu bytes)\n", c->id, len);
+        x->mismatches++;
+        return;
+    }
+    if (x->phase == PH_MEASURE)
+        x->msgs++; /* deliveries while the window runs (server CPU per delivery) */
+    if (x->t_measure && ts >= x->t_measure && (!x->t_end || ts < x->t_end)) {
+        x->chat_delivered_w++;
+        hist_add(&x->lat, now > ts ? now - ts : 0);
+    }
+}
+
+/* --hello: the echo of the connection's one message. */
+static void on_hello(struct ctx *x, struct conn *c, const unsigned char *p, size_t len)
+{
+    unsigned char want[CHAT_MAX];
+    size_t n = chat_build(want, c->id, 0, 0);
+    if (c->hello != 1 || n != len || memcmp(want, p, len) != 0) {
+        x->mismatches++;
+        return;
+    }
+    c->hello = 2;
+    x->hellos++;
+}
+
+/* A complete data message (inflated). */
 static void on_message(struct ctx *x, struct conn *c, const unsigned char *p, size_t len,
                        uint64_t now)
 {
-    if (x->o.mode == MODE_IDLE || c->state != CS_OPEN)
+    x->rx_msgs++;
+    x->rx_payload += len;
+    if (c->state != CS_OPEN)
         return;
-    if (x->o.mode == MODE_BROADCAST)
+    if (x->o.mode == MODE_IDLE) {
+        if (x->o.hello)
+            on_hello(x, c, p, len);
+        return;
+    }
+    if (x->o.mode == MODE_CHAT)
+        on_chat(x, c, p, len, now);
+    else if (x->o.mode == MODE_BROADCAST)
         on_broadcast(x, c, p, len, now);
     else
         on_echo(x, c, p, len, now);
 }
 
-/* One whole frame.  Returns 0, or -1 when the connection was released. */
-static int on_frame(struct ctx *x, struct conn *c, int fin, int op, const unsigned char *p,
-                    size_t len, uint64_t now)
+/* A whole message as it arrived: inflated first when compressed.  Returns 0, or -1
+ * when the connection was released. */
+static int on_payload(struct ctx *x, struct conn *c, int z, const unsigned char *p, size_t len,
+                      uint64_t now)
 {
+    if (!z) {
+        on_message(x, c, p, len, now);
+        return 0;
+    }
+    x->rx_compressed++;
+    x->zin.len = 0;
+    if (pmd_inflate(c->z, x->zsh, p, len, 1, MAX_FRAME, &x->zin) < 0) {
+        conn_fail(x, c, "bad compressed message");
+        return -1;
+    }
+    on_message(x, c, x->zin.data ? x->zin.data : (const unsigned char *)"", x->zin.len, now);
+    return 0;
+}
+
+/* One whole frame.  Returns 0, or -1 when the connection was released. */
+static int on_frame(struct ctx *x, struct conn *c, int fin, int op, int rsv1,
+                    const unsigned char *p, size_t len, uint64_t now)
+{
+    if (rsv1 && (op & 8)) {
+        conn_fail(x, c, "RSV1 on a control frame");
+        return -1;
+    }
     switch (op) {
     case 9: /* ping */
         if (c->pings++ == 0)
@@ -792,21 +1024,22 @@ static int on_frame(struct ctx *x, struct conn *c, int fin, int op, const unsign
     case 0: /* continuation */
     case 1: /* text */
     case 2: /* binary */
-        if ((op == 0) != c->in_fragment) {
-            conn_fail(x, c, "bad fragment sequence");
+        if ((op == 0) != c->in_fragment || (rsv1 && (op == 0 || !c->z))) {
+            conn_fail(x, c, rsv1 ? "unexpected RSV1" : "bad fragment sequence");
             return -1;
         }
-        if (fin && !c->in_fragment) {
-            on_message(x, c, p, len, now);
-            return 0;
-        }
+        if (op != 0)
+            c->in_z = rsv1;
+        if (fin && !c->in_fragment)
+            return on_payload(x, c, c->in_z, p, len, now);
         buf_reserve(&c->msg, len);
         memcpy(c->msg.p + c->msg.len, p, len);
         c->msg.len += len;
         c->in_fragment = !fin;
         if (fin) {
-            on_message(x, c, c->msg.p, c->msg.len, now);
+            size_t n = c->msg.len; /* the bytes stay put until the next reserve */
             c->msg.len = c->msg.off = 0;
+            return on_payload(x, c, c->in_z, c->msg.p, n, now);
         }
         return 0;
     default:
@@ -823,7 +1056,7 @@ static int parse_frames(struct ctx *x, struct conn *c, uint64_t now)
         const unsigned char *h = c->in.p + c->in.off;
         size_t avail = c->in.len - c->in.off, hl = 2;
         uint64_t len = h[1] & 0x7F;
-        if (h[1] & 0x80 || h[0] & 0x70) {
+        if (h[1] & 0x80 || h[0] & (c->z ? 0x30 : 0x70)) {
             conn_fail(x, c, "masked or RSV frame from server");
             return -1;
         }
@@ -849,6 +1082,8 @@ static int parse_frames(struct ctx *x, struct conn *c, uint64_t now)
             return 0;
         }
         c->in.off += hl + (size_t)len;
+        if ((h[0] & 0x0F) < 8)
+            x->rx_wire += hl + len;
         if (c->state == CS_CLOSING) {
             if ((h[0] & 0x0F) == 8) { /* the server's answer to our close */
                 conn_release(x, c);
@@ -856,9 +1091,75 @@ static int parse_frames(struct ctx *x, struct conn *c, uint64_t now)
             }
             continue;
         }
-        if (on_frame(x, c, h[0] >> 7, h[0] & 0x0F, h + hl, (size_t)len, now) < 0)
+        if (on_frame(x, c, h[0] >> 7, h[0] & 0x0F, (h[0] >> 6) & 1, h + hl, (size_t)len, now) < 0)
             return -1;
     }
+    return 0;
+}
+
+/* The server's Sec-WebSocket-Extensions answer in the response head (if any): a
+ * permessage-deflate with the parameters RFC 7692 defines, and only when we offered
+ * it.  Sets c->z; 0, or -1 for an answer we cannot accept. */
+static int parse_extensions(struct ctx *x, struct conn *c, const char *head)
+{
+    static const char name[] = "\r\nSec-WebSocket-Extensions:";
+    const char *a = strcasestr(head, name);
+    if (!a)
+        return 0;
+    if (!x->o.deflate)
+        return -1;
+    a += strlen(name);
+    char v[256];
+    size_t n = strcspn(a, "\r\n");
+    if (n >= sizeof(v))
+        return -1;
+    memcpy(v, a, n);
+    v[n] = '\0';
+    if (!x->z_answer[0]) { /* printed inside JSON quotes: no quote or backslash */
+        snprintf(x->z_answer, sizeof(x->z_answer), "%s", v + strspn(v, " \t"));
+        for (char *q = x->z_answer; *q; q++)
+            if (*q == '"' || *q == '\\' || (unsigned char)*q < 0x20)
+                *q = '\'';
+    }
+    /* our roles in pmd's terms: its "server" side is the one that compresses */
+    pmd_params p = {.server_window_bits = 15, .client_window_bits = 15, .mem_level = 8,
+                    .level = (uint8_t)x->o.deflate_level};
+    int first = 1;
+    char *save = NULL;
+    for (char *t = strtok_r(v, ";", &save); t; t = strtok_r(NULL, ";", &save), first = 0) {
+        t += strspn(t, " \t");
+        size_t tl = strcspn(t, " \t=");
+        char *val = strchr(t, '=');
+        int bits = 0;
+        if (val) {
+            val++;
+            val += strspn(val, " \t\"");
+            bits = atoi(val);
+        }
+        if (first) {
+            if (tl != 18 || strncasecmp(t, "permessage-deflate", 18) != 0 || val)
+                return -1;
+        } else if (tl == 26 && !strncasecmp(t, "server_no_context_takeover", tl) && !val) {
+            p.client_no_context_takeover = 1; /* what the server sends */
+        } else if (tl == 26 && !strncasecmp(t, "client_no_context_takeover", tl) && !val) {
+            p.server_no_context_takeover = 1; /* what we send */
+        } else if (tl == 22 && !strncasecmp(t, "server_max_window_bits", tl) && bits >= 8 &&
+                   bits <= 15) {
+            p.client_window_bits = (uint8_t)bits;
+        } else if (tl == 22 && !strncasecmp(t, "client_max_window_bits", tl) && bits >= 8 &&
+                   bits <= 15) {
+            p.server_window_bits = (uint8_t)bits;
+        } else {
+            return -1;
+        }
+    }
+    c->z = malloc(sizeof(*c->z));
+    if (!c->z) {
+        fprintf(stderr, "wsload: out of memory\n");
+        exit(2);
+    }
+    pmd_conn_init(c->z, &p);
+    x->z_conns++;
     return 0;
 }
 
@@ -899,10 +1200,19 @@ static int parse_handshake(struct ctx *x, struct conn *c)
         conn_fail(x, c, "wrong Sec-WebSocket-Accept");
         return -1;
     }
+    if (parse_extensions(x, c, head) < 0) {
+        conn_fail(x, c, "bad Sec-WebSocket-Extensions answer");
+        return -1;
+    }
     c->in.off += hlen;
     c->state = CS_OPEN;
     x->pending--;
     x->connected++;
+    if (x->o.mode == MODE_IDLE && x->o.hello) {
+        hello_send(x, c);
+        conn_flush(x, c);
+        return c->fd < 0 ? -1 : 0;
+    }
     if (x->o.mode != MODE_ECHO)
         return 0;
     c->sent_ns = calloc((size_t)x->o.depth, sizeof(uint64_t));
@@ -1000,9 +1310,31 @@ static void write_status(struct ctx *x, int level, const char *word)
     rename(tmp, x->o.status);
 }
 
+/* utime + stime of pid in clock ticks (fields 14 and 15 of /proc/PID/stat, every
+ * thread), or -1.  Field 2 may hold spaces: fields are counted from the last ')'. */
+static long long proc_cpu_ticks(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *r = strrchr(buf, ')');
+    unsigned long long ut, st;
+    if (!r || sscanf(r + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
+                     &st) != 2)
+        return -1;
+    return (long long)(ut + st);
+}
+
 static void begin_window(struct ctx *x, uint64_t now)
 {
     x->phase = PH_MEASURE;
+    if (x->o.cpu_pid > 0)
+        x->cpu0 = proc_cpu_ticks(x->o.cpu_pid);
     getrusage(RUSAGE_SELF, &x->ru0);
     x->t_measure = now;
     x->t_deadline = now + (uint64_t)(x->o.seconds * NS_PER_S);
@@ -1010,6 +1342,8 @@ static void begin_window(struct ctx *x, uint64_t now)
 
 static void end_window(struct ctx *x, uint64_t now)
 {
+    if (x->o.cpu_pid > 0)
+        x->cpu1 = proc_cpu_ticks(x->o.cpu_pid);
     getrusage(RUSAGE_SELF, &x->ru1);
     x->t_end = now;
 }
@@ -1128,6 +1462,37 @@ static uint64_t in_flight(const struct ctx *x)
     return n;
 }
 
+/* --chat: warm-up, the window, then up to STEP_DRAIN_NS for the window's deliveries. */
+static void tick_chat(struct ctx *x, uint64_t now)
+{
+    switch (x->phase) {
+    case PH_WARMUP: /* a message belongs to the window when its stamp falls in it: */
+        if (now >= x->t_deadline || x->live == 0)
+            begin_window(x, now_ns()); /* after every warm-up send */
+        else
+            chat_pump(x, now);
+        return;
+    case PH_MEASURE:
+        chat_pump(x, now);
+        if (now < x->t_deadline && x->live > 0)
+            return;
+        end_window(x, now_ns()); /* after every window send */
+        x->chat_expected = x->chat_sent_w * (uint64_t)x->subs;
+        x->phase = PH_DRAIN;
+        x->t_deadline = now + STEP_DRAIN_NS;
+        return;
+    case PH_DRAIN:
+        if (x->chat_delivered_w < x->chat_expected && now < x->t_deadline && x->live > 0)
+            return;
+        x->lost = x->chat_expected > x->chat_delivered_w ? x->chat_expected - x->chat_delivered_w
+                                                         : 0;
+        begin_closing(x, now);
+        return;
+    default:
+        return;
+    }
+}
+
 /* Echo, closed loop or --rate. */
 static void tick_echo(struct ctx *x, uint64_t now)
 {
@@ -1185,6 +1550,13 @@ static void on_all_connected(struct ctx *x, uint64_t now)
         start_step(x, 0, now);
         write_status(x, 1, "connected"); /* the broadcasts begin (bench/ab.sh) */
         return;
+    case MODE_CHAT:
+        x->subs = x->connected;
+        x->phase = PH_WARMUP;
+        x->t_deadline = now + (uint64_t)(x->o.warmup * NS_PER_S);
+        x->t_sched0 = now;
+        write_status(x, 1, "connected");
+        return;
     case MODE_ECHO:
         x->phase = PH_WARMUP;
         x->t_deadline = now + (uint64_t)(x->o.warmup * NS_PER_S);
@@ -1217,7 +1589,8 @@ static void tick(struct ctx *x, uint64_t now)
             on_all_connected(x, now);
         return;
     case PH_HOLD:
-        if (x->connected > 0 && (uint64_t)x->pinged + x->closed >= (uint64_t)x->connected)
+        if (x->connected > 0 && (uint64_t)x->pinged + x->closed >= (uint64_t)x->connected &&
+            (!x->o.hello || (uint64_t)x->hellos + x->closed >= (uint64_t)x->connected))
             write_status(x, 2, "pinged");
         if (now >= x->t_deadline || x->live == 0)
             begin_closing(x, now);
@@ -1231,6 +1604,8 @@ static void tick(struct ctx *x, uint64_t now)
     default:
         if (x->o.mode == MODE_BROADCAST)
             tick_broadcast(x, now);
+        else if (x->o.mode == MODE_CHAT)
+            tick_chat(x, now);
         else
             tick_echo(x, now);
         return;
@@ -1245,6 +1620,8 @@ static int wait_ms(const struct ctx *x, uint64_t now)
         return 10;
     if (x->o.mode == MODE_BROADCAST)
         due = bc_due_ns(x);
+    else if (x->o.mode == MODE_CHAT)
+        due = chat_due_ns(x, x->next_send);
     else if (x->o.rate > 0)
         due = rate_due_ns(x, x->next_send);
     else
@@ -1263,6 +1640,7 @@ static void run(struct ctx *x)
     /* the hard stop: every phase's budget, plus a second of slack */
     int windows = x->o.mode == MODE_BROADCAST ? x->o.nrates : 1;
     double drains = x->o.mode == MODE_BROADCAST ? (double)x->o.nrates * STEP_DRAIN_NS / 1e9
+                    : x->o.mode == MODE_CHAT    ? (double)STEP_DRAIN_NS / 1e9
                     : x->o.rate > 0             ? (double)GRACE_NS / 1e9
                                                 : 0;
     uint64_t hard_stop =
@@ -1297,6 +1675,58 @@ static double secs_between(uint64_t a, uint64_t b)
     return b > a ? (double)(b - a) / 1e9 : 0;
 }
 
+/* What went over the wire (JSON members, after a comma, or key=value pairs). */
+static void report_wire(const struct ctx *x)
+{
+    printf(x->o.json ? ",\"deflate_conns\":%d,\"extension\":\"%s\",\"tx_msgs\":%llu,"
+                       "\"tx_wire_bytes\":%llu,\"tx_payload_bytes\":%llu,\"rx_msgs\":%llu,"
+                       "\"rx_compressed\":%llu,\"rx_wire_bytes\":%llu,\"rx_payload_bytes\":%llu"
+                     : " deflate_conns=%d extension=\"%s\" tx_msgs=%llu tx_wire_bytes=%llu "
+                       "tx_payload_bytes=%llu rx_msgs=%llu rx_compressed=%llu rx_wire_bytes=%llu "
+                       "rx_payload_bytes=%llu",
+           x->z_conns, x->z_answer, (unsigned long long)x->tx_msgs, (unsigned long long)x->tx_wire,
+           (unsigned long long)x->tx_payload, (unsigned long long)x->rx_msgs,
+           (unsigned long long)x->rx_compressed, (unsigned long long)x->rx_wire,
+           (unsigned long long)x->rx_payload);
+}
+
+/* --cpu-pid's CPU seconds over the window, or -1. */
+static double window_cpu_s(const struct ctx *x)
+{
+    if (x->o.cpu_pid <= 0 || x->cpu0 < 0 || x->cpu1 < x->cpu0 || !x->t_end)
+        return -1;
+    return (double)(x->cpu1 - x->cpu0) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static int report_chat(struct ctx *x)
+{
+    double user = tv_s(x->ru0.ru_utime, x->ru1.ru_utime);
+    double sys = tv_s(x->ru0.ru_stime, x->ru1.ru_stime);
+    double secs = secs_between(x->t_measure, x->t_end);
+    unsigned long long errors = x->closed + (unsigned long long)x->failed;
+    const struct hist *h = &x->lat;
+    printf(x->o.json ? "{\"mode\":\"chat\",\"conns\":%d,\"members\":%d,\"rate\":%g,"
+                       "\"secs\":%.3f,\"sent\":%llu,\"expected\":%llu,\"delivered\":%llu,"
+                       "\"lost\":%llu,\"window_deliveries\":%llu,\"deliveries_per_s\":%.0f,"
+                       "\"p50_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,\"max_us\":%.1f,"
+                       "\"mismatches\":%llu,\"errors\":%llu,\"closed\":%llu,"
+                       "\"cpu_user_s\":%.2f,\"cpu_sys_s\":%.2f,\"server_cpu_s\":%.2f"
+                     : "chat conns=%d members=%d rate=%g secs=%.3f sent=%llu expected=%llu "
+                       "delivered=%llu lost=%llu window_deliveries=%llu deliveries/s=%.0f "
+                       "p50_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f mismatches=%llu "
+                       "errors=%llu closed=%llu cpu_user_s=%.2f cpu_sys_s=%.2f server_cpu_s=%.2f",
+           x->o.conns, x->subs, x->o.chat_rate, secs, (unsigned long long)x->chat_sent_w,
+           (unsigned long long)x->chat_expected, (unsigned long long)x->chat_delivered_w,
+           (unsigned long long)x->lost, (unsigned long long)x->msgs,
+           secs > 0 ? (double)x->msgs / secs : 0, hist_quantile(h, 0.5, x->lost) / 1e3,
+           hist_quantile(h, 0.99, x->lost) / 1e3, hist_quantile(h, 0.999, x->lost) / 1e3,
+           (double)h->max / 1e3, (unsigned long long)x->mismatches, errors,
+           (unsigned long long)x->closed, user, sys, window_cpu_s(x));
+    report_wire(x);
+    printf(x->o.json ? "}\n" : "\n");
+    return x->mismatches == 0 && errors == 0 && x->chat_delivered_w > 0 && x->lost == 0 ? 0 : 1;
+}
+
 static int report_idle(struct ctx *x)
 {
     double user = tv_s(x->ru0.ru_utime, x->ru1.ru_utime);
@@ -1306,16 +1736,21 @@ static int report_idle(struct ctx *x)
     if (x->o.json)
         printf("{\"connected\":%d,\"failed\":%d,\"connect_s\":%.3f,\"conns_per_s\":%.0f,"
                "\"errors\":%llu,\"closed\":%llu,\"pinged\":%d,\"t_begin_ns\":%llu,"
-               "\"t_connected_ns\":%llu,\"cpu_user_s\":%.2f,\"cpu_sys_s\":%.2f}\n",
+               "\"t_connected_ns\":%llu,\"cpu_user_s\":%.2f,\"cpu_sys_s\":%.2f,\"hellos\":%d",
                x->connected, x->failed, cs, rate, (unsigned long long)x->closed,
                (unsigned long long)x->closed, x->pinged, (unsigned long long)x->t_begin,
-               (unsigned long long)x->t_connected, user, sys);
+               (unsigned long long)x->t_connected, user, sys, x->hellos);
     else
         printf("connected=%d failed=%d connect_s=%.3f conns/s=%.0f errors=%llu pinged=%d "
-               "cpu_user_s=%.2f cpu_sys_s=%.2f\n",
+               "cpu_user_s=%.2f cpu_sys_s=%.2f hellos=%d",
                x->connected, x->failed, cs, rate, (unsigned long long)x->closed, x->pinged, user,
-               sys);
-    return x->failed == 0 && x->closed == 0 ? 0 : 1;
+               sys, x->hellos);
+    report_wire(x);
+    printf(x->o.json ? "}\n" : "\n");
+    return x->failed == 0 && x->closed == 0 && x->mismatches == 0 &&
+                   (!x->o.hello || x->hellos == x->connected)
+               ? 0
+               : 1;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -1474,6 +1909,8 @@ static int report(struct ctx *x)
         return report_idle(x);
     case MODE_BROADCAST:
         return report_broadcast(x);
+    case MODE_CHAT:
+        return report_chat(x);
     default:
         return report_echo(x);
     }
@@ -1491,7 +1928,9 @@ static void usage(void)
         "              [--rate MSGS_PER_S [--signal-at SECONDS --signal-pid PID]]\n"
         "              [--broadcast RATE[,RATE...] [--p99-limit MS] [--pub-port P]\n"
         "                [--sub-ports P,P,...]]\n"
-        "              [--idle] [--status FILE]\n");
+        "              [--idle [--hello]] [--status FILE]\n"
+        "              [--chat MSGS_PER_S] [--cpu-pid PID]\n"
+        "              [--deflate] [--deflate-offer OFFER] [--deflate-level 0..9]\n");
     exit(2);
 }
 
@@ -1568,6 +2007,12 @@ static void check_opts(struct opts *o)
         bad("--broadcast needs -c ≥ 2 (a publisher and subscribers), -s ≥ 32, no --rate");
     if (o->mode == MODE_IDLE && o->rate > 0)
         bad("--idle and --rate do not mix");
+    if (o->mode == MODE_CHAT && (o->rate > 0 || !(o->chat_rate > 0 && o->chat_rate <= 1e6)))
+        bad("--chat wants (0, 1e6] messages/s and no --rate");
+    if (o->hello && o->mode != MODE_IDLE)
+        bad("--hello goes with --idle");
+    if (o->deflate_level < 0 || o->deflate_level > 9)
+        bad("--deflate-level 0..9");
     if (o->rate > 0 && !o->depth_set)
         o->depth = RATE_DEPTH;
     if (o->rate > 0 && (o->seconds > MAX_TIMELINE || o->rate > 1e6))
@@ -1599,6 +2044,12 @@ static void parse_args(struct opts *o, int argc, char **argv)
                                           {"signal-pid", required_argument, NULL, 'K'},
                                           {"pub-port", required_argument, NULL, 'G'},
                                           {"sub-ports", required_argument, NULL, 'H'},
+                                          {"chat", required_argument, NULL, 'Q'},
+                                          {"hello", no_argument, NULL, 'E'},
+                                          {"cpu-pid", required_argument, NULL, 'U'},
+                                          {"deflate", no_argument, NULL, 'D'},
+                                          {"deflate-offer", required_argument, NULL, 'O'},
+                                          {"deflate-level", required_argument, NULL, 'L'},
                                           {"help", no_argument, NULL, 'h'},
                                           {NULL, 0, NULL, 0}};
     int have_url = 0, opt;
@@ -1610,6 +2061,8 @@ static void parse_args(struct opts *o, int argc, char **argv)
     o->connect_timeout = 10;
     o->p99_limit_ms = 100;
     o->signal_at = -1;
+    o->offer = "permessage-deflate; client_max_window_bits";
+    o->deflate_level = 6; /* zlib's default, which browsers use too */
     while ((opt = getopt_long(argc, argv, "u:c:d:s:t:w:h", longs, NULL)) != -1) {
         switch (opt) {
         case 'u':
@@ -1637,8 +2090,32 @@ static void parse_args(struct opts *o, int argc, char **argv)
             if (parse_src(o, optarg) < 0)
                 bad("bad --src (at most 64 IPv4 addresses)");
             break;
+        case 'Q':
+            if (o->mode != MODE_ECHO)
+                bad("--chat, --idle or --broadcast: one of them");
+            o->mode = MODE_CHAT;
+            o->chat_rate = atof(optarg);
+            break;
+        case 'E':
+            o->hello = 1;
+            break;
+        case 'U':
+            o->cpu_pid = (pid_t)atoi(optarg);
+            break;
+        case 'D':
+            o->deflate = 1;
+            break;
+        case 'O':
+            if (strlen(optarg) > 200 || strpbrk(optarg, "\r\n"))
+                bad("--deflate-offer: one header value, at most 200 bytes");
+            o->offer = optarg;
+            o->deflate = 1;
+            break;
+        case 'L':
+            o->deflate_level = atoi(optarg);
+            break;
         case 'I':
-            if (o->mode == MODE_BROADCAST)
+            if (o->mode == MODE_BROADCAST || o->mode == MODE_CHAT)
                 bad("--idle or --broadcast, not both");
             o->mode = MODE_IDLE;
             break;
@@ -1651,7 +2128,7 @@ static void parse_args(struct opts *o, int argc, char **argv)
                 bad("--rate wants a positive number of messages/s per connection");
             break;
         case 'B':
-            if (o->mode == MODE_IDLE || parse_rates(o, optarg) < 0)
+            if (o->mode == MODE_IDLE || o->mode == MODE_CHAT || parse_rates(o, optarg) < 0)
                 bad("bad --broadcast (1..16 rates in (0, 100000] messages/s; not with --idle)");
             o->mode = MODE_BROADCAST;
             break;
@@ -1709,11 +2186,14 @@ int main(int argc, char **argv)
     x.ep = epoll_create1(EPOLL_CLOEXEC);
     x.conns = calloc((size_t)x.o.conns, sizeof(*x.conns));
     x.pattern = malloc(x.o.size + 26);
+    x.scratch = malloc(x.o.size);
+    x.zsh = pmd_shared_new();
     if (x.o.rate > 0) {
         x.nsecs = (int)x.o.seconds + (x.o.seconds > (int)x.o.seconds);
         x.timeline = calloc((size_t)x.nsecs, sizeof(*x.timeline));
     }
-    if (x.ep < 0 || !x.conns || !x.pattern || (x.o.rate > 0 && !x.timeline)) {
+    if (x.ep < 0 || !x.conns || !x.pattern || !x.scratch || !x.zsh ||
+        (x.o.rate > 0 && !x.timeline)) {
         fprintf(stderr, "wsload: start-up failed\n");
         return 2;
     }
@@ -1728,6 +2208,10 @@ int main(int argc, char **argv)
     int rc = report(&x);
     free(x.conns);
     free(x.pattern);
+    free(x.scratch);
+    free(x.zin.data);
+    free(x.zout.data);
+    pmd_shared_free(x.zsh);
     free(x.timeline);
     close(x.ep);
     return rc;

@@ -42,8 +42,11 @@ int compress_negotiate(const pmd_config *cfg, const char *offer, pmd_params *out
                        size_t resplen);
 
 /* c negotiated p: its state.  0, or -1 (out of memory). */
-int compress_attach(mg_conn *c, const pmd_params *p);
-void compress_detach(mg_conn *c);
+int compress_attach(mg_gw *gw, mg_conn *c, const pmd_params *p);
+void compress_detach(mg_gw *gw, mg_conn *c);
+/* Bytes c holds for compression now (its state, zlib streams, the buffer of
+ * a message being inflated); 0 without compression. */
+size_t compress_conn_memory(const mg_conn *c);
 
 /* The next piece of a compressed message from c (its payload, unmasked);
  * final on the one that ends it.  COMPRESS_MORE, COMPRESS_DONE (the
@@ -62,6 +65,10 @@ void compress_rx_done(mg_conn *c);
 const void *compress_send_frame(mg_gw *gw, mg_conn *c, int *opcode, const void *data,
                                 size_t *len);
 
+/* A message of len bytes went to a connection's queue as wire_len
+ * compressed bytes (the compression counters of /metrics). */
+void compress_sent(mg_gw *gw, size_t len, size_t wire_len);
+
 /* One message for many connections (a broadcast, a publish): the plain
  * frame, and the compressed frames made so far, one per parameter key. */
 typedef struct mg_fanout {
@@ -71,6 +78,7 @@ typedef struct mg_fanout {
     struct mg_buf *plain;
     uint32_t keys[PMD_SHARED_DEFLATERS];
     struct mg_buf *zframes[PMD_SHARED_DEFLATERS];
+    size_t zlens[PMD_SHARED_DEFLATERS]; /* their compressed payloads' sizes */
     int nz;
 } mg_fanout;
 
@@ -81,5 +89,7 @@ void compress_fanout_free(mg_fanout *f);
  * NULL when c compresses its own copy (context takeover, or more
  * parameter sets than kept) and conn_send does it, or out of memory. */
 struct mg_buf *compress_fanout_frame(mg_gw *gw, mg_fanout *f, const mg_conn *c, int *own);
+/* b, a frame of f, was queued to a connection: counted if compressed. */
+void compress_fanout_sent(mg_gw *gw, const mg_fanout *f, const struct mg_buf *b);
 
 #endif

@@ -199,7 +199,7 @@ void conn_destroy(mg_gw *gw, mg_conn *c)
     sendq_clear(&c->q);
     free(c->rx);
     wsrx_free(&c->wsrx);
-    compress_detach(c);
+    compress_detach(gw, c);
     free(c->headers); /* and path, query, remote */
     free(c->close_reason);
     free(c);
@@ -412,8 +412,11 @@ int conn_send(mg_gw *gw, mg_conn *c, int opcode, const void *data, size_t len)
     if (!wire)
         return MG_SEND_NOMEM;
     rc = writer_frame(gw, c, opcode, wire, wlen);
-    if (rc == MG_SEND_OK)
+    if (rc == MG_SEND_OK) {
         conn_count_out(gw, len);
+        if (opcode & MG_OP_RSV1)
+            compress_sent(gw, len, wlen);
+    }
     return rc;
 }
 

@@ -453,7 +453,7 @@ mg_conn *handshake_accept(mg_gw *gw, struct lws *wsi)
     u->wsi = NULL;
     mg_conn *c = conn_create(gw, wsi, u->path, u->query, u->remote, u->headers, u->headers_len,
                              u->protocol[0] ? u->protocol : NULL);
-    if (c && u->deflate && compress_attach(c, &u->pmd) != 0) {
+    if (c && u->deflate && compress_attach(gw, c, &u->pmd) != 0) {
         conn_destroy(gw, c); /* out of memory: the 101 promised compression */
         return NULL;
     }

@@ -80,6 +80,37 @@ static void metrics_broker(metrics_out *o, const mg_metrics *m)
                 m->broker_unsettled);
 }
 
+static void metrics_compression(metrics_out *o, const mg_metrics *m)
+{
+    metrics_one(o, "moongate_compression_connections", "gauge",
+                "Open connections that negotiated permessage-deflate.", m->compression_connections);
+    metrics_one(o, "moongate_compression_messages_in_total", "counter",
+                "Compressed messages received.", m->compression_messages_in);
+    metrics_one(o, "moongate_compression_in_wire_bytes_total", "counter",
+                "Compressed payload bytes received.", m->compression_in_wire_bytes);
+    metrics_one(o, "moongate_compression_in_bytes_total", "counter",
+                "Bytes the compressed messages received inflated to.", m->compression_in_bytes);
+    metrics_one(o, "moongate_compression_messages_out_total", "counter",
+                "Compressed messages queued to clients (a broadcast counts once per recipient).",
+                m->compression_messages_out);
+    metrics_one(o, "moongate_compression_out_wire_bytes_total", "counter",
+                "Compressed payload bytes queued to clients.", m->compression_out_wire_bytes);
+    metrics_one(o, "moongate_compression_out_bytes_total", "counter",
+                "Bytes of the messages queued compressed, before compression.",
+                m->compression_out_bytes);
+    metrics_one(o, "moongate_compression_deflates_total", "counter",
+                "Messages compressed (a frame shared by a broadcast's recipients counts once).",
+                m->compression_deflates);
+    metrics_one(o, "moongate_compression_memory_bytes", "gauge",
+                "zlib memory held for compression: every connection's streams and the "
+                "gateway-wide ones, as allocated through zlib's zalloc.",
+                m->compression_conn_memory + m->compression_shared_memory);
+    metrics_one(o, "moongate_compression_shared_memory_bytes", "gauge",
+                "The part of moongate_compression_memory_bytes in the gateway-wide streams "
+                "(shared deflaters and inflater).",
+                m->compression_shared_memory);
+}
+
 size_t metrics_render(const mg_metrics *m, uint64_t generation, const mg_mem_metrics *mem,
                       char *buf, size_t len)
 {
@@ -157,6 +188,7 @@ size_t metrics_render(const mg_metrics *m, uint64_t generation, const mg_mem_met
                 "Messages for other members dropped: the broker link was down or far behind.",
                 m->cluster_dropped);
     metrics_broker(&o, m);
+    metrics_compression(&o, m);
     metrics_one(&o, "moongate_resident_bytes", "gauge", "Resident memory of the gateway.",
                 mem->resident_bytes);
     metrics_one(&o, "moongate_lws_heap_bytes", "gauge",

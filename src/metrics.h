@@ -40,6 +40,15 @@ typedef struct mg_metrics {
     uint64_t uring_writes; /* writes made through io_uring (uring.h) */
     uint64_t uring_reads;  /* reads made through io_uring (fastrx.c) */
 
+    /* permessage-deflate (compress.c).  Bytes are payload bytes: "wire" is
+     * the compressed form, the others the message as the script sees it. */
+    uint64_t compression_connections; /* gauge: open connections that negotiated it */
+    uint64_t compression_messages_in, compression_in_wire_bytes, compression_in_bytes;
+    uint64_t compression_messages_out, compression_out_wire_bytes, compression_out_bytes;
+    uint64_t compression_deflates;      /* messages compressed (a shared frame counts once) */
+    uint64_t compression_conn_memory;   /* gauge: zlib memory the connections' streams hold */
+    uint64_t compression_shared_memory; /* gauge: the gateway-wide streams' (pmd_shared) */
+
     /* Links to the other workers (peer.c). */
     uint64_t peer_sent, peer_received; /* messages */
     uint64_t peer_dropped;             /* not sent: that worker down, or its link full */

@@ -124,7 +124,12 @@ static int pubsub_send(mg_gw *gw, mg_conn *c, mg_fanout *f)
     mg_buf *b = compress_fanout_frame(gw, f, c, &own);
     if (own)
         return conn_send(gw, c, f->opcode, f->data, f->len);
-    return b ? conn_send_shared(gw, c, b) : MG_SEND_NOMEM;
+    if (!b)
+        return MG_SEND_NOMEM;
+    int rc = conn_send_shared(gw, c, b);
+    if (rc == MG_SEND_OK)
+        compress_fanout_sent(gw, f, b);
+    return rc;
 }
 
 long pubsub_publish(mg_gw *gw, const char *name, int opcode, const void *data, size_t len)

@@ -1,6 +1,12 @@
 // bun-server.js — the Bun peer of bench/run.sh (Bun.serve, uWebSockets inside).
 //
-//   bun bun-server.js PORT        listens on 127.0.0.1:PORT, any path
+//   bun bun-server.js PORT [MODE]   listens on 127.0.0.1:PORT, any path
+//
+// MODE (bench/compress.sh): "deflate" is the default behaviour below with
+// perMessageDeflate: true; "chat" (compressed) and "chat-plain" make a chat room:
+// every connection joins topic "chat" on open and every message is published to
+// it with server.publish(), so each member, the sender included, gets it (what
+// moongate's bench/scripts/chat.lua does with gw.broadcast).
 //
 // Every message goes back unchanged (text as text, binary as binary), except a
 // message whose first byte is "!": that one is published with server.publish()
@@ -8,10 +14,12 @@
 // open (wsload --broadcast subscribers).  Heartbeats on: Bun pings a connection
 // that has been silent for most of idleTimeout and closes it if nothing answers.
 const port = Number(process.argv[2] || process.env.PORT);
-if (!(port > 0 && port < 65536)) {
-  console.error("usage: bun bun-server.js PORT");
+const mode = process.argv[3] || "";
+if (!(port > 0 && port < 65536) || !["", "deflate", "chat", "chat-plain"].includes(mode)) {
+  console.error("usage: bun bun-server.js PORT [deflate|chat|chat-plain]");
   process.exit(2);
 }
+const chat = mode === "chat" || mode === "chat-plain";
 
 const BANG = 33; // "!"
 
@@ -27,11 +35,16 @@ const server = Bun.serve({
     idleTimeout: 8, // seconds; pings shortly before, as sendPings says
     sendPings: true,
     maxPayloadLength: 1024 * 1024,
-    perMessageDeflate: false,
+    perMessageDeflate: mode === "deflate" || mode === "chat",
     open(ws) {
-      if (ws.data.sub) ws.subscribe("b");
+      if (chat) ws.subscribe("chat");
+      else if (ws.data.sub) ws.subscribe("b");
     },
     message(ws, message) {
+      if (chat) {
+        server.publish("chat", message);
+        return;
+      }
       const first = typeof message === "string" ? message.charCodeAt(0) : message[0];
       if (first === BANG) server.publish("b", message);
       else ws.send(message);
