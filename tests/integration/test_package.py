@@ -18,9 +18,12 @@ nothing is configured or compiled again.  Checked:
   scripts; `dpkg -x` into a scratch root, and the extracted moongate run with
   `-t` on the extracted config with its /usr/share/moongate paths moved into
   the scratch root (the one edit; every absolute path the config names is
-  checked to exist in the root first).  The package is not installed with
+  checked to exist in the root first); then that moongate (stripped by
+  cpack) serves with it, on free ports: the packaged page over HTTP and the
+  packaged app's reply over WebSocket.  The package is not installed with
   dpkg -i (that would change this machine): postinst is checked as text."""
 
+import http.client
 import os
 import re
 import shutil
@@ -29,7 +32,8 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import BIN, ROOT
+import conftest
+from conftest import BIN, Gateway, free_port, run, ws_connect, ws_recv
 
 BUILD = os.environ.get("MOONGATE_BUILD") or os.path.dirname(os.path.abspath(BIN))
 
@@ -181,7 +185,7 @@ def test_deb_contents_and_scripts(deb, tmp_path):
         sh(["sh", "-n", os.path.join(ctl, s)])
 
 
-def test_deb_extracted_config_checks(deb, tmp_path):
+def test_deb_extracted_config_checks_and_serves(deb, tmp_path, monkeypatch):
     root = str(tmp_path / "root")
     sh(["dpkg", "-x", deb, root])
     conf = os.path.join(root, "etc/moongate/moongate.yaml")
@@ -203,3 +207,30 @@ def test_deb_extracted_config_checks(deb, tmp_path):
         f.write(moved)
     p = sh([os.path.join(root, "usr/bin/moongate"), "-t", "-c", copy], cwd=str(tmp_path))
     assert p.stdout.strip() == copy + ": configuration ok"
+
+    # It serves: the packaged page and the packaged app (ports made free).
+    port, admin = free_port(), free_port()
+    served = moved.replace("port: 8080", "port: %d" % port).replace("port: 9090", "port: %d" % admin)
+    assert re.findall(r"^ *-? *port: (\d+)", served, re.M) == [str(port), str(admin)]
+    monkeypatch.setattr(conftest, "BIN", os.path.join(root, "usr/bin/moongate"))
+    g = Gateway(tmp_path / "run", "-- unused: the config names the packaged script",
+                conf_text=served)
+    try:
+        g.start()  # waits for "moongate ready"
+        assert g.proc.args[0] == os.path.join(root, "usr/bin/moongate")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/")
+        page = conn.getresponse()
+        assert page.status == 200 and b"<title>moongate chat</title>" in page.read()
+
+        async def hello():
+            async with ws_connect("ws://127.0.0.1:%d/ws" % port) as ws:
+                await ws.send("hello")
+                for _ in range(10):
+                    m = await ws_recv(ws)
+                    if m == "received: hello":
+                        return m
+        assert run(hello()) == "received: hello"
+        assert g.stop() == 0
+    finally:
+        g.cleanup()
