@@ -20,6 +20,7 @@
 #include "listen.h"
 #include "log.h"
 #include "master.h"
+#include "notify.h"
 #include "script.h"
 #include "server.h"
 
@@ -225,6 +226,10 @@ static int gwctl_begin(mg_gw *gw)
         return -1;
     }
     r->running = 1;
+    /* One process: it is the one systemd watches (a worker's reloads are
+     * the master's to announce). */
+    if (!gw->shared)
+        notify_reloading();
     return 0;
 }
 
@@ -263,6 +268,8 @@ void gwctl_reload_ready(mg_gw *gw)
     r->running = 0;
     int ok = gwctl_finish(gw, r->cfg, r->err, sizeof(r->err), r->t0) == 0;
     r->cfg = NULL;
+    if (!gw->shared)
+        notify_ready(ok ? "serving (reloaded)" : "serving (reload failed; old config kept)");
     gwctl_tell(r, ok);
     if (r->again || r->nnext)
         gwctl_begin(gw);
@@ -420,6 +427,8 @@ void gwctl_drain(mg_gw *gw)
         return;
     }
     log_info("draining %llu connections", (unsigned long long)gw->metrics->connections);
+    if (!gw->shared)
+        notify_stopping();
     broker_drain(gw);
     server_drain(gw);
     lws_sul_schedule(gw->lws, 0, &gw->drain_sul, gwctl_drain_deadline,

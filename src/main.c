@@ -23,6 +23,7 @@
 #include "heartbeat.h"
 #include "log.h"
 #include "master.h"
+#include "notify.h"
 #include "peer.h"
 #include "pubsub.h"
 #include "script.h"
@@ -193,6 +194,7 @@ static int main_loop(void *arg)
         gwctl_ready(gw);
     } else {
         log_info("moongate ready (pid %d)", (int)getpid());
+        notify_ready("serving");
     }
     server_run(gw);
     main_cleanup(gw);

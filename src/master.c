@@ -15,6 +15,7 @@
 
 #include "gwctl.h"
 #include "log.h"
+#include "notify.h"
 #include "script.h"
 #include "workers.h"
 
@@ -112,6 +113,8 @@ static void master_child(master *m, uint32_t k, int ctl)
      * each worker too, and the master's SIGTERM would be their second
      * signal: stop at once). */
     setpgid(0, 0);
+    /* The master alone speaks to the service manager (notify.h). */
+    unsetenv("NOTIFY_SOCKET");
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != m->sh->master_pid)
         _exit(1); /* the master died before the line above */
@@ -202,6 +205,7 @@ static void master_reload_end(master *m)
         sh->reload_error[0] = 0;
         log_info("reload ok on every worker (%u)", told);
         master_reload_late(m);
+        notify_ready("serving (reloaded)");
     } else {
         config_free(m->reload_cfg);
         sh->reload_failures++;
@@ -211,6 +215,7 @@ static void master_reload_end(master *m)
         else
             log_error("reload failed: %s (on %u of %u workers; the others switched)", m->reload_err,
                       m->failed_n, told);
+        notify_ready("serving (reload failed)");
     }
     m->reload_cfg = NULL;
     for (int i = 0; i < m->nasks; i++)
@@ -236,6 +241,7 @@ static void master_reload_begin(master *m)
     m->again = 0;
     m->reloading = 1;
     m->reload_ok = 1;
+    notify_reloading();
     m->reload_err[0] = 0;
     m->waiting = m->told = 0;
     m->failed_n = 0;
@@ -448,6 +454,7 @@ static void master_drain(master *m)
     }
     m->draining = 1;
     log_info("draining every worker");
+    notify_stopping();
     master_signal_all(m, SIGTERM);
     for (int i = 0; i < m->nnext; i++)
         master_reload_answer(m, &m->next_asks[i], 0, "shutting down");
@@ -508,6 +515,7 @@ static void master_tick(master *m)
         if (ready == m->n) {
             m->started = 1;
             log_info("moongate ready (pid %d, %u workers)", (int)getpid(), m->n);
+            notify_ready("serving");
         }
     }
     master_reload_tick(m, now);

@@ -17,6 +17,9 @@ if [[ "${1:-}" == "--test" ]]; then
     pkgs+=(rabbitmq-server python3-pika)
     # test_monitoring checks examples/monitoring's rules with promtool
     pkgs+=(prometheus)
+    # test_package: cpack's Depends (dpkg-shlibdeps), `systemd-analyze verify`
+    # on the unit (the package installs without running systemd), man -l
+    pkgs+=(dpkg-dev systemd man-db groff-base)
     # the browser test (tests/browser): Debian's Chromium, driven by playwright-core
     # from npm.  Node.js + npm only when missing: a machine may have its own
     # (e.g. NodeSource's nodejs, which ships npm and conflicts with Debian's).
