@@ -346,3 +346,41 @@ def test_user_with_workers_reopens_through_the_master(open_dir):
         assert g.stop() == 0
     finally:
         g.cleanup()
+
+
+# ---- packaging/moongate.logrotate ----
+
+LOGROTATE = shutil.which("logrotate") or (
+    "/usr/sbin/logrotate" if os.path.exists("/usr/sbin/logrotate") else None)
+
+
+@pytest.mark.skipif(not LOGROTATE or os.geteuid() != 0, reason="needs logrotate, as root")
+def test_logrotate_snippet_rotates_and_moongate_reopens(gateway, tmp_path):
+    g = control_gateway(gateway, log_file=True)
+    from conftest import BIN, ROOT
+    snippet = read(os.path.join(ROOT, "packaging", "moongate.logrotate"))
+    # The shipped paths and user, pointed at this test's files.
+    snippet = snippet.replace("/var/log/moongate/*.log", os.path.join(g.dir, "log", "*.log"))
+    snippet = snippet.replace("/usr/bin/moongate", BIN)
+    snippet = snippet.replace("/etc/moongate/moongate.yaml", g.conf_path)
+    snippet = snippet.replace("create 0640 moongate adm", "create 0640 root root")
+    assert BIN in snippet and g.conf_path in snippet
+    conf = tmp_path / "logrotate.conf"
+    conf.write_text(snippet)
+    r = subprocess.run([LOGROTATE, "-f", "-s", str(tmp_path / "state"), str(conf)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    rotated = g.log_path + ".1"  # delaycompress: the newest is left uncompressed
+    assert "moongate ready" in read(rotated)
+    wait_file(g.log_path, r"SIGUSR1: log file reopened")
+    size = os.path.getsize(rotated)
+
+    async def client():
+        async with ws_connect(g.url) as ws:
+            assert await ws.recv() == "hello"
+            await ws.send("after-rotate")
+            assert await ws.recv() == "after-rotate"
+
+    run(client())
+    wait_file(g.log_path, r"MSG after-rotate")
+    assert os.path.getsize(rotated) == size
