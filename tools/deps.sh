@@ -15,6 +15,8 @@ if [[ "${1:-}" == "--test" ]]; then
     pkgs+=(python3-jwt python3-cryptography)
     # the broker tests start a real RabbitMQ (never a mock) and publish with pika
     pkgs+=(rabbitmq-server python3-pika)
+    # test_control runs packaging/moongate.logrotate through the real logrotate
+    pkgs+=(logrotate)
     # the browser test (tests/browser): Debian's Chromium, driven by playwright-core
     # from npm.  Node.js + npm only when missing: a machine may have its own
     # (e.g. NodeSource's nodejs, which ships npm and conflicts with Debian's).
