@@ -489,7 +489,9 @@ static void master_drain(master *m)
 {
     if (m->draining) { /* a second signal: workers stop now */
         log_info("second signal: workers stop now");
-        master_signal_all(m, SIGTERM);
+        /* SIGINT, not SIGTERM: a worker that has not read the first yet
+         * would see two SIGTERMs as one, and only drain. */
+        master_signal_all(m, SIGINT);
         m->kill_at = gw_clock_ms() + 1000;
         return;
     }

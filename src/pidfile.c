@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -130,32 +129,14 @@ static const struct {
     {"stop", SIGTERM},
 };
 
-/* sig is pending at pid (not yet read from its signalfd). */
-static int pidfile_pending(long pid, int sig)
-{
-    char path[64], line[128];
-    snprintf(path, sizeof(path), "/proc/%ld/status", pid);
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return 0;
-    int pending = 0;
-    while (fgets(line, sizeof(line), f))
-        if (!strncmp(line, "ShdPnd:", 7) || !strncmp(line, "SigPnd:", 7))
-            pending |= (int)(strtoull(line + 7, NULL, 16) >> (sig - 1) & 1);
-    fclose(f);
-    return pending;
-}
-
-/* stop: SIGTERM starts the drain; a second one, sent once the first has
- * been read (two pending SIGTERMs are one), stops at once. */
+/* stop: SIGTERM starts the drain, and SIGINT, a second drain signal, stops
+ * at once.  Two SIGTERMs would merge into one while the first is pending;
+ * two different signals are both delivered. */
 static int pidfile_stop(long pid)
 {
     if (kill((pid_t)pid, SIGTERM) != 0)
         return -1;
-    struct timespec pause = {0, 5 * 1000 * 1000};
-    for (int i = 0; i < 400 && pidfile_pending(pid, SIGTERM); i++)
-        nanosleep(&pause, NULL);
-    if (kill((pid_t)pid, SIGTERM) != 0 && errno != ESRCH)
+    if (kill((pid_t)pid, SIGINT) != 0 && errno != ESRCH)
         return -1;
     return 0;
 }

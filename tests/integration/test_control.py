@@ -23,7 +23,8 @@ import time
 
 import pytest
 
-from conftest import Gateway, RawWS, run_cli, run, ws_connect, ws_wait_closed
+from conftest import (Gateway, RawWS, run, run_cli, sanitizer_lines, ws_connect,
+                      ws_wait_closed)
 
 APP = r"""
 function on_connect(conn)
@@ -216,6 +217,9 @@ def test_signal_errors(gateway, tmp_path):
     r = run_cli(["--signal", "reload"])
     assert r.returncode == EXIT_ERROR
     assert "needs -c FILE" in r.stderr
+    r = run_cli(["--signal", "reload", "-t", "-c", g.conf_path])
+    assert r.returncode == EXIT_ERROR
+    assert "--signal takes only -c FILE" in r.stderr
 
 
 # ---- workers: N ----
@@ -245,6 +249,24 @@ def test_workers_pid_file_reopen_and_quit(gateway):
     tail = read(g.log_path).splitlines()[since:]
     assert any("[w1] shutdown complete" in l for l in tail)
     assert any("[w2] shutdown complete" in l for l in tail)
+
+
+def test_workers_signal_stop(gateway):
+    g = control_gateway(gateway, {"workers": 2, "limits": {"close_timeout": "20s"},
+                                  "shutdown": {"drain_timeout": "20s"}})
+    c = RawWS(g.port)
+    try:
+        assert c.recv_message() == ("text", "hello")
+        t0 = time.monotonic()
+        r = signal_cli(g, "stop")
+        assert r.returncode == EXIT_SENT, r.stderr
+        assert g.wait_exit(10) == 0  # the workers stopped, none had to be killed
+        assert time.monotonic() - t0 < 5
+    finally:
+        c.close()
+    assert g.find_logs(r"second signal: workers stop now")
+    assert not g.find_logs(r"did not stop in time")
+    assert not os.path.exists(g.pid_path)
 
 
 # ---- user: ----
@@ -301,6 +323,7 @@ def test_user_nobody_after_binding(open_dir):
         assert g.reload()[0] == "ok"  # the files are read again as nobody
         assert g.stop() == 0
         assert not os.path.exists(os.path.join(g.dir, "run", "moongate.pid"))
+        assert not sanitizer_lines(g.log_lines), g.log_tail()
     finally:
         g.cleanup()
 
@@ -322,6 +345,7 @@ def test_user_reopen_it_may_not_do_keeps_the_old_file(open_dir):
         assert g.stop() == 0
         # The pid file stays behind (run/ is root's): the next start replaces it.
         assert "cannot remove pid_file" in read(log_path + ".1")
+        assert not sanitizer_lines(g.log_lines), g.log_tail()
     finally:
         g.cleanup()
 
@@ -344,6 +368,7 @@ def test_user_with_workers_reopens_through_the_master(open_dir):
         wait_file(log_path, r"\[w\d\] log file reopened", count=2)
         assert "cannot reopen" not in read(log_path + ".1")
         assert g.stop() == 0
+        assert not sanitizer_lines(g.log_lines), g.log_tail()
     finally:
         g.cleanup()
 
