@@ -123,6 +123,15 @@ def test_signal_reload(gateway):
     assert r.returncode == EXIT_SENT, r.stderr
     g.wait_log(r"reload ok \(generation 2,", 10, since)
     assert g.metrics()["moongate_reloads_total"] == 1
+    # pid_file is read at start only: a reload that changes it says so.
+    # (--signal reads the new path from the file, which names no process.)
+    g.update_config({"pid_file": "run/other.pid"})
+    assert signal_cli(g, "reload").returncode == EXIT_NOT_RUNNING
+    since = g.mark()
+    g.send_signal(signal.SIGHUP)
+    g.wait_log(r"reload: pid_file, log.file, user and group changes take effect only after a "
+               r"restart", 10, since)
+    assert read(g.pid_path) == "%d\n" % g.pid
 
 
 def test_signal_quit_drains_and_exits_0(gateway):
@@ -181,6 +190,29 @@ def test_signal_reopen_after_a_rename(gateway):
     assert os.path.getsize(rotated) == size
     assert "after-reopen" not in read(rotated)
     assert "moongate ready" in read(rotated)
+
+
+def test_a_pid_file_that_cannot_be_written_stops_the_start(gateway):
+    g = gateway(APP, {"pid_file": "no-such-folder/moongate.pid"}, start=False)
+    g.start(wait_ready=False)
+    assert g.wait_exit(10) == 1
+    assert g.find_logs(r"pid_file: cannot create .*no-such-folder/moongate\.pid\.\d+\.tmp: "
+                       r"No such file")
+    assert not g.find_logs(r"moongate ready")
+
+
+def test_start_errors_reach_stderr_as_well_as_the_log_file(gateway):
+    first = gateway(APP)
+    g = gateway(APP, {"log": {"level": "info", "format": "text", "file": "moongate.log"}},
+                start=False)
+    g.update_config({"listen": [{"host": "127.0.0.1", "port": first.port}]})  # in use
+    g.start(wait_ready=False)
+    code = g.wait_exit(10)
+    assert code == 1
+    errors = [l for l in g.log_lines if " ERROR " in l]
+    assert errors, g.log_tail()
+    assert not [l for l in g.log_lines if " INFO " in l]  # info lines go to the file only
+    assert errors[0] in read(os.path.join(g.dir, "moongate.log"))
 
 
 def test_signal_errors(gateway, tmp_path):
