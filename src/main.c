@@ -186,22 +186,7 @@ static int main_bound(mg_gw *gw, char *err, size_t errlen)
     return privs_drop(gw->cfg, err, errlen);
 }
 
-static int main_serve(mg_gw *gw);
-
-/* The event loop, on the thread cstack_run gives it: everything from the
- * watchdog to the last cleanup happens here.  Returns the exit status. */
-static int main_loop(void *arg)
-{
-    mg_gw *gw = arg;
-    int rc = main_serve(gw);
-    if (gw->pid_file) {
-        pidfile_remove(gw->pid_file);
-        free(gw->pid_file);
-        gw->pid_file = NULL;
-    }
-    return rc;
-}
-
+/* Start, serve until stopped, clean up; the exit status. */
 static int main_serve(mg_gw *gw)
 {
     char err[2048];
@@ -251,6 +236,20 @@ static int main_serve(mg_gw *gw)
     main_cleanup(gw);
     log_info("shutdown complete");
     return gw->exit_code;
+}
+
+/* The event loop, on the thread cstack_run gives it: everything from the
+ * watchdog to the last cleanup happens here.  Returns the exit status. */
+static int main_loop(void *arg)
+{
+    mg_gw *gw = arg;
+    int rc = main_serve(gw);
+    if (gw->pid_file) {
+        pidfile_remove(gw->pid_file);
+        free(gw->pid_file);
+        gw->pid_file = NULL;
+    }
+    return rc;
 }
 
 /* One gateway process: the only one, or a worker of master.c's. */
