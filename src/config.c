@@ -29,6 +29,8 @@
 #include <sys/stat.h>
 #include <amqp.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <unistd.h>
 #include <yaml.h>
 
@@ -842,6 +844,48 @@ static int parse_file(load_ctx *lc, const yaml_node_t *val, const char *where, c
     return parse_existing(lc, val, where, ks, base, 0);
 }
 
+/* A file that need not exist yet (pid_file, log.file): absolute, relative
+ * ones resolved against the config folder like every other path. */
+static int parse_new_file(load_ctx *lc, const yaml_node_t *val, const char *where,
+                          const key_spec *ks, void *base)
+{
+    const char *s = want_scalar(lc, val, where, "a file name");
+    if (!s)
+        return -1;
+    if (!*s || s[strlen(s) - 1] == '/')
+        return load_fail(lc, val->start_mark, "%s: needs a file name, got '%s'", where, s);
+    char **slot = FIELD(base, ks, char *);
+    free(*slot);
+    *slot = path_resolve(lc->dir, s);
+    return 0;
+}
+
+/* user: and group: name an account that exists here (checked at load, so
+ * that -t finds a typo). */
+static int parse_account(load_ctx *lc, const yaml_node_t *val, const char *where,
+                         const key_spec *ks, void *base, int group)
+{
+    if (parse_string(lc, val, where, ks, base) != 0)
+        return -1;
+    const char *name = *FIELD(base, ks, char *);
+    if (group ? getgrnam(name) == NULL : getpwnam(name) == NULL)
+        return load_fail(lc, val->start_mark, "%s: no such %s '%s'", where,
+                         group ? "group" : "user", name);
+    return 0;
+}
+
+static int parse_user(load_ctx *lc, const yaml_node_t *val, const char *where, const key_spec *ks,
+                      void *base)
+{
+    return parse_account(lc, val, where, ks, base, 0);
+}
+
+static int parse_group(load_ctx *lc, const yaml_node_t *val, const char *where, const key_spec *ks,
+                       void *base)
+{
+    return parse_account(lc, val, where, ks, base, 1);
+}
+
 static int parse_dir(load_ctx *lc, const yaml_node_t *val, const char *where, const key_spec *ks,
                      void *base)
 {
@@ -1125,6 +1169,7 @@ static const key_spec io_keys[] = {
 static const key_spec log_keys[] = {
     {.name = "level",  .parse = parse_enum, .offset = CFG(log_level),  .choices = level_names},
     {.name = "format", .parse = parse_enum, .offset = CFG(log_format), .choices = format_names},
+    {.name = "file",   .parse = parse_new_file, .offset = CFG(log_file)},
     {0}};
 
 static const key_spec admin_keys[] = {
@@ -1474,6 +1519,9 @@ static const key_spec top_keys[] = {
     {.name = "cluster",   .parse = parse_cluster,   .keys = cluster_keys},
     {.name = "workers",   .parse = parse_workers,   .offset = CFG(workers), .min = 1, .max = CONFIG_MAX_WORKERS},
     {.name = "app",       .parse = parse_app},
+    {.name = "pid_file",  .parse = parse_new_file,  .offset = CFG(pid_file)},
+    {.name = "user",      .parse = parse_user,      .offset = CFG(user)},
+    {.name = "group",     .parse = parse_group,     .offset = CFG(group)},
     {0}};
 /* clang-format on */
 
@@ -1845,6 +1893,10 @@ void config_free(mg_config *cfg)
     free(cfg->text_pong);
     free(cfg->admin_host);
     free(cfg->admin_token);
+    free(cfg->log_file);
+    free(cfg->pid_file);
+    free(cfg->user);
+    free(cfg->group);
     for (size_t i = 0; i < cfg->nkeep_headers; i++)
         free(cfg->keep_headers[i]);
     free(cfg->keep_headers);

@@ -143,6 +143,11 @@ typedef struct mg_config {
 
     mg_log_level log_level;   /* default info */
     mg_log_format log_format; /* default text */
+    char *log_file;           /* log.file: lines go there (opened at start), or NULL: stderr */
+
+    char *pid_file; /* pid_file: written once the listeners are bound, or NULL */
+    char *user;     /* user: started as root, become this user after binding (privs.c) */
+    char *group;    /* group: ... and this group (default: the user's own) */
 
     char *admin_host;  /* default "127.0.0.1" when admin: is present */
     int admin_port;    /* 0 = admin endpoint off (no admin: section) */

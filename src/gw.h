@@ -129,7 +129,8 @@ typedef struct mg_gw {
     int drain_pipe_w; /* see server_stop_listening() */
     int stopping;     /* leave the loop */
     int exit_code;
-    int signal_fd; /* SIGHUP, SIGTERM, SIGINT (main.c) */
+    int signal_fd;  /* SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGUSR1 (main.c) */
+    char *pid_file; /* the pid file this process wrote, removed at exit (pidfile.h) */
 } mg_gw;
 
 /* Monotonic milliseconds. */

@@ -59,6 +59,11 @@ static int gwctl_same_strv(char *const *a, size_t na, char *const *b, size_t nb)
     return 1;
 }
 
+static int gwctl_same_str(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
 /* Listeners are bound once, with their paths and subprotocols (listen.h);
  * say so if a reload asks for different ones. */
 static void gwctl_check_listeners(const mg_config *a, const mg_config *b)
@@ -86,6 +91,10 @@ static void gwctl_check_listeners(const mg_config *a, const mg_config *b)
     if (!p != !q ||
         (p && (strcmp(p->node, q->node) || p->id != q->id || strcmp(p->prefix, q->prefix))))
         log_warn("reload: cluster changes take effect only after a restart");
+    if (!gwctl_same_str(a->pid_file, b->pid_file) || !gwctl_same_str(a->log_file, b->log_file) ||
+        !gwctl_same_str(a->user, b->user) || !gwctl_same_str(a->group, b->group))
+        log_warn("reload: pid_file, log.file, user and group changes take effect only after a "
+                 "restart");
 }
 
 /* Make cfg the config the C side enforces: limits and heartbeats of every
@@ -349,7 +358,13 @@ void gwctl_on_ctl(mg_gw *gw)
 {
     mg_ctl_msg m;
     for (;;) {
-        ssize_t n = recv(gw->ctl_fd, &m, sizeof(m), MSG_DONTWAIT);
+        int passed;
+        ssize_t n = master_ctl_recv(gw->ctl_fd, &m, &passed);
+        if (passed >= 0) { /* only MG_CTL_LOG_FD carries one */
+            if (n == (ssize_t)sizeof(m) && m.type == MG_CTL_LOG_FD && log_adopt(passed) == 0)
+                log_info("log file reopened");
+            close(passed);
+        }
         if (n < 0 && errno == EINTR)
             continue;
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
@@ -446,7 +461,14 @@ void gwctl_on_signal(mg_gw *gw, int fd)
             break;
         case SIGTERM:
         case SIGINT:
+        case SIGQUIT:
             gwctl_drain(gw);
+            break;
+        case SIGUSR1:
+            if (log_file_fd() < 0)
+                log_info("SIGUSR1: no log.file to reopen (logging to stderr)");
+            else if (log_reopen() == 0)
+                log_info("SIGUSR1: log file reopened");
             break;
         default:
             break;

@@ -184,9 +184,27 @@ static size_t admin_metrics_workers(const mg_gw *gw, char *buf, size_t len)
             .resident_bytes = pid ? metrics_resident_bytes(pid) : 0,
             .messages_in = __atomic_load_n(&sl->metrics.messages_in, __ATOMIC_RELAXED),
             .peer_dropped = __atomic_load_n(&sl->metrics.peer_dropped, __ATOMIC_RELAXED),
+            .open_fds = pid ? metrics_open_fds(pid) : 0,
         };
     }
     return metrics_render_workers(w, sh->nworkers, buf, len);
+}
+
+/* process_*: this process, or the master and every worker added up. */
+static size_t admin_metrics_process(const mg_gw *gw, char *buf, size_t len)
+{
+    mg_proc_metrics p = {0};
+    if (!gw->shared) {
+        metrics_process_add(0, 1, &p);
+    } else {
+        int first = metrics_process_add(gw->shared->master_pid, 1, &p) != 0;
+        for (uint32_t i = 0; i < gw->shared->nworkers; i++) {
+            int32_t pid = __atomic_load_n(&gw->shared->slot[i].pid, __ATOMIC_RELAXED);
+            if (pid && metrics_process_add(pid, first, &p) == 0)
+                first = 0;
+        }
+    }
+    return metrics_render_process(&p, buf, len);
 }
 
 static int admin_metrics(mg_gw *gw, struct lws *wsi)
@@ -218,6 +236,7 @@ static int admin_metrics(mg_gw *gw, struct lws *wsi)
         m = &all;
     }
     size_t n = metrics_render(m, gw->generation, &mem, body, sizeof(body) - 1);
+    n += admin_metrics_process(gw, body + n, sizeof(body) - 1 - n);
     if (gw->shared)
         n += admin_metrics_workers(gw, body + n, sizeof(body) - 1 - n);
     body[n] = '\0';

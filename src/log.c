@@ -1,13 +1,20 @@
-/* log.c — leveled log lines to stderr, as text or JSON lines.
+/* log.c — leveled log lines to stderr or log.file, as text or JSON lines.
  *
  * Text:  2026-11-22T04:20:00.123Z INFO  [conn 12] message
  * JSON:  {"ts":"...","level":"info","conn":12,"msg":"..."}
  * A record is formatted into one buffer and written with one write(2), so
  * lines never interleave, and multi-line text (Lua tracebacks) stays one
- * record: in JSON its newlines are escaped. */
+ * record: in JSON its newlines are escaped.
+ *
+ * With log.file the lines go to that file (O_APPEND, so processes sharing
+ * it never overwrite each other); log_reopen() opens the path again and
+ * swaps the new file onto the same descriptor with dup3(), so a writer on
+ * another thread sees the old file or the new one, never a closed fd. */
 #include "log.h"
 
 #include <libwebsockets.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +29,10 @@ static struct {
     mg_log_format format;
     int lws_mask;    /* lws LLL_* levels passed on */
     uint32_t worker; /* workers: N: this process's number, 0 otherwise */
-} log_state = {MG_LOG_INFO, MG_LOG_TEXT, LLL_ERR | LLL_WARN, 0};
+    int fd;          /* where lines go: STDERR_FILENO, or log.file's descriptor */
+    int starting;    /* until log_started(): errors go to stderr as well */
+    char path[4096]; /* log.file, or "" */
+} log_state = {MG_LOG_INFO, MG_LOG_TEXT, LLL_ERR | LLL_WARN, 0, STDERR_FILENO, 1, ""};
 
 static const char *const log_names[] = {"debug", "info", "warn", "error"};
 static const char *const log_tags[] = {"DEBUG", "INFO ", "WARN ", "ERROR"};
@@ -104,8 +114,69 @@ static void log_write(mg_log_level level, uint64_t conn_id, const char *msg)
             n = cap;
     }
     line[n++] = '\n';
-    ssize_t w = write(STDERR_FILENO, line, n);
+    ssize_t w = write(log_state.fd, line, n);
+    /* Until the gateway is ready, errors also reach whoever started it:
+     * a port in use is seen at the terminal, not only in the file. */
+    if (log_state.fd != STDERR_FILENO && log_state.starting && level == MG_LOG_ERROR)
+        w = write(STDERR_FILENO, line, n);
     (void)w;
+}
+
+static int log_open_path(const char *path)
+{
+    return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
+}
+
+int log_open_file(const char *path, char *err, size_t errlen)
+{
+    if (strlen(path) >= sizeof(log_state.path)) {
+        snprintf(err, errlen, "log.file: path too long");
+        return -1;
+    }
+    int fd = log_open_path(path);
+    if (fd < 0) {
+        snprintf(err, errlen, "log.file: cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    snprintf(log_state.path, sizeof(log_state.path), "%s", path);
+    log_state.fd = fd;
+    return 0;
+}
+
+int log_reopen(void)
+{
+    if (log_state.fd == STDERR_FILENO)
+        return 0;
+    int fd = log_open_path(log_state.path);
+    if (fd < 0) {
+        log_error("cannot reopen the log file %s: %s (still writing to the old one)",
+                  log_state.path, strerror(errno));
+        return -1;
+    }
+    int rc = log_adopt(fd);
+    close(fd);
+    return rc;
+}
+
+int log_adopt(int fd)
+{
+    if (log_state.fd == STDERR_FILENO)
+        return 0;
+    if (dup3(fd, log_state.fd, O_CLOEXEC) < 0) {
+        log_error("cannot switch to the reopened log file: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int log_file_fd(void)
+{
+    return log_state.fd == STDERR_FILENO ? -1 : log_state.fd;
+}
+
+void log_started(void)
+{
+    log_state.starting = 0;
 }
 
 void log_conn(mg_log_level level, uint64_t conn_id, const char *fmt, ...)

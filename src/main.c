@@ -2,7 +2,8 @@
  *
  *   moongate -c conf/moongate.yaml          run with a config file
  *   moongate --listen 127.0.0.1:9001 --script handler.lua
- *   moongate -t -c FILE                     check a config and exit */
+ *   moongate -t -c FILE                     check a config and exit
+ *   moongate -S reload -c FILE              signal the instance FILE's pid_file names */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -25,6 +26,8 @@
 #include "master.h"
 #include "notify.h"
 #include "peer.h"
+#include "pidfile.h"
+#include "privs.h"
 #include "pubsub.h"
 #include "script.h"
 #include "server.h"
@@ -44,6 +47,7 @@ static void main_tune_malloc(void)
 static void main_usage(FILE *out)
 {
     fputs("usage: moongate [-c FILE] [-t] [--listen HOST:PORT] [--path PATH] [--script FILE]\n"
+          "       moongate -S reload|stop|quit|reopen -c FILE\n"
           "\n"
           "A Lua-scriptable WebSocket gateway.\n"
           "\n"
@@ -53,25 +57,36 @@ static void main_usage(FILE *out)
           "                        listen here (replaces the config's first listener)\n"
           "  -p, --path PATH       WebSocket path of that listener (default /)\n"
           "  -s, --script FILE     Lua script with the hooks (replaces the config's script)\n"
+          "  -S, --signal NAME     signal the moongate named by FILE's pid_file, and exit:\n"
+          "                        reload (HUP), reopen (USR1: reopen log.file),\n"
+          "                        quit (QUIT: drain, then exit), stop (TERM, then INT:\n"
+          "                        close every connection now).  Exit status 0 sent, 1 error,\n"
+          "                        3 not running (no pid file, or its pid is gone)\n"
           "  -h, --help            this help\n"
           "  -V, --version         print the version\n"
           "\n"
           "Without -c, --listen and --script are required and everything else has its\n"
           "default.  Signals: HUP reloads config and script without dropping connections;\n"
-          "TERM or INT drains (close 1001 to every client) and exits; a second one exits now.\n",
+          "TERM, INT or QUIT drains (close 1001 to every client) and exits; a second one\n"
+          "exits now; USR1 reopens log.file (after logrotate renamed it).\n",
           out);
 }
 
-static int main_parse(int argc, char **argv, mg_overrides *o, int *test)
+static int main_parse(int argc, char **argv, mg_overrides *o, int *test, const char **sig_name)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"test", no_argument, NULL, 't'},
-        {"listen", required_argument, NULL, 'l'}, {"path", required_argument, NULL, 'p'},
-        {"script", required_argument, NULL, 's'}, {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'},
+        {"test", no_argument, NULL, 't'},
+        {"listen", required_argument, NULL, 'l'},
+        {"path", required_argument, NULL, 'p'},
+        {"script", required_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {"signal", required_argument, NULL, 'S'},
+        {NULL, 0, NULL, 0},
     };
     int ch;
-    while ((ch = getopt_long(argc, argv, "c:tl:p:s:hV", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "c:tl:p:s:S:hV", opts, NULL)) != -1) {
         switch (ch) {
         case 'c':
             o->config_file = optarg;
@@ -88,6 +103,9 @@ static int main_parse(int argc, char **argv, mg_overrides *o, int *test)
         case 's':
             o->script = optarg;
             break;
+        case 'S':
+            *sig_name = optarg;
+            break;
         case 'h':
             main_usage(stdout);
             exit(0);
@@ -103,6 +121,12 @@ static int main_parse(int argc, char **argv, mg_overrides *o, int *test)
         fprintf(stderr, "moongate: unexpected argument '%s'\n", argv[optind]);
         return -1;
     }
+    if (*sig_name && (*test || o->listen || o->path || o->script)) {
+        fprintf(stderr, "moongate: --signal takes only -c FILE\n");
+        return -1;
+    }
+    if (*sig_name)
+        return 0; /* pidfile_signal says what is missing */
     if (!o->config_file && (!o->listen || !o->script)) {
         fprintf(stderr, "moongate: give -c FILE, or --listen HOST:PORT and --script FILE\n");
         main_usage(stderr);
@@ -119,6 +143,8 @@ static int main_signalfd(void)
     sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGQUIT);
+    sigaddset(&set, SIGUSR1);
     if (sigprocmask(SIG_BLOCK, &set, NULL) != 0)
         return -1;
     signal(SIGPIPE, SIG_IGN);
@@ -149,11 +175,21 @@ static void main_cleanup(mg_gw *gw)
     config_free(gw->cfg);
 }
 
-/* The event loop, on the thread cstack_run gives it: everything from the
- * watchdog to the last cleanup happens here.  Returns the exit status. */
-static int main_loop(void *arg)
+/* Listeners are bound: the pid file (one process; the master writes it
+ * with workers), then the user: this process runs as from now on. */
+static int main_bound(mg_gw *gw, char *err, size_t errlen)
 {
-    mg_gw *gw = arg;
+    if (!gw->shared && gw->cfg->pid_file) {
+        if (pidfile_write(gw->cfg->pid_file, err, errlen) != 0)
+            return -1;
+        gw->pid_file = strdup(gw->cfg->pid_file);
+    }
+    return privs_drop(gw->cfg, err, errlen);
+}
+
+/* Start, serve until stopped, clean up; the exit status. */
+static int main_serve(mg_gw *gw)
+{
     char err[2048];
 
     if (budget_start(gw->cfg->hook_budget_ms) != 0) {
@@ -172,7 +208,8 @@ static int main_loop(void *arg)
         return 1;
     }
 
-    if (server_start(gw, gw->signal_fd, err, sizeof(err)) != 0) {
+    if (server_start(gw, gw->signal_fd, err, sizeof(err)) != 0 ||
+        main_bound(gw, err, sizeof(err)) != 0) {
         log_error("%s", err);
         main_cleanup(gw);
         return 1;
@@ -196,10 +233,25 @@ static int main_loop(void *arg)
         log_info("moongate ready (pid %d)", (int)getpid());
         notify_ready("serving");
     }
+    log_started();
     server_run(gw);
     main_cleanup(gw);
     log_info("shutdown complete");
     return gw->exit_code;
+}
+
+/* The event loop, on the thread cstack_run gives it: everything from the
+ * watchdog to the last cleanup happens here.  Returns the exit status. */
+static int main_loop(void *arg)
+{
+    mg_gw *gw = arg;
+    int rc = main_serve(gw);
+    if (gw->pid_file) {
+        pidfile_remove(gw->pid_file);
+        free(gw->pid_file);
+        gw->pid_file = NULL;
+    }
+    return rc;
 }
 
 /* One gateway process: the only one, or a worker of master.c's. */
@@ -226,9 +278,12 @@ int main(int argc, char **argv)
     static mg_gw gw;
     char err[2048];
     int test = 0;
+    const char *signal_name = NULL;
 
-    if (main_parse(argc, argv, &gw.over, &test) != 0)
+    if (main_parse(argc, argv, &gw.over, &test, &signal_name) != 0)
         return 1;
+    if (signal_name)
+        return pidfile_signal(gw.over.config_file, signal_name);
     main_tune_malloc();
     /* --script is relative to where moongate was started; reloads must
      * find the same file. */
@@ -254,6 +309,13 @@ int main(int argc, char **argv)
     }
 
     log_configure(gw.cfg->log_level, gw.cfg->log_format);
+    if ((gw.cfg->pid_file && pidfile_check(gw.cfg->pid_file, err, sizeof(err)) != 0) ||
+        (gw.cfg->log_file && log_open_file(gw.cfg->log_file, err, sizeof(err)) != 0)) {
+        fprintf(stderr, "moongate: %s\n", err);
+        config_free(gw.cfg);
+        free(script_abs);
+        return 1;
+    }
     log_hook_lws();
     gw.metrics = &gw.metrics_own;
     gw.worker = gw.nworkers = 1;

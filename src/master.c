@@ -16,6 +16,7 @@
 #include "gwctl.h"
 #include "log.h"
 #include "notify.h"
+#include "pidfile.h"
 #include "script.h"
 #include "workers.h"
 
@@ -56,6 +57,7 @@ typedef struct master {
     int draining;    /* SIGTERM seen */
     int64_t kill_at; /* draining: when to SIGKILL what is left */
     int failed;      /* a worker ended badly during the drain or at start */
+    char *pid_file;  /* written once every worker was ready; removed at exit */
     /* The reload under way. */
     int reloading, again;
     uint32_t seq;
@@ -84,6 +86,49 @@ int master_ctl_send(int fd, const mg_ctl_msg *m)
     return send(fd, m, sizeof(*m), MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof(*m) ? 0 : -1;
 }
 
+/* One message with a descriptor (SCM_RIGHTS): 0, or -1. */
+static int master_ctl_send_fd(int fd, const mg_ctl_msg *m, int passfd)
+{
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    struct iovec iov = {.iov_base = (void *)m, .iov_len = sizeof(*m)};
+    struct msghdr msg = {.msg_iov = &iov,
+                         .msg_iovlen = 1,
+                         .msg_control = ctl.buf,
+                         .msg_controllen = sizeof(ctl.buf)};
+    memset(ctl.buf, 0, sizeof(ctl.buf));
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &passfd, sizeof(int));
+    return sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof(*m) ? 0 : -1;
+}
+
+ssize_t master_ctl_recv(int fd, mg_ctl_msg *m, int *passed)
+{
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    struct iovec iov = {.iov_base = m, .iov_len = sizeof(*m)};
+    struct msghdr msg = {.msg_iov = &iov,
+                         .msg_iovlen = 1,
+                         .msg_control = ctl.buf,
+                         .msg_controllen = sizeof(ctl.buf)};
+    *passed = -1;
+    ssize_t n = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n <= 0)
+        return n;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+            c->cmsg_len == CMSG_LEN(sizeof(int)))
+            memcpy(passed, CMSG_DATA(c), sizeof(int));
+    return n;
+}
+
 static int master_signalfd(void)
 {
     sigset_t set;
@@ -91,6 +136,8 @@ static int master_signalfd(void)
     sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGQUIT);
+    sigaddset(&set, SIGUSR1);
     sigaddset(&set, SIGCHLD);
     if (sigprocmask(SIG_BLOCK, &set, NULL) != 0)
         return -1;
@@ -448,7 +495,9 @@ static void master_drain(master *m)
 {
     if (m->draining) { /* a second signal: workers stop now */
         log_info("second signal: workers stop now");
-        master_signal_all(m, SIGTERM);
+        /* SIGINT, not SIGTERM: a worker that has not read the first yet
+         * would see two SIGTERMs as one, and only drain. */
+        master_signal_all(m, SIGINT);
         m->kill_at = gw_clock_ms() + 1000;
         return;
     }
@@ -462,6 +511,31 @@ static void master_drain(master *m)
     m->kill_at = gw_clock_ms() + m->gw->cfg->drain_timeout_ms + MASTER_DRAIN_SLACK_MS;
 }
 
+/* SIGUSR1: this process opens log.file again and hands the new file to
+ * every worker; one that starts later inherits it. */
+static void master_reopen(master *m)
+{
+    int fd = log_file_fd();
+    if (fd < 0) {
+        log_info("SIGUSR1: no log.file to reopen (logging to stderr)");
+        return;
+    }
+    if (log_reopen() != 0)
+        return;
+    uint32_t told = 0;
+    mg_ctl_msg msg = {.type = MG_CTL_LOG_FD};
+    for (uint32_t k = 1; fd >= 0 && k <= m->n; k++) {
+        master_worker *w = &m->w[k];
+        if (!w->pid || w->ctl < 0)
+            continue;
+        if (master_ctl_send_fd(w->ctl, &msg, fd) == 0)
+            told++;
+        else
+            log_error("worker %u: cannot pass the reopened log file: %s", k, strerror(errno));
+    }
+    log_info("SIGUSR1: log file reopened (passed to %u workers)", told);
+}
+
 static void master_on_signal(master *m)
 {
     struct signalfd_siginfo si;
@@ -473,7 +547,11 @@ static void master_on_signal(master *m)
             break;
         case SIGTERM:
         case SIGINT:
+        case SIGQUIT:
             master_drain(m);
+            break;
+        case SIGUSR1:
+            master_reopen(m);
             break;
         case SIGCHLD:
             master_reap(m);
@@ -494,6 +572,26 @@ static int master_running(const master *m)
     return 0;
 }
 
+/* Every worker is ready: the pid file, and the log line tests and
+ * operators wait for. */
+static void master_ready(master *m)
+{
+    char err[4400];
+    const char *path = m->gw->cfg->pid_file;
+    m->started = 1;
+    if (path) {
+        if (pidfile_write(path, err, sizeof(err)) != 0) {
+            log_error("%s", err);
+            m->failed = 1;
+            return;
+        }
+        m->pid_file = strdup(path);
+    }
+    log_info("moongate ready (pid %d, %u workers)", (int)getpid(), m->n);
+    log_started();
+    notify_ready("serving");
+}
+
 static void master_tick(master *m)
 {
     int64_t now = gw_clock_ms();
@@ -512,11 +610,8 @@ static void master_tick(master *m)
         uint32_t ready = 0;
         for (uint32_t k = 1; k <= m->n; k++)
             ready += (uint32_t)m->w[k].ready;
-        if (ready == m->n) {
-            m->started = 1;
-            log_info("moongate ready (pid %d, %u workers)", (int)getpid(), m->n);
-            notify_ready("serving");
-        }
+        if (ready == m->n)
+            master_ready(m);
     }
     master_reload_tick(m, now);
 }
@@ -591,6 +686,10 @@ int master_run(mg_gw *gw, int (*worker_main)(mg_gw *gw))
         config_free(m.reload_cfg);
     workers_unmap(m.sh);
     config_free(gw->cfg);
+    if (m.pid_file) {
+        pidfile_remove(m.pid_file);
+        free(m.pid_file);
+    }
     log_info("master: every worker has ended");
     return m.failed ? 1 : 0;
 }

@@ -13,8 +13,12 @@
  *    the config and the script's syntax once, then tells every worker to
  *    reload and answers when all have; a bad file is refused before any
  *    worker swaps;
- *  - on SIGTERM/SIGINT has every worker drain and exits 0 when they have;
- *    a second signal makes them stop at once.
+ *  - on SIGTERM/SIGINT/SIGQUIT has every worker drain and exits 0 when
+ *    they have; a second signal makes them stop at once;
+ *  - on SIGUSR1 reopens log.file and hands the new descriptor to every
+ *    worker (SCM_RIGHTS), so workers that run as user: need no right to
+ *    open it;
+ *  - writes pid_file once every worker is ready, removes it at exit.
  * If a worker cannot start the first time (a port in use, a bad script),
  * the master stops the others and exits 1.
  *
@@ -27,11 +31,12 @@
 #include "gw.h"
 
 typedef enum {
-    MG_CTL_READY = 1,  /* worker -> master: started and serving */
-    MG_CTL_RELOAD,     /* master -> worker: reload (seq) */
-    MG_CTL_RELOADED,   /* worker -> master: its reload ended (seq, ok, error) */
-    MG_CTL_RELOAD_ASK, /* worker -> master: reload every worker (seq: the worker's) */
-    MG_CTL_RELOAD_DONE /* master -> worker: that ended (seq, ok, error) */
+    MG_CTL_READY = 1,   /* worker -> master: started and serving */
+    MG_CTL_RELOAD,      /* master -> worker: reload (seq) */
+    MG_CTL_RELOADED,    /* worker -> master: its reload ended (seq, ok, error) */
+    MG_CTL_RELOAD_ASK,  /* worker -> master: reload every worker (seq: the worker's) */
+    MG_CTL_RELOAD_DONE, /* master -> worker: that ended (seq, ok, error) */
+    MG_CTL_LOG_FD       /* master -> worker: log.file reopened; its descriptor rides along */
 } mg_ctl_type;
 
 typedef struct mg_ctl_msg {
@@ -51,5 +56,9 @@ int master_run(mg_gw *gw, int (*worker_main)(mg_gw *gw));
 
 /* Send one message on a channel without blocking: 0, or -1. */
 int master_ctl_send(int fd, const mg_ctl_msg *m);
+
+/* Receive one message, and the descriptor sent with it into *passed (or
+ * -1).  What recv() returns. */
+ssize_t master_ctl_recv(int fd, mg_ctl_msg *m, int *passed);
 
 #endif

@@ -1,10 +1,13 @@
 /* metrics.c — Prometheus text exposition of mg_metrics. */
 #include "metrics.h"
 
+#include <dirent.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 static const char *const evict_names[MG_EVICT_COUNT] = {
@@ -31,6 +34,83 @@ uint64_t metrics_resident_bytes(int pid)
         resident = 0;
     fclose(f);
     return resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+static void metrics_proc_path(char *out, size_t len, int pid, const char *what)
+{
+    if (pid)
+        snprintf(out, len, "/proc/%d/%s", pid, what);
+    else
+        snprintf(out, len, "/proc/self/%s", what);
+}
+
+uint64_t metrics_open_fds(int pid)
+{
+    char path[64];
+    if (pid == (int)getpid())
+        pid = 0;
+    metrics_proc_path(path, sizeof(path), pid, "fd");
+    DIR *d = opendir(path);
+    if (!d)
+        return 0;
+    uint64_t n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n > 0 && !pid ? n - 1 : n; /* not the one opendir holds */
+}
+
+/* The boot time, seconds since the epoch (/proc/stat's btime). */
+static double metrics_boot_time(void)
+{
+    char line[256];
+    double bt = 0;
+    FILE *f = fopen("/proc/stat", "re");
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof(line), f))
+        if (!strncmp(line, "btime ", 6)) {
+            bt = strtod(line + 6, NULL);
+            break;
+        }
+    fclose(f);
+    return bt;
+}
+
+int metrics_process_add(int pid, int first, mg_proc_metrics *p)
+{
+    char path[64], buf[1024];
+    metrics_proc_path(path, sizeof(path), pid, "stat");
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* After "pid (comm) ", whose comm may hold spaces and parentheses:
+     * fields 3 (state) onwards, utime 14, stime 15, starttime 22, vsize 23,
+     * rss 24 (proc(5)). */
+    char *q = strrchr(buf, ')');
+    if (!q)
+        return -1;
+    unsigned long long utime, stime, start, vsize, rss;
+    if (sscanf(q + 1,
+               " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d %*d "
+               "%llu %llu %llu",
+               &utime, &stime, &start, &vsize, &rss) != 5)
+        return -1;
+    double hz = (double)sysconf(_SC_CLK_TCK);
+    p->cpu_seconds += (double)(utime + stime) / hz;
+    p->virtual_bytes += vsize;
+    p->resident_bytes += rss * (uint64_t)sysconf(_SC_PAGESIZE);
+    p->open_fds += metrics_open_fds(pid);
+    if (first) {
+        struct rlimit rl;
+        p->start_time = metrics_boot_time() + (double)start / hz;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+            p->max_fds = rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t)rl.rlim_cur;
+    }
+    return 0;
 }
 
 typedef struct {
@@ -210,6 +290,29 @@ size_t metrics_render(const mg_metrics *m, uint64_t generation, const mg_mem_met
     return o.n;
 }
 
+size_t metrics_render_process(const mg_proc_metrics *p, char *buf, size_t len)
+{
+    metrics_out o = {buf, len, 0};
+    metrics_printf(&o,
+                   "# HELP process_cpu_seconds_total Total user and system CPU time spent in "
+                   "seconds.\n# TYPE process_cpu_seconds_total counter\n"
+                   "process_cpu_seconds_total %.2f\n",
+                   p->cpu_seconds);
+    metrics_one(&o, "process_open_fds", "gauge", "Number of open file descriptors.", p->open_fds);
+    metrics_one(&o, "process_max_fds", "gauge", "Maximum number of open file descriptors.",
+                p->max_fds);
+    metrics_one(&o, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.",
+                p->virtual_bytes);
+    metrics_one(&o, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
+                p->resident_bytes);
+    metrics_printf(&o,
+                   "# HELP process_start_time_seconds Start time of the process since unix "
+                   "epoch in seconds.\n# TYPE process_start_time_seconds gauge\n"
+                   "process_start_time_seconds %.2f\n",
+                   p->start_time);
+    return o.n;
+}
+
 static void metrics_worker_series(metrics_out *o, const char *name, const char *type,
                                   const char *help, const mg_worker_metrics *w, size_t n,
                                   size_t field)
@@ -240,6 +343,9 @@ size_t metrics_render_workers(const mg_worker_metrics *w, size_t n, char *buf, s
     metrics_worker_series(&o, "moongate_worker_resident_bytes", "gauge",
                           "Resident memory of the worker process.", w, n,
                           offsetof(mg_worker_metrics, resident_bytes));
+    metrics_worker_series(&o, "moongate_worker_open_fds", "gauge",
+                          "Descriptors the worker has open (compare with process_max_fds).", w, n,
+                          offsetof(mg_worker_metrics, open_fds));
     metrics_worker_series(&o, "moongate_worker_messages_in_total", "counter",
                           "Messages the worker received from its clients.", w, n,
                           offsetof(mg_worker_metrics, messages_in));

@@ -76,11 +76,24 @@ typedef struct mg_mem_metrics {
     uint64_t trimmed;        /* freed lws buffers handed back to the kernel */
 } mg_mem_metrics;
 
+/* Prometheus' standard process_* series (read from /proc when /metrics is
+ * asked for).  With workers: N they cover the master and every worker:
+ * memory, descriptors and CPU added up, the start the master's, the
+ * descriptor limit the answering worker's (each has the same). */
+typedef struct mg_proc_metrics {
+    double cpu_seconds;      /* user + system */
+    double start_time;       /* seconds since the epoch */
+    uint64_t resident_bytes; /* RSS */
+    uint64_t virtual_bytes;
+    uint64_t open_fds;
+    uint64_t max_fds; /* RLIMIT_NOFILE, soft */
+} mg_proc_metrics;
+
 /* One worker, for the per-worker series of /metrics (workers: N). */
 typedef struct mg_worker_metrics {
     uint32_t worker;
     int32_t pid; /* 0: not running */
-    uint64_t connections, restarts, resident_bytes, messages_in, peer_dropped;
+    uint64_t connections, restarts, resident_bytes, messages_in, peer_dropped, open_fds;
 } mg_worker_metrics;
 
 const char *metrics_evict_name(mg_evict_reason r);
@@ -88,6 +101,18 @@ const char *metrics_evict_name(mg_evict_reason r);
 /* Process pid's resident memory in bytes, this process's if pid is 0
  * (0 if unknown). */
 uint64_t metrics_resident_bytes(int pid);
+
+/* Add process pid's figures (this process's if pid is 0) to *p; its
+ * start time and descriptor limit replace p's when first is set.  Figures
+ * /proc does not show this process (another user's descriptors) count 0.
+ * 0, or -1 when pid is gone. */
+int metrics_process_add(int pid, int first, mg_proc_metrics *p);
+
+/* Descriptors process pid has open (this process's if 0); 0 if unknown. */
+uint64_t metrics_open_fds(int pid);
+
+/* The process_* series; returns bytes written. */
+size_t metrics_render_process(const mg_proc_metrics *p, char *buf, size_t len);
 
 /* Format as Prometheus text exposition into buf; returns bytes written
  * (truncated to len). */

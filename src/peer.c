@@ -713,12 +713,14 @@ static void peer_accept(mg_gw *gw)
         if (fd < 0)
             return;
         /* The socket's name is guessable: only our own user's processes
-         * may speak on it. */
+         * may speak on it, and root: a worker started as root connects
+         * before it becomes user: (privs.h), and SO_PEERCRED tells the
+         * credentials of that moment. */
         struct ucred cr;
         socklen_t cl = sizeof(cr);
         peer_in *in = NULL;
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) != 0 || cr.uid != getuid() ||
-            !(in = calloc(1, sizeof(*in)))) {
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) != 0 ||
+            (cr.uid != getuid() && cr.uid != 0) || !(in = calloc(1, sizeof(*in)))) {
             close(fd);
             continue;
         }

@@ -20,6 +20,8 @@ if [[ "${1:-}" == "--test" ]]; then
     # test_package: cpack's Depends (dpkg-shlibdeps), `systemd-analyze verify`
     # on the unit (the package installs without running systemd), man -l
     pkgs+=(dpkg-dev systemd man-db groff-base)
+    # test_control runs packaging/moongate.logrotate through the real logrotate
+    pkgs+=(logrotate)
     # the browser test (tests/browser): Debian's Chromium, driven by playwright-core
     # from npm.  Node.js + npm only when missing: a machine may have its own
     # (e.g. NodeSource's nodejs, which ships npm and conflicts with Debian's).

@@ -784,13 +784,47 @@ static void test_err_unknown_keys(void)
     expect_error(BASE "heartbeats:\n  interval: 5s\n",
                  "4:1: unknown key 'heartbeats' (expected one of: listen, script, lua, static, "
                  "heartbeat, limits, handshake, names, shutdown, io, log, admin, broker, cluster, "
-                 "workers, app)");
+                 "workers, app, pid_file, user, group)");
     expect_error("listen:\n  - port: 8080\n    prot: 1\nscript: app.lua\n",
                  "3:5: unknown key 'prot' in listen[0] (expected one of: host, port, path, "
                  "protocols, tls, reader, compression)");
     expect_error("listen:\n  - port: 8443\n    tls:\n      cert: tls/cert.pem\n      key: "
                  "tls/key.pem\n      ca: x\nscript: app.lua\n",
                  "6:7: unknown key 'ca' in listen[0].tls (expected one of: cert, key)");
+}
+
+/* pid_file, log.file, user, group: files that need not exist yet, resolved
+ * against the config folder; accounts that must exist. */
+static void test_control_keys(void)
+{
+    scratch s;
+    char err[1024] = "", buf[PATH_MAX + 32];
+
+    scratch_open(&s);
+    mg_config *cfg = scratch_load(
+        &s,
+        BASE "pid_file: run/mg.pid\nuser: root\ngroup: root\nlog:\n  file: /var/log/mg/mg.log\n",
+        err, sizeof err);
+    CHECK(cfg != NULL);
+    CHECK_STR(err, "");
+    if (cfg) {
+        /* s.dir, not its realpath: the folder itself need not exist. */
+        snprintf(buf, sizeof buf, "%s/run/mg.pid", s.dir);
+        CHECK_STR(cfg->pid_file, buf);
+        CHECK_STR(cfg->log_file, "/var/log/mg/mg.log");
+        CHECK_STR(cfg->user, "root");
+        CHECK_STR(cfg->group, "root");
+    }
+    config_free(cfg);
+    cfg = scratch_load(&s, BASE, err, sizeof err);
+    CHECK(cfg && !cfg->pid_file && !cfg->log_file && !cfg->user && !cfg->group);
+    config_free(cfg);
+    scratch_close(&s);
+
+    expect_error(BASE "user: no-such-user-here\n", "4:7: user: no such user 'no-such-user-here'");
+    expect_error(BASE "group: no-such-group\n", "4:8: group: no such group 'no-such-group'");
+    expect_error(BASE "pid_file: run/\n", "4:11: pid_file: needs a file name, got 'run/'");
+    expect_error(BASE "log:\n  file: \"\"\n", "5:9: log.file: needs a file name, got ''");
 }
 
 static void test_err_durations(void)
@@ -1271,8 +1305,9 @@ TEST_MAIN("config", T(test_defaults), T(test_err_nesting), T(test_duration_units
           T(test_empty_sections_quotes_aliases), T(test_relative_paths), T(test_shipped_config),
           T(test_admin_section), T(test_broker_section), T(test_app_tree),
           T(test_app_scalar_and_null), T(test_app_errors), T(test_err_unknown_keys),
-          T(test_err_durations), T(test_err_sizes), T(test_err_integers), T(test_err_ports),
-          T(test_err_missing_required), T(test_err_listen_shape), T(test_err_files),
-          T(test_err_tls_pair), T(test_handshake_lists), T(test_err_text_ping_pair),
-          T(test_err_enums), T(test_err_types), T(test_err_duplicate_keys), T(test_err_syntax),
-          T(test_err_documents), T(test_err_config_file), T(test_validate), T(test_set_listen))
+          T(test_control_keys), T(test_err_durations), T(test_err_sizes), T(test_err_integers),
+          T(test_err_ports), T(test_err_missing_required), T(test_err_listen_shape),
+          T(test_err_files), T(test_err_tls_pair), T(test_handshake_lists),
+          T(test_err_text_ping_pair), T(test_err_enums), T(test_err_types),
+          T(test_err_duplicate_keys), T(test_err_syntax), T(test_err_documents),
+          T(test_err_config_file), T(test_validate), T(test_set_listen))
