@@ -120,3 +120,12 @@ def test_bad_input(gw, raw):
     assert status == 413 and "error" in json.loads(data)
     a.send_text("still")
     assert a.recv_text() == "still"
+
+
+def test_close_by_encoded_name(gw, raw):
+    """A name with a space, percent-encoded in the path."""
+    a = raw(gw.port)
+    ask(a, "name bob smith")
+    status, r = api(gw, "POST", "/clients/bob%20smith/close")
+    assert status == 200, r
+    assert a.wait_close(5) == (1000, "")
