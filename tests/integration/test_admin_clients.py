@@ -129,3 +129,26 @@ def test_close_by_encoded_name(gw, raw):
     status, r = api(gw, "POST", "/clients/bob%20smith/close")
     assert status == 200, r
     assert a.wait_close(5) == (1000, "")
+
+
+def test_wrapper(gw, raw):
+    """tools/moongate-admin wraps the common calls."""
+    import os
+    import subprocess
+    tool = os.path.join(os.environ.get("MOONGATE_ROOT", "."), "tools", "moongate-admin")
+    base = [tool, "-a", "http://127.0.0.1:%d" % gw.admin_port, "-t", "tok"]
+    run = lambda *a: subprocess.run(base + list(a), capture_output=True, text=True, timeout=10)
+    a = raw(gw.port)
+    ask(a, "name al \"x\"")
+    ask(a, "sub news")
+    r = run("clients")
+    assert r.returncode == 0 and json.loads(r.stdout)["clients"][0]["name"] == "al \"x\"", r
+    assert json.loads(run("topics").stdout)["topics"] == [{"topic": "news", "subscribers": 1}]
+    assert json.loads(run("send", "al \"x\"", "hi\n\"q\"").stdout)["result"] == "queued"
+    assert a.recv_message(5) == ("text", "hi\n\"q\"")
+    assert json.loads(run("publish", "news", "n").stdout) == {"delivered": 1}
+    assert a.recv_message(5) == ("text", "n")
+    r = run("send", "nobody", "x")
+    assert r.returncode == 1 and "no such client" in r.stdout, r
+    assert run("kick", "al \"x\"", "4001", "out").returncode == 0
+    assert a.wait_close(5) == (4001, "out")
