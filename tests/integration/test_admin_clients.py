@@ -152,3 +152,27 @@ def test_wrapper(gw, raw):
     assert r.returncode == 1 and "no such client" in r.stdout, r
     assert run("kick", "al \"x\"", "4001", "out").returncode == 0
     assert a.wait_close(5) == (4001, "out")
+
+
+def test_workers_mode(gateway, raw):
+    """With workers the listings and close answer 501 with a reason; send and
+    publish reach a client whichever worker holds it."""
+    g = gateway(SCRIPT, {"workers": 2}, admin_token="tok")
+    g.wait_log(r"worker 2 ready", 10)
+    cs = [raw(g.port) for _ in range(6)]   # the kernel spreads them over both workers
+    for i, c in enumerate(cs):
+        ask(c, "name w%d" % i)
+        ask(c, "sub news")
+    for path in ("/clients", "/topics"):
+        status, r = api(g, "GET", path)
+        assert status == 501 and "workers" in r["error"], r
+    status, r = api(g, "POST", "/clients/w0/close")
+    assert status == 501, r
+    for i, c in enumerate(cs):
+        status, r = api(g, "POST", "/send", {"to": "w%d" % i, "data": "to %d" % i})
+        assert status == 200 and r["result"] in ("queued", "forwarded"), r
+        assert c.recv_message(5) == ("text", "to %d" % i)
+    status, r = api(g, "POST", "/publish", {"topic": "news", "data": "all"})
+    assert status == 200 and r["forwarded"] is True, r
+    for c in cs:
+        assert c.recv_message(5) == ("text", "all")
