@@ -147,6 +147,9 @@ mg_conn *conn_create(mg_gw *gw, struct lws *wsi, const char *path, const char *q
     sendq_init(&c->q);
     c->lua_ref = -1;
     c->fd = -1;
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    c->since_ms = (int64_t)wall.tv_sec * 1000 + wall.tv_nsec / 1000000;
     c->last_rx_ms = gw->now_ms;
     c->tokens_ms = gw->now_ms;
     c->tokens = gw->cfg->message_burst ? gw->cfg->message_burst : gw->cfg->message_rate;

@@ -90,6 +90,7 @@ struct mg_conn {
     uint32_t lua_ref_gen;      /* ... of this script generation (its low bits) ... */
     void *lua_handle;          /* ... and the handle itself, while it lives (mgl_conn.c) */
 
+    int64_t since_ms;     /* when it connected: Unix time (the admin API's GET /clients) */
     int64_t last_rx_ms;   /* last frame of any kind from the client */
     int64_t next_ping_ms; /* when the heartbeat pings it next */
     double tokens;        /* message-rate bucket */

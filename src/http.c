@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include "admin.h"
+#include "admin_ops.h"
 #include "broker.h"
 #include "cluster.h"
 #include "fdguard.h"
@@ -37,12 +38,16 @@ static const char *http_reason(int status)
         return "Length Required";
     case 413:
         return "Payload Too Large";
+    case 415:
+        return "Unsupported Media Type";
     case 426:
         return "Upgrade Required";
     case 429:
         return "Too Many Requests";
     case 500:
         return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
     case 503:
         return "Service Unavailable";
     default:
@@ -80,7 +85,7 @@ int http_respond(struct lws *wsi, int status, const char *ctype, const char *bod
 /* ---- admin API ---- */
 
 typedef struct {
-    char path[128];
+    char path[640]; /* the route's target points in here */
     admin_route route;
     char *body;
     size_t len;
@@ -106,6 +111,27 @@ static int admin_reply(struct lws *wsi, int status, const char *ctype, const cha
 {
     http_respond(wsi, status, ctype, body, strlen(body), NULL, NULL);
     return -1;
+}
+
+/* Answer with the JSON in out (freed), and close. */
+static int admin_reply_json(struct lws *wsi, int status, json_buf *out, const char *allow)
+{
+    if (out->oom) {
+        json_buf_free(out);
+        admin_ops_error(out, 500, "out of memory");
+        status = 500;
+    }
+    http_respond(wsi, status, "application/json", out->p ? out->p : "", out->len,
+                 allow ? "allow:" : NULL, allow);
+    json_buf_free(out);
+    return -1;
+}
+
+/* {"error": msg} */
+static int admin_reply_error(struct lws *wsi, int status, const char *msg)
+{
+    json_buf out = {0};
+    return admin_reply_json(wsi, admin_ops_error(&out, status, msg), &out, NULL);
 }
 
 /* Escape s as a JSON string body into out. */
@@ -280,7 +306,7 @@ static int admin_broadcast(mg_gw *gw, struct lws *wsi, admin_session *s)
     const char *data = s->body ? s->body : "";
     const char *bad = admin_body_check(&s->route, data, s->len);
     if (bad)
-        return admin_reply(wsi, 400, "text/plain", bad);
+        return admin_reply_error(wsi, 400, bad);
     int binary = s->route.binary;
     int op = binary ? MG_OP_BINARY : MG_OP_TEXT;
     long n = pubsub_broadcast(gw, op, data, s->len, 0);
@@ -300,10 +326,37 @@ static int admin_broadcast(mg_gw *gw, struct lws *wsi, admin_session *s)
     return admin_reply(wsi, n < 0 ? 500 : 200, "application/json", body);
 }
 
+/* /send, /publish, /clients/{id|name}/close: the JSON body, then the act. */
+static int admin_json_act(mg_gw *gw, struct lws *wsi, admin_session *s)
+{
+    admin_body b;
+    json_buf out = {0};
+    int status;
+    if (admin_body_parse(s->route.action, s->body ? s->body : "", s->len, &b) != 0)
+        status = admin_ops_error(&out, 400, b.err);
+    else if (s->route.action == ADMIN_SEND)
+        status = admin_ops_send(gw, &b, &out);
+    else if (s->route.action == ADMIN_PUBLISH)
+        status = admin_ops_publish(gw, &b, &out);
+    else
+        status = admin_ops_close(gw, &s->route, &b, &out);
+    admin_body_free(&b);
+    return admin_reply_json(wsi, status, &out, NULL);
+}
+
 /* What the route says, now that the body (if any) is in. */
 static int admin_act(mg_gw *gw, struct lws *wsi, admin_session *s)
 {
+    json_buf out = {0};
     switch (s->route.action) {
+    case ADMIN_CLIENTS:
+        return admin_reply_json(wsi, admin_ops_clients(gw, &s->route, &out), &out, NULL);
+    case ADMIN_TOPICS:
+        return admin_reply_json(wsi, admin_ops_topics(gw, &s->route, &out), &out, NULL);
+    case ADMIN_SEND:
+    case ADMIN_PUBLISH:
+    case ADMIN_CLOSE:
+        return admin_json_act(gw, wsi, s);
     case ADMIN_HEALTH:
         return admin_health(gw, wsi);
     case ADMIN_METRICS:
@@ -313,7 +366,7 @@ static int admin_act(mg_gw *gw, struct lws *wsi, admin_session *s)
     case ADMIN_BROADCAST:
         return admin_broadcast(gw, wsi, s);
     default:
-        return admin_reply(wsi, 500, "text/plain", "internal error\n");
+        return admin_reply_error(wsi, 500, "internal error");
     }
 }
 
@@ -345,8 +398,9 @@ static admin_method admin_method_of(struct lws *wsi)
 
 static int admin_refuse(struct lws *wsi, admin_session *s, const admin_req *r)
 {
-    http_respond(wsi, s->route.status, "text/plain", s->route.reason, strlen(s->route.reason),
-                 s->route.allow ? "allow:" : NULL, s->route.allow);
+    json_buf out = {0};
+    admin_reply_json(wsi, admin_ops_error(&out, s->route.status, s->route.reason), &out,
+                     s->route.allow);
     if (r->clen > 0 && !r->chunked) {
         s->discard = 1;
         lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, ADMIN_DISCARD_S);
@@ -364,17 +418,20 @@ static int admin_refuse(struct lws *wsi, admin_session *s, const admin_req *r)
 
 static int admin_request(mg_gw *gw, struct lws *wsi, admin_session *s, const char *path)
 {
-    char kind[64], ctype[128], auth[512], clen[32];
+    char kind[64], ctype[128], auth[512], clen[32], limit[32], after[512];
+    /* A longer path matches no route (a name is at most a few hundred bytes). */
+    snprintf(s->path, sizeof(s->path), "%s", strlen(path) < sizeof(s->path) ? path : "/");
     admin_req r = {.method = admin_method_of(wsi),
-                   .path = path,
+                   .path = s->path,
                    .kind = lws_get_urlarg_by_name(wsi, "kind=", kind, sizeof(kind)),
+                   .limit = lws_get_urlarg_by_name(wsi, "limit=", limit, sizeof(limit)),
+                   .after = lws_get_urlarg_by_name(wsi, "after=", after, sizeof(after)),
                    .ctype = admin_hdr(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE, ctype, sizeof(ctype)),
                    .auth = admin_hdr(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, auth, sizeof(auth)),
                    .clen = -1,
                    .chunked = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0};
     if (admin_hdr(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, clen, sizeof(clen)))
         r.clen = strtoll(clen, NULL, 10);
-    snprintf(s->path, sizeof(s->path), "%s", path);
     admin_route_request(&r, gw->cfg->admin_token, &s->route);
     if (s->route.action == ADMIN_REFUSE)
         return admin_refuse(wsi, s, &r);
@@ -385,7 +442,7 @@ static int admin_request(mg_gw *gw, struct lws *wsi, admin_session *s, const cha
     return admin_act(gw, wsi, s);
 }
 
-static int admin_body(admin_session *s, const void *in, size_t len)
+static int admin_body_in(admin_session *s, const void *in, size_t len)
 {
     if (s->discard)
         return 0;
@@ -412,8 +469,8 @@ int http_admin_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
     case LWS_CALLBACK_HTTP:
         return admin_request(gw, wsi, s, in);
     case LWS_CALLBACK_HTTP_BODY:
-        if (admin_body(s, in, len) != 0)
-            return admin_reply(wsi, 413, "text/plain", "body too large\n");
+        if (admin_body_in(s, in, len) != 0)
+            return admin_reply_error(wsi, 413, "body too large");
         return 0;
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
         if (s->discard)

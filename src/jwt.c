@@ -4,12 +4,11 @@
  * OpenSSL 3's EVP interfaces), then the registered claims exp, nbf, iss
  * and aud (jwt.h).
  *
- * JSON is read here only as far as verification needs: a strict scanner
- * (RFC 8259, UTF-8, nesting at most JS_MAX_DEPTH) that walks the top-level
- * object of the header and of the claims, reads the members it checks and
- * skips the others.  A checked member named twice makes the token
- * malformed (RFC 7519 §4 lets a parser refuse duplicates), so what was
- * checked here is what the caller's own JSON decoder returns. */
+ * JSON is read here only as far as verification needs: json.h's strict
+ * scanner walks the top-level object of the header and of the claims, reads the members it checks
+ * and skips the others.  A checked member named twice makes the token malformed (RFC 7519 §4 lets a
+ * parser refuse duplicates), so what was checked here is what the caller's own JSON decoder
+ * returns. */
 /* Only OpenSSL 3's own interfaces: a deprecated call does not compile. */
 #define OPENSSL_API_COMPAT 30000
 #define OPENSSL_NO_DEPRECATED
@@ -25,6 +24,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 
+#include "json.h"
 #include "utf8.h"
 
 struct jwt_pubkey {
@@ -226,263 +226,6 @@ static int b64u_decode(const char *in, size_t n, unsigned char *out, size_t *out
     return 0;
 }
 
-/* ---- a strict JSON scanner ---- */
-
-#define JS_MAX_DEPTH 32
-
-typedef struct js {
-    const unsigned char *p, *end;
-} js;
-
-static void js_ws(js *j)
-{
-    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
-        j->p++;
-}
-
-/* The next character after whitespace, -1 at the end. */
-static int js_peek(js *j)
-{
-    js_ws(j);
-    return j->p < j->end ? *j->p : -1;
-}
-
-static int js_lit(js *j, const char *lit)
-{
-    size_t n = strlen(lit);
-    if ((size_t)(j->end - j->p) < n || memcmp(j->p, lit, n) != 0)
-        return -1;
-    j->p += n;
-    return 0;
-}
-
-static int js_hex4(js *j, unsigned *v)
-{
-    if (j->end - j->p < 4)
-        return -1;
-    *v = 0;
-    for (int i = 0; i < 4; i++) {
-        unsigned c = *j->p++, d;
-        if (c >= '0' && c <= '9')
-            d = c - '0';
-        else if (c >= 'a' && c <= 'f')
-            d = c - 'a' + 10;
-        else if (c >= 'A' && c <= 'F')
-            d = c - 'A' + 10;
-        else
-            return -1;
-        *v = *v << 4 | d;
-    }
-    return 0;
-}
-
-typedef struct js_out {
-    unsigned char *buf; /* NULL: validate only */
-    size_t cap, len;    /* len counts every byte, also those past cap */
-} js_out;
-
-static void js_put(js_out *o, unsigned c)
-{
-    if (o->buf && o->len < o->cap)
-        o->buf[o->len] = (unsigned char)c;
-    o->len++;
-}
-
-/* \uXXXX (and its low surrogate), the backslash and u already read. */
-static int js_unicode(js *j, js_out *o)
-{
-    unsigned cp, lo;
-    if (js_hex4(j, &cp))
-        return -1;
-    if (cp >= 0xDC00 && cp <= 0xDFFF)
-        return -1;
-    if (cp >= 0xD800 && cp <= 0xDBFF) {
-        if (js_lit(j, "\\u") || js_hex4(j, &lo) || lo < 0xDC00 || lo > 0xDFFF)
-            return -1;
-        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-    }
-    if (cp < 0x80) {
-        js_put(o, cp);
-    } else if (cp < 0x800) {
-        js_put(o, 0xC0 | cp >> 6);
-        js_put(o, 0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-        js_put(o, 0xE0 | cp >> 12);
-        js_put(o, 0x80 | (cp >> 6 & 0x3F));
-        js_put(o, 0x80 | (cp & 0x3F));
-    } else {
-        js_put(o, 0xF0 | cp >> 18);
-        js_put(o, 0x80 | (cp >> 12 & 0x3F));
-        js_put(o, 0x80 | (cp >> 6 & 0x3F));
-        js_put(o, 0x80 | (cp & 0x3F));
-    }
-    return 0;
-}
-
-/* A string at j->p, decoded into o.  The bytes were checked as UTF-8. */
-static int js_string(js *j, js_out *o)
-{
-    static const char esc_in[] = "\"\\/bfnrt", esc_out[] = "\"\\/\b\f\n\r\t";
-    if (j->p >= j->end || *j->p != '"')
-        return -1;
-    j->p++;
-    while (j->p < j->end) {
-        unsigned c = *j->p++;
-        if (c == '"')
-            return 0;
-        if (c < 0x20)
-            return -1;
-        if (c != '\\') {
-            js_put(o, c);
-            continue;
-        }
-        if (j->p >= j->end)
-            return -1;
-        c = *j->p++;
-        const char *e = c ? strchr(esc_in, (int)c) : NULL;
-        if (e)
-            js_put(o, (unsigned char)esc_out[e - esc_in]);
-        else if (c != 'u' || js_unicode(j, o))
-            return -1;
-    }
-    return -1;
-}
-
-static int js_digits(js *j)
-{
-    const unsigned char *start = j->p;
-    while (j->p < j->end && *j->p >= '0' && *j->p <= '9')
-        j->p++;
-    return j->p > start ? 0 : -1;
-}
-
-/* A number (RFC 8259 grammar); its value in *v when v is not NULL, for
- * which it must be under 64 characters (a time claim is a dozen). */
-static int js_number(js *j, double *v)
-{
-    const unsigned char *start = j->p;
-    if (j->p < j->end && *j->p == '-')
-        j->p++;
-    if (j->p < j->end && *j->p == '0')
-        j->p++;
-    else if (j->p >= j->end || *j->p < '1' || *j->p > '9' || js_digits(j))
-        return -1;
-    if (j->p < j->end && *j->p == '.' && (j->p++, js_digits(j)))
-        return -1;
-    if (j->p < j->end && (*j->p == 'e' || *j->p == 'E')) {
-        j->p++;
-        if (j->p < j->end && (*j->p == '+' || *j->p == '-'))
-            j->p++;
-        if (js_digits(j))
-            return -1;
-    }
-    if (!v)
-        return 0;
-    char buf[64];
-    size_t n = (size_t)(j->p - start);
-    if (n >= sizeof(buf))
-        return -1;
-    memcpy(buf, start, n);
-    buf[n] = '\0';
-    *v = strtod(buf, NULL);
-    return 0;
-}
-
-static int js_skip(js *j, int depth);
-
-/* The members or elements of an object or array, at its opening bracket. */
-static int js_skip_container(js *j, int depth)
-{
-    int obj = *j->p == '{';
-    unsigned char close = obj ? '}' : ']';
-    if (depth >= JS_MAX_DEPTH)
-        return -1;
-    j->p++;
-    if (js_peek(j) == close) {
-        j->p++;
-        return 0;
-    }
-    for (;;) { /* each turn reads at least one byte */
-        if (obj) {
-            js_out none = {0};
-            if (js_peek(j) != '"' || js_string(j, &none) || js_peek(j) != ':')
-                return -1;
-            j->p++;
-        }
-        if (js_skip(j, depth + 1))
-            return -1;
-        int c = js_peek(j);
-        j->p++;
-        if (c == close)
-            return 0;
-        if (c != ',')
-            return -1;
-    }
-}
-
-static int js_skip(js *j, int depth)
-{
-    js_out none = {0};
-    switch (js_peek(j)) {
-    case '{':
-    case '[':
-        return js_skip_container(j, depth);
-    case '"':
-        return js_string(j, &none);
-    case 't':
-        return js_lit(j, "true");
-    case 'f':
-        return js_lit(j, "false");
-    case 'n':
-        return js_lit(j, "null");
-    case -1:
-        return -1;
-    default:
-        return js_number(j, NULL);
-    }
-}
-
-/* A member of the top-level object: its key (decoded, klen > 16 for a
- * longer key than any checked) and j at its value, which the function
- * reads or skips.  0 or -1 (malformed). */
-typedef int (*js_member_fn)(void *ctx, const unsigned char *key, size_t klen, js *j);
-
-static int js_key_is(const unsigned char *key, size_t klen, const char *name)
-{
-    return klen == strlen(name) && memcmp(key, name, klen) == 0;
-}
-
-/* The whole of [p, end) is one object, whose members go to fn. */
-static int js_object(const unsigned char *p, size_t n, js_member_fn fn, void *ctx)
-{
-    js j = {p, p + n};
-    if (!utf8_valid(p, n) || js_peek(&j) != '{')
-        return -1;
-    j.p++;
-    if (js_peek(&j) == '}') {
-        j.p++;
-    } else {
-        for (;;) {
-            unsigned char key[16];
-            js_out k = {key, sizeof(key), 0};
-            if (js_peek(&j) != '"' || js_string(&j, &k) || js_peek(&j) != ':')
-                return -1;
-            j.p++;
-            js_ws(&j);
-            if (fn(ctx, key, k.len, &j))
-                return -1;
-            int c = js_peek(&j);
-            j.p++;
-            if (c == '}')
-                break;
-            if (c != ',')
-                return -1;
-        }
-    }
-    js_ws(&j);
-    return j.p == j.end ? 0 : -1;
-}
-
 /* ---- header and claims ---- */
 
 typedef struct jwt_header {
@@ -490,21 +233,21 @@ typedef struct jwt_header {
     int have_alg, crit;
 } jwt_header;
 
-static int jwt_header_member(void *ctx, const unsigned char *key, size_t klen, js *j)
+static int jwt_header_member(void *ctx, const unsigned char *key, size_t klen, json_scan *j)
 {
     jwt_header *h = ctx;
-    if (js_key_is(key, klen, "alg")) {
+    if (json_key_is(key, klen, "alg")) {
         unsigned char name[8];
-        js_out o = {name, sizeof(name), 0};
-        if (h->have_alg || js_string(j, &o))
+        json_out o = {name, sizeof(name), 0};
+        if (h->have_alg || json_string(j, &o))
             return -1;
         h->have_alg = 1;
         h->alg = o.len <= sizeof(name) ? jwt_alg_parse((const char *)name, o.len) : 0;
         return 0;
     }
-    if (js_key_is(key, klen, "crit"))
+    if (json_key_is(key, klen, "crit"))
         h->crit = 1;
-    return js_skip(j, 1);
+    return json_skip(j, 1);
 }
 
 typedef struct jwt_claims {
@@ -514,31 +257,31 @@ typedef struct jwt_claims {
     const unsigned char *end;       /* of the claims */
 } jwt_claims;
 
-static int jwt_time_member(js *j, int *have, double *v)
+static int jwt_time_member(json_scan *j, int *have, double *v)
 {
-    if (*have || js_peek(j) == '"' || js_number(j, v))
+    if (*have || json_peek(j) == '"' || json_number(j, v))
         return -1;
     *have = 1;
     return 0;
 }
 
 /* aud: a string or an array of strings. */
-static int jwt_aud_skip(js *j)
+static int jwt_aud_skip(json_scan *j)
 {
-    js_out none = {0};
-    if (js_peek(j) == '"')
-        return js_string(j, &none);
-    if (js_peek(j) != '[')
+    json_out none = {0};
+    if (json_peek(j) == '"')
+        return json_string(j, &none);
+    if (json_peek(j) != '[')
         return -1;
     j->p++;
-    if (js_peek(j) == ']') {
+    if (json_peek(j) == ']') {
         j->p++;
         return 0;
     }
     for (;;) {
-        if (js_peek(j) != '"' || js_string(j, &none))
+        if (json_peek(j) != '"' || json_string(j, &none))
             return -1;
-        int c = js_peek(j);
+        int c = json_peek(j);
         j->p++;
         if (c == ']')
             return 0;
@@ -547,27 +290,27 @@ static int jwt_aud_skip(js *j)
     }
 }
 
-static int jwt_claims_member(void *ctx, const unsigned char *key, size_t klen, js *j)
+static int jwt_claims_member(void *ctx, const unsigned char *key, size_t klen, json_scan *j)
 {
     jwt_claims *c = ctx;
-    js_out none = {0};
-    if (js_key_is(key, klen, "exp"))
+    json_out none = {0};
+    if (json_key_is(key, klen, "exp"))
         return jwt_time_member(j, &c->have_exp, &c->exp);
-    if (js_key_is(key, klen, "nbf"))
+    if (json_key_is(key, klen, "nbf"))
         return jwt_time_member(j, &c->have_nbf, &c->nbf);
-    if (js_key_is(key, klen, "iss")) {
+    if (json_key_is(key, klen, "iss")) {
         if (c->iss)
             return -1;
         c->iss = j->p;
-        return js_string(j, &none);
+        return json_string(j, &none);
     }
-    if (js_key_is(key, klen, "aud")) {
+    if (json_key_is(key, klen, "aud")) {
         if (c->aud)
             return -1;
         c->aud = j->p;
         return jwt_aud_skip(j);
     }
-    return js_skip(j, 1);
+    return json_skip(j, 1);
 }
 
 /* The string at p (checked already), decoded into scratch, is one of
@@ -575,9 +318,9 @@ static int jwt_claims_member(void *ctx, const unsigned char *key, size_t klen, j
 static int jwt_string_in(const unsigned char *p, const unsigned char *end, unsigned char *scratch,
                          size_t cap, const jwt_str *list, size_t n)
 {
-    js j = {p, end};
-    js_out o = {scratch, cap, 0};
-    if (js_string(&j, &o) || o.len > cap)
+    json_scan j = {p, end};
+    json_out o = {scratch, cap, 0};
+    if (json_string(&j, &o) || o.len > cap)
         return 0;
     for (size_t i = 0; i < n; i++)
         if (list[i].len == o.len && memcmp(list[i].s, scratch, o.len) == 0)
@@ -591,16 +334,16 @@ static int jwt_aud_ok(const jwt_claims *c, const jwt_opts *o, unsigned char *scr
         return o->naud == 0;
     if (o->naud == 0) /* RFC 7519 §4.1.3: meant for someone, and we are no one */
         return 0;
-    js j = {c->aud, c->end};
-    if (js_peek(&j) == '"')
+    json_scan j = {c->aud, c->end};
+    if (json_peek(&j) == '"')
         return jwt_string_in(j.p, c->end, scratch, cap, o->aud, o->naud);
     j.p++; /* '[': its strings were checked by jwt_aud_skip */
-    while (js_peek(&j) == '"') {
+    while (json_peek(&j) == '"') {
         if (jwt_string_in(j.p, c->end, scratch, cap, o->aud, o->naud))
             return 1;
-        js_out none = {0};
-        js_string(&j, &none);
-        if (js_peek(&j) == ',')
+        json_out none = {0};
+        json_string(&j, &none);
+        if (json_peek(&j) == ',')
             j.p++;
     }
     return 0;
@@ -611,7 +354,7 @@ static jwt_status jwt_claims_check(const unsigned char *p, size_t n, const jwt_o
 {
     jwt_claims c = {0};
     c.end = p + n;
-    if (js_object(p, n, jwt_claims_member, &c))
+    if (json_object(p, n, jwt_claims_member, &c))
         return JWT_MALFORMED;
     if (!c.have_exp && o->require_exp)
         return JWT_MISSING_EXP;
@@ -743,7 +486,7 @@ jwt_status jwt_verify(const char *token, size_t len, const jwt_opts *o, void *wo
         return JWT_MALFORMED;
 
     jwt_header h = {0};
-    if (js_object(pt.hdr, pt.hdr_len, jwt_header_member, &h) || !h.have_alg)
+    if (json_object(pt.hdr, pt.hdr_len, jwt_header_member, &h) || !h.have_alg)
         return JWT_MALFORMED;
     unsigned usable = o->algs & (o->pubkey ? o->pubkey->algs : JWT_HMAC_ALGS);
     if (!(h.alg & usable))

@@ -5,6 +5,8 @@
  * kind of a broadcast from the query or the Content-Type, and a text
  * broadcast body that must be UTF-8. */
 
+#include <string.h>
+
 #include "admin.h"
 #include "testlib.h"
 
@@ -104,4 +106,63 @@ static void test_body(void)
     CHECK(admin_body_check(&bin, "caf\xe9", 4) == NULL);
 }
 
-TEST_MAIN("admin", T(test_token), T(test_routes), T(test_broadcast_kind), T(test_body))
+static int parse(admin_action a, const char *json, admin_body *b)
+{
+    int rc = admin_body_parse(a, json, strlen(json), b);
+    return rc;
+}
+
+static void test_json_bodies(void)
+{
+    admin_body b;
+    CHECK(parse(ADMIN_SEND, "{\"to\":7,\"data\":\"hi\"}", &b) == 0 && b.id == 7 && b.len == 2 &&
+          !b.binary);
+    admin_body_free(&b);
+    CHECK(parse(ADMIN_SEND, "{\"to\":\"a\\u0062\",\"data_b64\":\"AAE=\"}", &b) == 0 &&
+          !strcmp(b.name, "ab") && b.len == 2 && b.data[1] == 1 && b.binary);
+    admin_body_free(&b);
+    CHECK(parse(ADMIN_SEND, "{\"to\":1.5,\"data\":\"x\"}", &b) != 0);
+    admin_body_free(&b);
+    CHECK(parse(ADMIN_SEND, "{\"to\":\"a\\u0000\",\"data\":\"x\"}", &b) != 0);
+    admin_body_free(&b);
+    CHECK(parse(ADMIN_SEND, "{\"to\":1,\"data\":\"x\",\"data\":\"y\"}", &b) != 0 &&
+          strstr(b.err, "twice"));
+    admin_body_free(&b);
+    CHECK(parse(ADMIN_SEND, "{\"to\":1,\"data_b64\":\"A\"}", &b) != 0);
+    admin_body_free(&b);
+    CHECK(parse(ADMIN_PUBLISH, "{\"topic\":\"t\",\"data\":\"x\",\"binary\":true}", &b) == 0 &&
+          b.binary);
+    admin_body_free(&b);
+    CHECK(parse(ADMIN_PUBLISH, "{\"to\":1,\"data\":\"x\"}", &b) != 0 && strstr(b.err, "unknown"));
+    admin_body_free(&b);
+    CHECK(admin_body_parse(ADMIN_CLOSE, "", 0, &b) == 0 && b.code == 1000 && !b.reason);
+    admin_body_free(&b);
+    CHECK(parse(ADMIN_CLOSE, "{\"code\":4999,\"reason\":\"r\"}", &b) == 0 && b.code == 4999 &&
+          b.reason_len == 1);
+    admin_body_free(&b);
+    CHECK(parse(ADMIN_CLOSE, "{\"code\":2999}", &b) != 0);
+    admin_body_free(&b);
+    CHECK(parse(ADMIN_CLOSE, "[1]", &b) != 0);
+    admin_body_free(&b);
+    CHECK(admin_parse_id("42", 2) == 42 && admin_parse_id("042", 3) == 0 &&
+          admin_parse_id("9007199254740992", 16) == 0 && admin_parse_id("4a", 2) == 0);
+}
+
+static void test_new_routes(void)
+{
+    admin_route r = route(ADMIN_POST, "/clients/bob/close", "Bearer tok", -1);
+    CHECK(r.action == ADMIN_CLOSE && r.target_len == 3 && !strncmp(r.target, "bob", 3));
+    r = route(ADMIN_POST, "/clients//close", "Bearer tok", -1);
+    CHECK(r.status == 404);
+    r = route(ADMIN_POST, "/send", "Bearer tok", 5); /* no Content-Type */
+    CHECK(r.status == 415);
+    r = route(ADMIN_GET, "/clients", "Bearer tok", -1);
+    CHECK(r.action == ADMIN_CLIENTS && r.limit == ADMIN_PAGE_DEFAULT);
+    admin_req q = {
+        .method = ADMIN_GET, .path = "/clients", .auth = "Bearer tok", .clen = -1, .limit = "1001"};
+    admin_route_request(&q, "tok", &r);
+    CHECK(r.status == 400);
+}
+
+TEST_MAIN("admin", T(test_token), T(test_routes), T(test_broadcast_kind), T(test_body),
+          T(test_json_bodies), T(test_new_routes))
