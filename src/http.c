@@ -233,9 +233,18 @@ static size_t admin_metrics_process(const mg_gw *gw, char *buf, size_t len)
     return metrics_render_process(&p, buf, len);
 }
 
+/* The exposition's size: the fixed series fit in 32 KiB with room to
+ * spare; each worker adds eight labelled lines. */
+#define ADMIN_METRICS_BASE 32768
+#define ADMIN_METRICS_PER_WORKER 1024
+
 static int admin_metrics(mg_gw *gw, struct lws *wsi)
 {
-    char body[32768];
+    size_t cap = ADMIN_METRICS_BASE +
+                 (gw->shared ? (size_t)gw->shared->nworkers * ADMIN_METRICS_PER_WORKER : 0);
+    char *body = malloc(cap);
+    if (!body)
+        return admin_reply(wsi, 500, "text/plain", "out of memory\n");
     lwsmem_stats st;
     gw->metrics->handshakes_pending = fdguard_pending();
     lwsmem_get_stats(&st);
@@ -261,12 +270,14 @@ static int admin_metrics(mg_gw *gw, struct lws *wsi)
         }
         m = &all;
     }
-    size_t n = metrics_render(m, gw->generation, &mem, body, sizeof(body) - 1);
-    n += admin_metrics_process(gw, body + n, sizeof(body) - 1 - n);
+    size_t n = metrics_render(m, gw->generation, &mem, body, cap - 1);
+    n += admin_metrics_process(gw, body + n, cap - 1 - n);
     if (gw->shared)
-        n += admin_metrics_workers(gw, body + n, sizeof(body) - 1 - n);
+        n += admin_metrics_workers(gw, body + n, cap - 1 - n);
     body[n] = '\0';
-    return admin_reply(wsi, 200, "text/plain; version=0.0.4", body);
+    int rc = admin_reply(wsi, 200, "text/plain; version=0.0.4", body);
+    free(body);
+    return rc;
 }
 
 /* gwctl_done_fn: the reload asked for by the request on wsi has ended. */
