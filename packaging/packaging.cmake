@@ -6,10 +6,13 @@
 #
 # Layout (GNUInstallDirs; a prefix of /usr puts the config in /etc):
 #   bin/moongate, bin/moongate-cat
+#   bin/moongate-admin                    tools/moongate-admin (sh + curl + python3)
 #   etc/moongate/moongate.yaml            the default config, naming the files below
+#   etc/logrotate.d/moongate              packaging/moongate.logrotate, for log.file
 #   share/moongate/scripts/app.lua        the default app (scripts/)
 #   share/moongate/static/index.html      its page (static/)
 #   share/doc/moongate/                   README.md, docs/*.md, moongate-cat.md
+#   share/doc/moongate/examples/monitoring/  Prometheus alerts, Grafana dashboard
 #   share/man/man8/moongate.8             man/moongate.8
 #   lib/systemd/system/moongate.service   packaging/moongate.service.in
 include(GNUInstallDirs)
@@ -20,6 +23,9 @@ set(MOONGATE_MAINTAINER "moongate maintainers <maintainers@moongate.invalid>" CA
     "the Debian package's Maintainer field")
 
 install(TARGETS moongate moongate-cat RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+# The admin API from a shell: a /bin/sh script that runs curl and
+# /usr/bin/python3 (the package Recommends both).
+install(PROGRAMS ${CMAKE_SOURCE_DIR}/tools/moongate-admin DESTINATION ${CMAKE_INSTALL_BINDIR})
 install(DIRECTORY ${CMAKE_SOURCE_DIR}/scripts ${CMAKE_SOURCE_DIR}/static
         DESTINATION ${CMAKE_INSTALL_DATADIR}/moongate)
 install(FILES ${CMAKE_SOURCE_DIR}/README.md ${CMAKE_SOURCE_DIR}/docs/operations.md
@@ -27,8 +33,10 @@ install(FILES ${CMAKE_SOURCE_DIR}/README.md ${CMAKE_SOURCE_DIR}/docs/operations.
         DESTINATION ${CMAKE_INSTALL_DOCDIR})
 install(FILES ${CMAKE_SOURCE_DIR}/client/README.md DESTINATION ${CMAKE_INSTALL_DOCDIR}
         RENAME moongate-cat.md)
+install(DIRECTORY ${CMAKE_SOURCE_DIR}/examples/monitoring
+        DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples)
 install(FILES ${CMAKE_SOURCE_DIR}/man/moongate.8 DESTINATION ${CMAKE_INSTALL_MANDIR}/man8)
-# The config and the unit name installed paths: written at install time,
+# The config, the logrotate snippet and the unit name installed paths: written at install time,
 # with that install's prefix (packaging/install-generated.cmake).
 install(CODE "
   set(MG_SRC \"${CMAKE_SOURCE_DIR}\")
@@ -63,14 +71,20 @@ set(CPACK_DEBIAN_PACKAGE_DESCRIPTION
     "connections and messages to a Lua script: echo, chat rooms, pub/sub\n"
     "topics, RabbitMQ task dispatch.  It reloads config and script without\n"
     "dropping connections, and has an admin endpoint with Prometheus metrics.\n"
-    "The package holds the gateway, moongate-cat (a command-line client), a\n"
-    "default config in /etc/moongate and a systemd unit.")
+    "The package holds the gateway, moongate-cat (a command-line client),\n"
+    "moongate-admin (the admin API from a shell), a default config in\n"
+    "/etc/moongate, a systemd unit and a logrotate snippet.")
 string(REPLACE ";" "" CPACK_DEBIAN_PACKAGE_DESCRIPTION "${CPACK_DEBIAN_PACKAGE_DESCRIPTION}")
 # Depends: the shared libraries' packages (dpkg-shlibdeps, from dpkg-dev),
 # plus what is loaded at run time rather than linked: gw.json's lua-cjson,
 # and adduser for the postinst.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_PACKAGE_DEPENDS "lua-cjson, adduser")
+# moongate-admin runs curl (--fail-with-body: 7.76 or later) and
+# /usr/bin/python3 (JSON and URL escaping); the gateway needs neither, hence
+# Recommends.  The logrotate snippet only matters with log.file set.
+set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "curl (>= 7.76), python3")
+set(CPACK_DEBIAN_PACKAGE_SUGGESTS "logrotate")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION TRUE)
 configure_file(${CMAKE_SOURCE_DIR}/packaging/debian/conffiles
                ${CMAKE_BINARY_DIR}/packaging/debian/conffiles COPYONLY)
