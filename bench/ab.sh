@@ -10,6 +10,8 @@
 #              the first broadcast to the end, the same broadcasts for both
 #              (lower is better; the ratio printed is old ÷ new, so above 1
 #              is better here too), and the p99 fan-out.
+# and the paired ratio: the median over rounds of each round's new ÷ old,
+# which the machine's speed drifting between rounds moves far less.
 # Also prints the server's and wsload's CPU use, so it is clear which of the
 # two was the bound.
 set -euo pipefail
@@ -93,11 +95,21 @@ done
 
 /usr/bin/python3 - "$out/pairs" <<'EOF'
 import json, statistics, sys
-rows = {}
+rows, rounds = {}, {}
 for line in open(sys.argv[1]):
     r, wl, who, js = line.split(" ", 3)
     rows.setdefault(wl, {}).setdefault(who, []).append(json.loads(js))
-print("workload   old median   new median   ratio (better > 1)   server util old/new   client cpu s old/new")
+    rounds.setdefault(wl, {}).setdefault(r, {})[who] = json.loads(js)["fig"]
+
+# A round's two cells ran back to back, so their ratio is little moved by
+# the machine's speed drifting from round to round, which the ratio of the
+# medians is not: on a shared VM the paired median is the figure to read.
+def paired(wl):
+    rs = [(p["A"] / p["B"] if wl == "broadcast" else p["B"] / p["A"])
+          for p in rounds[wl].values() if p.get("A") and p.get("B")]
+    return statistics.median(rs) if rs else float("nan")
+
+print("workload   old median   new median   ratio (better > 1)   paired ratio   server util old/new   client cpu s old/new")
 for wl, d in rows.items():
     a = statistics.median(x["fig"] for x in d["A"])
     b = statistics.median(x["fig"] for x in d["B"])
@@ -110,6 +122,7 @@ for wl, d in rows.items():
     if wl == "broadcast":
         extra = "  p99 ms old/new %.1f/%.1f" % (statistics.median(x["p99_ms"] for x in d["A"]),
                                                statistics.median(x["p99_ms"] for x in d["B"]))
-    print("%-10s %11s  %11s   %.3f               %s             %s%s" % (wl, a, b, ratio, su, cc, extra))
+    print("%-10s %11s  %11s   %.3f               %.3f          %s             %s%s"
+          % (wl, a, b, ratio, paired(wl), su, cc, extra))
 EOF
 echo "pairs: $out/pairs"
