@@ -345,8 +345,8 @@ static int admin_broadcast(mg_gw *gw, struct lws *wsi, admin_session *s)
 
 /* With workers: a listing or close asked of every worker (admin_fanout.h),
  * answered when the connection becomes writable. */
-static int admin_fan_out(mg_gw *gw, struct lws *wsi, admin_session *s, const admin_body *b,
-                         json_buf *out)
+static int admin_ask_workers(mg_gw *gw, struct lws *wsi, admin_session *s, const admin_body *b,
+                             json_buf *out)
 {
     int status = admin_fanout_start(gw, wsi, &s->route, b, &s->fanout, out);
     if (status)
@@ -355,7 +355,7 @@ static int admin_fan_out(mg_gw *gw, struct lws *wsi, admin_session *s, const adm
     return 0;
 }
 
-static int admin_fanout_answer(mg_gw *gw, struct lws *wsi, admin_session *s)
+static int admin_workers_answer(mg_gw *gw, struct lws *wsi, admin_session *s)
 {
     json_buf out = {0};
     int status = admin_fanout_take(gw, s->fanout, &out);
@@ -378,7 +378,7 @@ static int admin_json_act(mg_gw *gw, struct lws *wsi, admin_session *s)
     else if (s->route.action == ADMIN_PUBLISH)
         status = admin_ops_publish(gw, &b, &out);
     else if (gw->peers)
-        status = admin_fan_out(gw, wsi, s, &b, &out);
+        status = admin_ask_workers(gw, wsi, s, &b, &out);
     else
         status = admin_ops_close(gw, &s->route, &b, &out);
     admin_body_free(&b);
@@ -394,7 +394,7 @@ static int admin_act(mg_gw *gw, struct lws *wsi, admin_session *s)
     case ADMIN_CLIENTS:
     case ADMIN_TOPICS:
         if (gw->peers)
-            status = admin_fan_out(gw, wsi, s, NULL, &out);
+            status = admin_ask_workers(gw, wsi, s, NULL, &out);
         else if (s->route.action == ADMIN_CLIENTS)
             status = admin_ops_clients(gw, &s->route, &out);
         else
@@ -530,7 +530,7 @@ int http_admin_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
         if (s && s->reload > ADMIN_RELOAD_WAITING)
             return admin_reload_answer(gw, wsi, s);
         if (s && s->fanout)
-            return admin_fanout_answer(gw, wsi, s);
+            return admin_workers_answer(gw, wsi, s);
         return 0;
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
     case LWS_CALLBACK_CLOSED_HTTP:
