@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin_merge.h"
 #include "cluster.h"
 #include "conn.h"
 #include "log.h"
@@ -35,20 +36,8 @@ static int admin_ops_error_about(json_buf *out, int status, const char *prefix, 
     return status;
 }
 
-/* With workers, a listing here would show one worker's share. */
-static int admin_ops_one_process(const mg_gw *gw, json_buf *out, const char *what)
-{
-    char msg[256];
-    if (gw->nworkers <= 1)
-        return 0;
-    snprintf(msg, sizeof(msg),
-             "%s is not available with workers: %u (each worker holds its own clients; "
-             "POST /send and POST /publish reach them all)",
-             what, gw->nworkers);
-    return admin_ops_error(out, 501, msg);
-}
-
-static void admin_ops_client(json_buf *out, const mg_conn *c)
+/* With workers each client says which worker holds it. */
+static void admin_ops_client(const mg_gw *gw, json_buf *out, const mg_conn *c)
 {
     const char *proto = conn_protocol(c);
     json_buf_printf(out, "{\"id\":%llu,\"name\":", (unsigned long long)c->id);
@@ -72,7 +61,10 @@ static void admin_ops_client(json_buf *out, const mg_conn *c)
             json_buf_raw(out, ",", 1);
         json_buf_cstr(out, c->topics[i]->name);
     }
-    json_buf_raw(out, "]}", 2);
+    if (gw->peers)
+        json_buf_printf(out, "],\"worker\":%u}", gw->worker);
+    else
+        json_buf_raw(out, "]}", 2);
 }
 
 /* Where a page after the client with id after starts.  The list holds the
@@ -90,31 +82,60 @@ static mg_conn *admin_ops_clients_start(mg_gw *gw, uint64_t after)
     return c;
 }
 
-int admin_ops_clients(mg_gw *gw, const admin_route *rt, json_buf *out)
+int admin_ops_clients_part(mg_gw *gw, unsigned limit, const char *after, json_buf *part)
 {
-    int refused = admin_ops_one_process(gw, out, "GET /clients");
-    if (refused)
-        return refused;
-    uint64_t after = rt->after ? admin_parse_id(rt->after, strlen(rt->after)) : 0;
-    json_buf_printf(out, "{\"total\":%llu,\"clients\":[", (unsigned long long)gw->conns_open);
+    uint64_t from = after ? admin_parse_id(after, strlen(after)) : 0;
+    json_buf one = {0};
+    admin_part_begin(part, gw->conns_open);
     unsigned n = 0;
-    uint64_t last = 0;
-    mg_conn *c = admin_ops_clients_start(gw, after);
-    for (; c && n < rt->limit; c = c->next) {
+    mg_conn *c = admin_ops_clients_start(gw, from);
+    for (; c && n < limit && !admin_part_full(part); c = c->next) {
         if (!conn_is_open(c))
             continue;
-        if (n++)
-            json_buf_raw(out, ",", 1);
-        admin_ops_client(out, c);
-        last = c->id;
+        one.len = 0;
+        admin_ops_client(gw, &one, c);
+        admin_part_client(part, c->id, one.p ? one.p : "", one.len);
+        n++;
     }
     while (c && !conn_is_open(c))
         c = c->next;
     if (c)
-        json_buf_printf(out, "],\"next\":%llu}\n", (unsigned long long)last);
-    else
-        json_buf_raw(out, "],\"next\":null}\n", 15);
-    return out->oom ? admin_ops_error(out, 500, "out of memory") : 200;
+        admin_part_set_more(part);
+    int oom = part->oom || one.oom;
+    json_buf_free(&one);
+    return oom ? -1 : 0;
+}
+
+/* The page of one process: the merge of its own part. */
+static int admin_ops_page(mg_gw *gw, const admin_route *rt, json_buf *out, int topics)
+{
+    json_buf part = {0};
+    int rc = topics ? admin_ops_topics_part(gw, rt->limit, rt->after, &part)
+                    : admin_ops_clients_part(gw, rt->limit, rt->after, &part);
+    admin_part p = {gw->worker, (const unsigned char *)part.p, part.len};
+    uint64_t total = 0;
+    if (rc == 0 && topics)
+        memcpy(&total, part.p, 8); /* the part's head: this process's topics */
+    json_buf_raw(out, "{", 1);
+    if (rc == 0)
+        rc = topics ? admin_merge_topics(&p, 1, rt->limit, total, out)
+                    : admin_merge_clients(&p, 1, rt->limit, out);
+    json_buf_raw(out, "}\n", 2);
+    json_buf_free(&part);
+    if (rc == 0 && !out->oom)
+        return 200;
+    json_buf_free(out);
+    return admin_ops_error(out, 500, "out of memory");
+}
+
+int admin_ops_clients(mg_gw *gw, const admin_route *rt, json_buf *out)
+{
+    return admin_ops_page(gw, rt, out, 0);
+}
+
+int admin_ops_no_such_target(json_buf *out, const char *t, size_t n)
+{
+    return admin_ops_error_about(out, 404, "no such client: ", t, n);
 }
 
 static int admin_ops_topic_cmp(const void *a, const void *b)
@@ -122,38 +143,37 @@ static int admin_ops_topic_cmp(const void *a, const void *b)
     return strcmp((*(mg_topic *const *)a)->name, (*(mg_topic *const *)b)->name);
 }
 
-int admin_ops_topics(mg_gw *gw, const admin_route *rt, json_buf *out)
+int admin_ops_topics_part(mg_gw *gw, unsigned limit, const char *after, json_buf *part)
 {
-    int refused = admin_ops_one_process(gw, out, "GET /topics");
-    if (refused)
-        return refused;
     /* In name order, so that after= (a name) holds its place while topics
      * come and go. */
     size_t nt = gw->topics.count, k = 0;
     mg_topic **all = malloc((nt ? nt : 1) * sizeof(*all));
     if (!all)
-        return admin_ops_error(out, 500, "out of memory");
+        return -1;
     dict_entry *e;
     for (size_t i = 0; k < nt && (e = dict_next(&gw->topics, &i));)
         all[k++] = e->val;
     qsort(all, k, sizeof(*all), admin_ops_topic_cmp);
     size_t i = 0;
-    while (rt->after && i < k && strcmp(all[i]->name, rt->after) <= 0)
+    while (after && i < k && strcmp(all[i]->name, after) <= 0)
         i++;
-    json_buf_printf(out, "{\"total\":%zu,\"topics\":[", k);
-    for (unsigned n = 0; i < k && n < rt->limit; i++, n++) {
-        json_buf_raw(out, n ? ",{\"topic\":" : "{\"topic\":", n ? 10 : 9);
-        json_buf_cstr(out, all[i]->name);
-        json_buf_printf(out, ",\"subscribers\":%zu}", all[i]->nsubs);
+    admin_part_begin(part, k);
+    for (unsigned n = 0; i < k && n < limit && !admin_part_full(part); i++, n++) {
+        size_t len = strlen(all[i]->name);
+        if (len > UINT16_MAX) /* longer than a part holds: not listed */
+            continue;
+        admin_part_topic(part, all[i]->name, len, all[i]->nsubs);
     }
-    json_buf_raw(out, "],\"next\":", 9);
     if (i < k)
-        json_buf_cstr(out, all[i - 1]->name);
-    else
-        json_buf_raw(out, "null", 4);
-    json_buf_raw(out, "}\n", 2);
+        admin_part_set_more(part);
     free(all);
-    return out->oom ? admin_ops_error(out, 500, "out of memory") : 200;
+    return part->oom ? -1 : 0;
+}
+
+int admin_ops_topics(mg_gw *gw, const admin_route *rt, json_buf *out)
+{
+    return admin_ops_page(gw, rt, out, 1);
 }
 
 /* The open client the path names: digits are an id, and the name if no
@@ -171,18 +191,23 @@ static mg_conn *admin_ops_target(mg_gw *gw, const char *t, size_t n)
     return conn_is_open(c) ? c : NULL;
 }
 
+uint64_t admin_ops_close_here(mg_gw *gw, const char *t, size_t n, int code, const char *reason)
+{
+    mg_conn *c = admin_ops_target(gw, t, n);
+    if (!c)
+        return 0;
+    log_info("admin: closing client %llu with %d%s%s", (unsigned long long)c->id, code,
+             reason ? " " : "", reason ? reason : "");
+    uint64_t id = c->id;
+    conn_close(gw, c, code, reason, 0);
+    return id;
+}
+
 int admin_ops_close(mg_gw *gw, const admin_route *rt, const admin_body *b, json_buf *out)
 {
-    int refused = admin_ops_one_process(gw, out, "POST /clients/{id|name}/close");
-    if (refused)
-        return refused;
-    mg_conn *c = admin_ops_target(gw, rt->target, rt->target_len);
-    if (!c)
-        return admin_ops_error_about(out, 404, "no such client: ", rt->target, rt->target_len);
-    log_info("admin: closing client %llu with %d%s%s", (unsigned long long)c->id, b->code,
-             b->reason ? " " : "", b->reason ? b->reason : "");
-    uint64_t id = c->id;
-    conn_close(gw, c, b->code, b->reason, 0);
+    uint64_t id = admin_ops_close_here(gw, rt->target, rt->target_len, b->code, b->reason);
+    if (!id)
+        return admin_ops_no_such_target(out, rt->target, rt->target_len);
     json_buf_printf(out, "{\"closed\":%llu,\"code\":%d}\n", (unsigned long long)id, b->code);
     return 200;
 }

@@ -85,6 +85,8 @@ typedef struct mg_gw {
     mg_peers *peers;           /* links to the other workers, or NULL */
     int ctl_fd;                /* socket to the master, or -1 */
     struct lws *ctl_wsi;       /* ... adopted into the loop */
+    /* Admin requests waiting for the other workers' answers (admin_fanout.c). */
+    struct admin_fanout *fanout;
 
     mg_metrics *metrics; /* metrics_own, or this worker's shared slot */
     mg_metrics metrics_own;

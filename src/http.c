@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include "admin.h"
+#include "admin_fanout.h"
 #include "admin_ops.h"
 #include "broker.h"
 #include "cluster.h"
@@ -89,9 +90,10 @@ typedef struct {
     admin_route route;
     char *body;
     size_t len;
-    int discard; /* refused with a body coming: read it and drop it */
-    int waiting; /* for the body: acted on at HTTP_BODY_COMPLETION */
-    int reload;  /* POST /reload: ADMIN_RELOAD_WAITING, _OK or _FAILED */
+    int discard;     /* refused with a body coming: read it and drop it */
+    int waiting;     /* for the body: acted on at HTTP_BODY_COMPLETION */
+    int reload;      /* POST /reload: ADMIN_RELOAD_WAITING, _OK or _FAILED */
+    uint32_t fanout; /* with workers: the request asked of every worker, or 0 */
 } admin_session;
 
 enum { ADMIN_RELOAD_NONE, ADMIN_RELOAD_WAITING, ADMIN_RELOAD_OK, ADMIN_RELOAD_FAILED };
@@ -337,6 +339,32 @@ static int admin_broadcast(mg_gw *gw, struct lws *wsi, admin_session *s)
     return admin_reply(wsi, n < 0 ? 500 : 200, "application/json", body);
 }
 
+/* How long the connection may wait for the workers' answer: their
+ * deadline, and room for a loaded machine (admin_fanout.c answers first). */
+#define ADMIN_FANOUT_WAIT_S (ADMIN_FANOUT_WAIT_MS / 1000 + 5)
+
+/* With workers: a listing or close asked of every worker (admin_fanout.h),
+ * answered when the connection becomes writable. */
+static int admin_ask_workers(mg_gw *gw, struct lws *wsi, admin_session *s, const admin_body *b,
+                             json_buf *out)
+{
+    int status = admin_fanout_start(gw, wsi, &s->route, b, &s->fanout, out);
+    if (status)
+        return status;
+    lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, ADMIN_FANOUT_WAIT_S);
+    return 0;
+}
+
+static int admin_workers_answer(mg_gw *gw, struct lws *wsi, admin_session *s)
+{
+    json_buf out = {0};
+    int status = admin_fanout_take(gw, s->fanout, &out);
+    if (!status)
+        return 0; /* not yet */
+    s->fanout = 0;
+    return admin_reply_json(wsi, status, &out, NULL);
+}
+
 /* /send, /publish, /clients/{id|name}/close: the JSON body, then the act. */
 static int admin_json_act(mg_gw *gw, struct lws *wsi, admin_session *s)
 {
@@ -349,21 +377,29 @@ static int admin_json_act(mg_gw *gw, struct lws *wsi, admin_session *s)
         status = admin_ops_send(gw, &b, &out);
     else if (s->route.action == ADMIN_PUBLISH)
         status = admin_ops_publish(gw, &b, &out);
+    else if (gw->peers)
+        status = admin_ask_workers(gw, wsi, s, &b, &out);
     else
         status = admin_ops_close(gw, &s->route, &b, &out);
     admin_body_free(&b);
-    return admin_reply_json(wsi, status, &out, NULL);
+    return status ? admin_reply_json(wsi, status, &out, NULL) : 0;
 }
 
 /* What the route says, now that the body (if any) is in. */
 static int admin_act(mg_gw *gw, struct lws *wsi, admin_session *s)
 {
     json_buf out = {0};
+    int status;
     switch (s->route.action) {
     case ADMIN_CLIENTS:
-        return admin_reply_json(wsi, admin_ops_clients(gw, &s->route, &out), &out, NULL);
     case ADMIN_TOPICS:
-        return admin_reply_json(wsi, admin_ops_topics(gw, &s->route, &out), &out, NULL);
+        if (gw->peers)
+            status = admin_ask_workers(gw, wsi, s, NULL, &out);
+        else if (s->route.action == ADMIN_CLIENTS)
+            status = admin_ops_clients(gw, &s->route, &out);
+        else
+            status = admin_ops_topics(gw, &s->route, &out);
+        return status ? admin_reply_json(wsi, status, &out, NULL) : 0;
     case ADMIN_SEND:
     case ADMIN_PUBLISH:
     case ADMIN_CLOSE:
@@ -493,12 +529,17 @@ int http_admin_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
     case LWS_CALLBACK_HTTP_WRITEABLE:
         if (s && s->reload > ADMIN_RELOAD_WAITING)
             return admin_reload_answer(gw, wsi, s);
+        if (s && s->fanout)
+            return admin_workers_answer(gw, wsi, s);
         return 0;
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
     case LWS_CALLBACK_CLOSED_HTTP:
         if (s && s->reload == ADMIN_RELOAD_WAITING)
             gwctl_reload_forget(gw, wsi);
+        if (s && s->fanout) /* an answer that comes now finds nothing */
+            admin_fanout_forget(gw, s->fanout);
         if (s) {
+            s->fanout = 0;
             s->reload = ADMIN_RELOAD_NONE;
             free(s->body);
             s->body = NULL;

@@ -15,6 +15,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "admin_fanout.h"
 #include "broker.h"
 #include "cluster.h"
 #include "budget.h"
@@ -158,6 +159,7 @@ static void main_cleanup(mg_gw *gw)
     cluster_stop(gw);
     broker_stop(gw);
     gwctl_reload_stop(gw);
+    admin_fanout_stop(gw); /* its timers are the lws context's */
     server_stop(gw);
     peers_stop(gw);
     script_free(gw->script);

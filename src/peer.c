@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "admin_fanout.h"
 #include "cluster.h"
 #include "conn.h"
 #include "log.h"
@@ -27,15 +28,18 @@
 #include "workers.h"
 
 enum {
-    PEER_HELLO = 1, /* u32 worker */
-    PEER_SEND_ID,   /* u8 opcode, u64 id, payload */
-    PEER_SEND_NAME, /* u8 opcode, u16 len, name, payload */
-    PEER_PUBLISH,   /* u8 opcode, u16 len, topic, payload */
-    PEER_BROADCAST, /* u8 opcode, u64 except, payload */
-    PEER_CLAIM,     /* u64 id, i64 stamp, u16 len, name */
-    PEER_UNCLAIM,   /* u64 id, u16 len, name */
-    PEER_INTEREST,  /* u8 on, u16 len, topic */
-    PEER_CLUSTER,   /* cluster.c's, from this node's speaker: opaque */
+    PEER_HELLO = 1,   /* u32 worker */
+    PEER_SEND_ID,     /* u8 opcode, u64 id, payload */
+    PEER_SEND_NAME,   /* u8 opcode, u16 len, name, payload */
+    PEER_PUBLISH,     /* u8 opcode, u16 len, topic, payload */
+    PEER_BROADCAST,   /* u8 opcode, u64 except, payload */
+    PEER_CLAIM,       /* u64 id, i64 stamp, u16 len, name */
+    PEER_UNCLAIM,     /* u64 id, u16 len, name */
+    PEER_INTEREST,    /* u8 on, u16 len, topic */
+    PEER_CLUSTER,     /* cluster.c's, from this node's speaker: opaque */
+    PEER_ADMIN_QUERY, /* u8 action, u8 has_arg, u32 req, u32 limit, i32 code, i64 expires,
+                         u16 len, arg, reason */
+    PEER_ADMIN_REPLY, /* u32 req, part (admin_merge.h) */
 };
 
 /* Names and topics are sent with a 16-bit length; longer ones stay local. */
@@ -126,6 +130,7 @@ static void peer_out_reset(mg_gw *gw, uint32_t k, const char *why)
     peer_out *o = &gw->peers->out[k];
     if (o->fd < 0)
         return;
+    admin_fanout_on_gone(gw, k); /* an admin query to it may be among the lost */
     uint64_t lost = peer_out_frames(o);
     gw->metrics->peer_dropped += lost;
     if (why)
@@ -253,8 +258,8 @@ static void peer_want_flush(mg_peers *p, uint32_t k)
 }
 
 /* Queue a frame for worker k: data frames are dropped (and counted) past
- * PEER_QUEUE_MAX, or when k is not up. */
-static void peer_put(mg_gw *gw, uint32_t k, const wire_msg *m, int control)
+ * PEER_QUEUE_MAX, or when k is not up.  0 queued, -1 dropped. */
+static int peer_put(mg_gw *gw, uint32_t k, const wire_msg *m, int control)
 {
     mg_peers *p = gw->peers;
     peer_out *o = &p->out[k];
@@ -262,12 +267,13 @@ static void peer_put(mg_gw *gw, uint32_t k, const wire_msg *m, int control)
     if (peer_connect(gw, k) != 0 || (o->len - o->head) + 4 + wire_len(m) > bound ||
         peer_append(o, m) != 0) {
         gw->metrics->peer_dropped++;
-        return;
+        return -1;
     }
     gw->metrics->peer_sent++;
     peer_want_flush(p, k);
     if (o->len - o->head >= PEER_FLUSH_NOW)
         peer_write(gw, k);
+    return 0;
 }
 
 /* The same frame to every other worker whose bit is in mask. */
@@ -505,6 +511,86 @@ static void peer_on_interest(mg_gw *gw, uint32_t k, const char *topic, int on)
         free(dict_del(&p->interest, topic, tl));
 }
 
+size_t peers_topics_total(mg_gw *gw)
+{
+    size_t n = gw->topics.count;
+    dict_entry *e;
+    for (size_t i = 0; gw->peers && (e = dict_next(&gw->peers->interest, &i));)
+        n += dict_get(&gw->topics, e->key, e->klen) == NULL;
+    return n;
+}
+
+/* ---- the admin API's queries ---- */
+
+typedef struct __attribute__((packed)) peer_admin_head {
+    uint8_t type, action, has_arg;
+    uint32_t req, limit;
+    int32_t code;
+    int64_t expires_ms;
+} peer_admin_head;
+
+typedef struct __attribute__((packed)) peer_admin_reply_head {
+    uint8_t type;
+    uint32_t req;
+} peer_admin_reply_head;
+
+int peers_admin_ask(mg_gw *gw, uint32_t k, const peers_admin_query *q)
+{
+    if (!gw->peers || k < 1 || k > gw->nworkers || k == gw->worker || q->arg_len > PEER_NAME_MAX)
+        return -1;
+    peer_admin_head h = {.type = PEER_ADMIN_QUERY,
+                         .action = q->action,
+                         .has_arg = q->arg != NULL,
+                         .req = q->req,
+                         .limit = q->limit,
+                         .code = q->code,
+                         .expires_ms = q->expires_ms};
+    const char *reason = q->reason ? q->reason : "";
+    wire_msg m = {.head = &h,
+                  .head_len = sizeof(h),
+                  .str = q->arg ? q->arg : "",
+                  .str_len = q->arg ? q->arg_len : 0,
+                  .data = reason,
+                  .data_len = strlen(reason)};
+    /* Control: a query is small, and an answer is worth more than one
+     * message of a flood. */
+    return peer_put(gw, k, &m, 1);
+}
+
+void peers_admin_answer(mg_gw *gw, uint32_t k, uint32_t req, const void *part, size_t len)
+{
+    peer_admin_reply_head h = {PEER_ADMIN_REPLY, req};
+    wire_msg m = {.head = &h, .head_len = sizeof(h), .data = part, .data_len = len};
+    if (gw->peers && k >= 1 && k <= gw->nworkers && k != gw->worker)
+        peer_put(gw, k, &m, 1);
+}
+
+/* Worker k asks: its query's fields from r, and this worker's part back. */
+static void peer_on_admin_query(mg_gw *gw, uint32_t k, wire_rd *r)
+{
+    peer_admin_head h;
+    char sb[256], *heap = NULL, reason[124];
+    wire_take(r, &h, sizeof(h));
+    char *arg = wire_take_str(r, sb, sizeof(sb), &heap);
+    if (r->bad || !arg)
+        return;
+    /* The reason is the rest, at most 123 bytes (admin_body_parse). */
+    size_t rl = (size_t)(r->end - r->p);
+    rl = rl < sizeof(reason) - 1 ? rl : sizeof(reason) - 1;
+    memcpy(reason, r->p, rl);
+    reason[rl] = '\0';
+    peers_admin_query q = {.req = h.req,
+                           .action = h.action,
+                           .limit = h.limit,
+                           .code = h.code,
+                           .arg = h.has_arg ? arg : NULL,
+                           .arg_len = strlen(arg),
+                           .reason = rl ? reason : NULL,
+                           .expires_ms = h.expires_ms};
+    admin_fanout_on_query(gw, k, &q);
+    free(heap);
+}
+
 /* ---- a worker comes and goes ---- */
 
 static int peer_names_of(const dict_entry *e, void *arg)
@@ -628,6 +714,17 @@ static void peer_dispatch(mg_gw *gw, peer_in *in, const unsigned char *m, size_t
         if (current)
             cluster_on_relay(gw, r.p, (size_t)(r.end - r.p));
         return;
+    case PEER_ADMIN_QUERY:
+        r.p = m; /* peer_on_admin_query reads its head whole */
+        peer_on_admin_query(gw, in->worker, &r);
+        return;
+    case PEER_ADMIN_REPLY: {
+        uint32_t req;
+        wire_take(&r, &req, 4);
+        if (!r.bad)
+            admin_fanout_on_reply(gw, in->worker, req, r.p, (size_t)(r.end - r.p));
+        return;
+    }
     case PEER_INTEREST:
         wire_take(&r, &on, 1);
         if ((s = wire_take_str(&r, sb, sizeof(sb), &heap)) && current)
@@ -647,6 +744,7 @@ static int peer_in_gone(mg_gw *gw, peer_in *in)
     if (in->worker && p->pid_of[in->worker] == in->pid) {
         peer_forget(gw, in->worker);
         p->pid_of[in->worker] = 0;
+        admin_fanout_on_gone(gw, in->worker); /* it will not answer */
         cluster_on_peer_gone(gw, in->worker); /* other nodes forget its names */
     }
     if (in->worker && p->out[in->worker].fd >= 0 && p->out[in->worker].pid == in->pid)

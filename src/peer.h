@@ -87,5 +87,29 @@ void peers_each_name(mg_gw *gw, peers_name_fn fn, void *arg);
 
 /* This worker's first subscriber to topic came (on 1) or its last went. */
 void peers_interest(mg_gw *gw, const char *topic, int on);
+/* Topics with subscribers on any worker: this one's, and those the others
+ * have told of.  Each worker's word arrives in order with its other
+ * frames, so once a worker has answered an admin query, what it said
+ * before is counted. */
+size_t peers_topics_total(mg_gw *gw);
+
+/* The admin API's listings and close across workers (admin_fanout.c): a
+ * query to another worker, and its part of the answer (admin_merge.h). */
+typedef struct peers_admin_query {
+    uint32_t req;       /* the asking worker's request id */
+    uint8_t action;     /* ADMIN_CLIENTS, ADMIN_TOPICS or ADMIN_CLOSE (admin.h) */
+    uint32_t limit;     /* listings: the page size */
+    int32_t code;       /* close: the close code */
+    const char *arg;    /* listings: after= (NULL: none); close: the target */
+    size_t arg_len;     /* ... this long (at most 65535 bytes) */
+    const char *reason; /* close: the reason, or NULL */
+    int64_t expires_ms; /* gw_clock_ms() (one clock for every process of the machine)
+                           after which the asker no longer waits */
+} peers_admin_query;
+/* Ask worker k: 0 on its way, -1 if k cannot be reached (not up, or its
+ * link is full). */
+int peers_admin_ask(mg_gw *gw, uint32_t k, const peers_admin_query *q);
+/* Worker k's query req is answered with part. */
+void peers_admin_answer(mg_gw *gw, uint32_t k, uint32_t req, const void *part, size_t len);
 
 #endif
