@@ -519,6 +519,17 @@ SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime
                      "WARNING: AddressSanitizer", "WARNING: ThreadSanitizer")
 
 
+def worker_pids(g):
+    """{worker: pid} from a gateway's 'worker K ready (pid P)' lines, the
+    latest of each worker winning (a restarted worker logs a new one)."""
+    pids = {}
+    for line in g.logs_since(0):
+        m = re.search(r"worker (\d+) ready \(pid (\d+)\)", line)
+        if m:
+            pids[int(m.group(1))] = int(m.group(2))
+    return pids
+
+
 def sanitizer_lines(lines):
     """Lines of an ASan/LSan/UBSan report (the sanitizer build writes them to stderr)."""
     return [l for l in lines if any(m in l for m in SANITIZER_MARKERS)]

@@ -3,7 +3,6 @@ POST /clients/{id|name}/close, POST /send, POST /publish, and their refusals."""
 
 import json
 import os
-import re
 import signal
 import socket
 import time
@@ -11,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
 import pytest
+
+from conftest import worker_pids
 
 SCRIPT = """
 function on_connect(conn)
@@ -172,15 +173,6 @@ def workers_gw(gateway, raw, n_clients=60):
         ask(c, "sub all")
         ask(c, "sub t%d" % (i % 5))
     return g, cs
-
-
-def worker_pids(g):
-    pids = {}
-    for line in g.logs_since(0):
-        m = re.search(r"worker (\d+) ready \(pid (\d+)\)", line)
-        if m:
-            pids[int(m.group(1))] = int(m.group(2))
-    return pids
 
 
 def page_all(g, path, limit, key):

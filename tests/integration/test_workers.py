@@ -13,14 +13,13 @@ of every worker (and refusal of a bad script everywhere), drain."""
 import asyncio
 import json
 import os
-import re
 import signal
 import time
 
 import pytest
 import websockets
 
-from conftest import run, ws_connect, ws_recv, ws_wait_closed
+from conftest import run, worker_pids, ws_connect, ws_recv, ws_wait_closed
 
 APP = r"""
 function on_connect(conn)
@@ -63,15 +62,6 @@ def start(gateway, workers=N, config=None, **kw):
     g = gateway(APP, cfg, admin=True, **kw)
     return g
 
-
-def worker_pids(g):
-    """{worker: pid} from the 'worker K ready (pid P)' lines, latest wins."""
-    pids = {}
-    for line in g.logs_since(0):
-        m = re.search(r"worker (\d+) ready \(pid (\d+)\)", line)
-        if m:
-            pids[int(m.group(1))] = int(m.group(2))
-    return pids
 
 
 class Client:
