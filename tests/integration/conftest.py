@@ -60,11 +60,23 @@ OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
 # small utilities
 # --------------------------------------------------------------------------
 
+_PORTS_GIVEN = []
+
+
 def free_port():
-    """A currently free TCP port on 127.0.0.1 (bind to port 0, read it back)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A currently free TCP port on 127.0.0.1 (bind to port 0, read it back),
+    never one of the last 1,000 this process was given: a port handed out
+    for a gateway not started yet is still free, and the kernel may offer
+    it again (two listeners of one config got the same port that way)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _PORTS_GIVEN:
+            break
+    _PORTS_GIVEN.append(port)
+    del _PORTS_GIVEN[:-1000]
+    return port
 
 
 def lua(src):
@@ -517,6 +529,19 @@ def gateway(tmp_path):
 
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                      "WARNING: AddressSanitizer", "WARNING: ThreadSanitizer")
+
+
+def make_cert(folder):
+    """A self-signed certificate for 127.0.0.1 (CN and SAN) in folder ->
+    (crt, key) paths."""
+    os.makedirs(folder, exist_ok=True)
+    crt = os.path.join(folder, "server.crt")
+    key = os.path.join(folder, "server.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", key, "-out", crt],
+                   check=True, capture_output=True, timeout=60)
+    return crt, key
 
 
 def worker_pids(g):

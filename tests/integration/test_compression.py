@@ -22,10 +22,8 @@ Every test opens its own connections; every wait is bounded.
 """
 
 import asyncio
-import os
 import random
 import ssl
-import subprocess
 import time
 import zlib
 
@@ -37,6 +35,7 @@ from websockets.extensions.permessage_deflate import (ClientPerMessageDeflateFac
 from conftest import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, Gateway, RawWS,
                       free_port, handshake_request, http_raw, run, sanitizer_lines, ws_connect,
                       ws_recv)
+from conftest import make_cert
 
 # "!B" + payload: broadcast the payload, "!P" + payload: publish it to topic
 # t (every connection is subscribed); both keep the message's kind.
@@ -74,14 +73,6 @@ LISTENERS = {
 }
 
 
-def make_cert(folder):
-    crt = os.path.join(folder, "server.crt")
-    key = os.path.join(folder, "server.key")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-                    "-keyout", key, "-out", crt, "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True, timeout=60)
-    return crt
 
 
 class Gw:
@@ -106,7 +97,7 @@ def gw(tmp_path_factory):
     g = Gateway(folder / "gw", SCRIPT, {"limits": {"max_message_size": MAX_MESSAGE},
                                         "heartbeat": {"interval": 0, "timeout": 0}},
                 reader="moongate")
-    crt = make_cert(g.dir)
+    crt, _ = make_cert(g.dir)
     ports = {name: (g.port if name == "default" else free_port()) for name in LISTENERS}
     listen = []
     for name, comp in LISTENERS.items():

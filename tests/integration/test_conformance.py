@@ -38,11 +38,9 @@ any reader: where a listener kind departs from the RFC the test fails and
 says what arrived.
 """
 
-import os
 import socket
 import ssl
 import struct
-import subprocess
 import time
 import zlib
 
@@ -51,6 +49,7 @@ import pytest
 from conftest import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, Gateway, RawWS,
                       _read_http_response, accept_for, close_payload, encode_frame,
                       handshake_request, make_key, parse_close, sanitizer_lines)
+from conftest import make_cert
 
 ECHO = """
 function on_message(conn, data, kind)
@@ -79,14 +78,6 @@ WAIT = 3.0
 # the three listeners and their clients
 # --------------------------------------------------------------------------
 
-def make_cert(folder):
-    crt = os.path.join(folder, "server.crt")
-    key = os.path.join(folder, "server.key")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-                    "-keyout", key, "-out", crt, "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True, timeout=60)
-    return crt
 
 
 class Listener:
@@ -107,7 +98,7 @@ def listener(request, tmp_path_factory):
     if kind == "moongate":
         g.update_config({"listen": [dict(g.config["listen"][0], compression=COMPRESSION)]})
     if kind == "wss":
-        crt = make_cert(g.dir)
+        crt, _ = make_cert(g.dir)
         g.update_config({"listen": [{"host": "127.0.0.1", "port": g.port, "path": "/",
                                      "tls": {"cert": "server.crt", "key": "server.key"},
                                      "compression": COMPRESSION}]})

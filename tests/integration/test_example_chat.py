@@ -15,11 +15,11 @@ import os
 import re
 import shutil
 import ssl
-import subprocess
 
 import pytest
 
-from conftest import ROOT, OP_PING, OP_PONG, free_port, run, run_cli, ws_connect, ws_recv, ws_expect
+from conftest import (ROOT, OP_PING, OP_PONG, free_port, make_cert, run, run_cli, ws_connect,
+                      ws_recv, ws_expect)
 
 EXAMPLE = os.path.join(ROOT, "examples", "chat")
 CHAT = open(os.path.join(EXAMPLE, "chat.lua")).read()
@@ -27,16 +27,6 @@ PING = {"heartbeat": {"text_ping": "Ping", "text_pong": "Pong"}}
 WELCOME = "* welcome, "
 
 
-def make_cert(folder):
-    """A self-signed certificate for 127.0.0.1 (CN and SAN) -> (crt, key)."""
-    os.makedirs(folder, exist_ok=True)
-    crt = os.path.join(folder, "server.crt")
-    key = os.path.join(folder, "server.key")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", key, "-out", crt],
-                   check=True, capture_output=True, timeout=60)
-    return crt, key
 
 
 async def hello(ws):

@@ -23,7 +23,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, Gateway, free_port, sanitizer_lines
+from conftest import make_cert, ROOT, Gateway, free_port, sanitizer_lines
 
 INTEROP = os.path.join(ROOT, "tests", "interop")
 
@@ -83,14 +83,6 @@ def node():
     return shutil.which("node")
 
 
-def make_cert(folder):
-    crt = os.path.join(folder, "server.crt")
-    key = os.path.join(folder, "server.key")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-                    "-keyout", key, "-out", crt, "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True, timeout=60)
-    return crt
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +93,7 @@ def gw(tmp_path_factory):
     g = Gateway(folder / "gw", SCRIPT, {"heartbeat": {"interval": 0, "timeout": 0},
                                         "limits": {"max_connections": CLIENTS + 100}},
                 reader="moongate")
-    g.crt = make_cert(g.dir)
+    g.crt, _ = make_cert(g.dir)
     g.ports = {"default": g.port, "takeover": free_port(), "wss": free_port()}
     base = {"host": "127.0.0.1", "path": "/", "reader": "moongate"}
     g.update_config({"listen": [

@@ -5,13 +5,13 @@ import re
 import socket
 import ssl
 import struct
-import subprocess
 import time
 
 import pytest
 
 from conftest import (accept_for, handshake_request, http_raw, make_key, run, run_cli, ws_connect,
                       ws_recv)
+from conftest import make_cert
 
 SCRIPT = """
 function on_message(conn, data, kind)
@@ -20,14 +20,6 @@ end
 """
 
 
-def make_cert(folder):
-    crt = os.path.join(folder, "server.crt")
-    key = os.path.join(folder, "server.key")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-                    "-keyout", key, "-out", crt, "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True, timeout=60)
-    return crt, key
 
 
 @pytest.fixture
