@@ -68,7 +68,7 @@ void *lalloc_fn(void *ud, void *ptr, size_t osize, size_t nsize)
         }
         return NULL;
     }
-    if (a->limit && a->capped && nsize > old && a->mem - old + nsize > a->limit)
+    if (a->limit && a->capped && nsize > old && a->mem - old + nsize > a->limit + a->slack)
         return NULL;
     void *p;
     if (old > LALLOC_MAX && nsize > LALLOC_MAX) {

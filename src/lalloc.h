@@ -21,6 +21,10 @@ typedef struct lalloc {
                    * enforced, since only there can the error be caught (an
                    * allocation refused outside one, e.g. while pushing a
                    * hook's arguments, would end the process) */
+    size_t slack; /* room over the limit, while a collection runs: its
+                   * finalizers may need a little memory just when a script
+                   * has filled the state, and a collection that fails
+                   * frees nothing */
     void *free[LALLOC_CLASSES];
     void *slabs; /* singly linked through their first word */
     char *bump, *bump_end;

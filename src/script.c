@@ -651,19 +651,26 @@ void script_on_broker(mg_gw *gw, const char *state, const char *detail)
     script_run(gw->script, &j);
 }
 
+#define SCRIPT_COLLECT_SLACK 8
+
 static int script_collect_cf(lua_State *L)
 {
     lua_gc(L, LUA_GCCOLLECT, 0);
     return 0;
 }
 
+/* A full collection, capped (a finalizer may run away) but with an
+ * eighth of the limit to spare: it often runs because a script filled the
+ * state, and finalizers that could not allocate would leave it full. */
 void script_collect(mg_script *s)
 {
     s->alloc.capped++;
+    s->alloc.slack = s->alloc.limit / SCRIPT_COLLECT_SLACK;
     if (lua_cpcall(s->L, script_collect_cf, NULL) != 0) {
         log_error("lua error in a finalizer: %s", lua_tostring(s->L, -1));
         lua_pop(s->L, 1);
     }
+    s->alloc.slack = 0;
     s->alloc.capped--;
 }
 

@@ -442,7 +442,8 @@ def test_a_hostile_or_big_config_does_not_stall_the_loop(gateway, raw):
     """The config is read on a thread of its own: a file nested 50,000 deep
     (which libyaml alone takes seconds over) is refused with FILE:LINE:COL
     and a 1 MiB one of plain keys is loaded, while a client's echoes keep
-    coming back all along, each within a second even on a loaded machine."""
+    coming back all along, each within 2.5 s even on a loaded machine (a
+    parse on the loop held it for 5 s or more)."""
     g = gateway(script("v1"), admin=True)
     c = raw(g.port)
     base = to_yaml(g.config) + "\n"
@@ -467,6 +468,7 @@ def test_a_hostile_or_big_config_does_not_stall_the_loop(gateway, raw):
             assert re.search(r"conf\.yaml:\d+:\d+: nested too deeply", m.group(2)), m.group(2)
         # (Only the script's load runs on the loop: with this app section,
         # building gw.config takes milliseconds, tens under the sanitizers;
-        # the nested file alone held the loop for 5 s before.)
+        # the nested file alone held the loop for 5 s before.  Under TSan with
+        # the cpus shared with other work, an echo here took just over 1 s.)
         print("worst echo during the %s reload: %.3f s" % (outcome, worst))
-        assert worst < 1.0, "an echo took %.3f s during the reload" % worst
+        assert worst < 2.5, "an echo took %.3f s during the reload" % worst
